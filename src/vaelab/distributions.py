@@ -1,0 +1,183 @@
+"""The three distributions of a latent-variable model: p(z), q(z|x) and p(x|z).
+
+Everything here is a `torch.distributions` object, so estimators and objectives work on any
+model that returns them. Conventions:
+
+- q(z|x) for a batch x: (B, ...) has batch shape (B,) and event shape (Z,).
+- p(z) has batch shape () and event shape (Z,).
+- p(x|z) for z: (..., Z) has batch shape (...) and the per-example shape of x as event shape,
+  so `p_x_given_z.log_prob(x)` sums over pixels and returns (...).
+
+Every constructor passes `validate_args=False`: argument validation costs a full pass over the
+parameters on every call, which is a measurable share of a training step on a CPU. Inputs are
+validated once, when the data are loaded (`vaelab.data`).
+
+Randomness is explicit: `draw(dist, sample_shape, generator)` samples with a caller-owned
+`torch.Generator` (reparameterized where the family allows), because `Distribution.rsample`
+only uses the global RNG and a resumable run needs its own stream.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import (
+    Bernoulli,
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+    constraints,
+)
+from torch.distributions.kl import register_kl
+
+__all__ = [
+    "PointMass",
+    "bernoulli",
+    "diagonal_normal",
+    "draw",
+    "gaussian",
+    "kl_standard_normal",
+    "standard_normal",
+]
+
+LOG_VAR_CLAMP = (-30.0, 20.0)
+"""Clamp for encoder log-variances: exp(-30/2) ~ 3e-7 and exp(20/2) ~ 2e4 bound sigma well inside
+float32, so a diverging encoder gives a large but finite KL instead of inf/NaN."""
+
+
+class PointMass(Distribution):
+    """A point mass at `loc`: the "posterior" of a deterministic (autoencoder) encoder.
+
+    batch shape loc.shape[:-event_dims], event shape loc.shape[-event_dims:]. Sampling returns
+    `loc` (differentiably); log_prob is 0 at loc and -inf elsewhere.
+    """
+
+    arg_constraints = {"loc": constraints.real}
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, event_dims: int = 1) -> None:
+        self.loc = loc
+        split = loc.dim() - event_dims
+        super().__init__(loc.shape[:split], loc.shape[split:], validate_args=False)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.zeros_like(self.loc)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        return self.loc.expand(self._extended_shape(sample_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        event_dims = len(self.event_shape)
+        equal = (value == self.loc).flatten(-event_dims).all(-1) if event_dims else value == self.loc
+        return torch.where(equal, 0.0, -math.inf).to(self.loc.dtype)
+
+    def entropy(self) -> Tensor:
+        return torch.zeros(self.batch_shape, dtype=self.loc.dtype, device=self.loc.device)
+
+
+def diagonal_normal(loc: Tensor, log_var: Tensor) -> Independent:
+    """N(loc, diag(exp(log_var))) with the last dim as event: loc, log_var (B, Z) -> q(z|x).
+
+    The encoder outputs a log-variance; this is the one place it becomes a scale,
+    sigma = exp(log_var / 2), after the documented clamp `LOG_VAR_CLAMP`.
+    """
+    scale = torch.exp(0.5 * log_var.clamp(*LOG_VAR_CLAMP))
+    return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+def standard_normal(dim: int, *, dtype: torch.dtype = torch.float32, device=None) -> Independent:
+    """p(z) = N(0, I_dim): batch shape (), event shape (dim,)."""
+    zeros = torch.zeros(dim, dtype=dtype, device=device)
+    return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1, validate_args=False)
+
+
+def bernoulli(logits: Tensor, event_dims: int) -> Independent:
+    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(logits_d)), from logits for numerical stability.
+
+    log p(x|z) = sum_d [x_d * logits_d - softplus(logits_d)], i.e. minus the summed binary
+    cross-entropy. Defined for x in [0, 1] (for x strictly between 0 and 1 it is the usual
+    "BCE on grey levels" objective, which is not a normalized density; see the README).
+    """
+    return Independent(Bernoulli(logits=logits, validate_args=False), event_dims, validate_args=False)
+
+
+def gaussian(mean: Tensor, scale: Tensor, event_dims: int) -> Independent:
+    """p(x|z) = prod_d N(x_d; mean_d, scale_d^2). scale broadcasts against mean.
+
+    log p(x|z) = -sum_d [(x_d - mean_d)^2 / (2 scale_d^2) + log scale_d + log(2 pi) / 2]:
+    with a fixed scale this is a scaled MSE plus a constant, which is why sigma acts as the
+    weight of reconstruction against KL.
+    """
+    scale = scale.expand_as(mean) if scale.shape != mean.shape else scale
+    return Independent(Normal(mean, scale, validate_args=False), event_dims, validate_args=False)
+
+
+def kl_standard_normal(loc: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(loc, diag(exp(log_var))) || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1).
+
+    Kingma & Welling (2014), Appendix B. loc, log_var: (..., Z) -> (...) in nats.
+    """
+    log_var = log_var.clamp(*LOG_VAR_CLAMP)
+    return 0.5 * (loc.square() + log_var.exp() - log_var - 1.0).sum(-1)
+
+
+def draw(
+    dist: Distribution,
+    sample_shape: torch.Size | tuple[int, ...] = (),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sample `dist` with `generator`, reparameterized where the family allows.
+
+    Returns a tensor of shape sample_shape + batch_shape + event_shape. Gaussian families are
+    sampled as loc + scale * eps (eps ~ N(0, I) from `generator`), so gradients flow to the
+    parameters; discrete families (Bernoulli, Categorical, mixtures) are sampled without
+    gradient. With `generator=None` this is `dist.rsample` (or `dist.sample`), using the global RNG.
+    """
+    sample_shape = torch.Size(sample_shape)
+    if generator is None:
+        return dist.rsample(sample_shape) if dist.has_rsample else dist.sample(sample_shape)
+    if isinstance(dist, Independent):
+        return draw(dist.base_dist, sample_shape, generator)
+    if isinstance(dist, PointMass):
+        return dist.rsample(sample_shape)
+    shape = dist._extended_shape(sample_shape)
+    if isinstance(dist, Normal):
+        eps = torch.randn(shape, generator=generator, dtype=dist.loc.dtype, device=dist.loc.device)
+        return dist.loc + dist.scale * eps
+    if isinstance(dist, MultivariateNormal):
+        eps = torch.randn(shape, generator=generator, dtype=dist.loc.dtype, device=dist.loc.device)
+        return dist.loc + (dist.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+    if isinstance(dist, Bernoulli):
+        with torch.no_grad():
+            return torch.bernoulli(dist.probs.expand(shape), generator=generator)
+    if isinstance(dist, Categorical):
+        with torch.no_grad():
+            probs = dist.probs.reshape(-1, dist.probs.shape[-1])  # (batch, K)
+            n = math.prod(sample_shape)
+            idx = torch.multinomial(probs, n, replacement=True, generator=generator)  # (batch, n)
+            return idx.T.reshape(shape)
+    if isinstance(dist, MixtureSameFamily):
+        with torch.no_grad():
+            k = draw(dist.mixture_distribution, sample_shape, generator)  # sample_shape + batch
+            components = draw(dist.component_distribution, sample_shape, generator)
+            # components: sample_shape + batch + (K,) + event; pick component k per draw
+            event_dims = len(dist.event_shape)
+            index = k.reshape(k.shape + (1,) + (1,) * event_dims)
+            index = index.expand(k.shape + (1,) + dist.event_shape)
+            return components.gather(len(k.shape), index).squeeze(len(k.shape))
+    raise TypeError(f"draw() cannot sample {type(dist).__name__} with an explicit generator")
+
+
+@register_kl(PointMass, PointMass)
+def _kl_point_point(p: PointMass, q: PointMass) -> Tensor:
+    return -PointMass(q.loc, len(q.event_shape)).log_prob(p.loc)
