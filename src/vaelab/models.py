@@ -1,0 +1,119 @@
+"""Models: encoder + decoder + prior + likelihood, and no loss inside.
+
+Every model speaks the three-method protocol that objectives and estimators use:
+
+    posterior(x)  -> q(z|x)  x: (B, *x_shape)  batch (B,), event (Z,)
+    prior()       -> p(z)    batch (), event (Z,)
+    likelihood(z) -> p(x|z)  z: (*S, Z)        batch (*S,), event x_shape
+
+`VAE` has a Gaussian q(z|x) = N(mu(x), diag(sigma^2(x))) and a N(0, I) prior (Kingma &
+Welling 2014). `AE` is the same networks with a deterministic code (a point mass at the
+encoder's output); it keeps the N(0, I) prior only so that decoding prior samples shows what an
+unregularized code space does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal
+
+from vaelab import distributions as D
+from vaelab.config import ModelConfig
+from vaelab.nets import build_nets, forward_flat
+
+
+@runtime_checkable
+class LatentVariableModel(Protocol):
+    def posterior(self, x: Tensor) -> Distribution: ...
+
+    def prior(self) -> Distribution: ...
+
+    def likelihood(self, z: Tensor) -> Distribution: ...
+
+
+class Likelihood(nn.Module):
+    """Turns decoder outputs (*S, *x_shape) into p(x|z); holds a learned sigma where there is one."""
+
+    def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.kind = config.likelihood
+        self.event_dims = len(x_shape)
+        if self.kind == "gaussian":
+            if config.sigma is None:  # learned per-dimension sigma, parameterized by its log
+                self.log_scale = nn.Parameter(torch.zeros(x_shape))
+            else:
+                self.register_buffer("log_scale", torch.full(x_shape, math.log(config.sigma)))
+
+    def forward(self, out: Tensor) -> Distribution:
+        if self.kind == "bernoulli":
+            return D.bernoulli(out, self.event_dims)
+        return D.gaussian(out, self.log_scale.exp(), self.event_dims)
+
+
+class VAE(nn.Module):
+    """Variational autoencoder: q(z|x) diagonal Gaussian, p(z) = N(0, I), p(x|z) by config."""
+
+    def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.config = config
+        self.x_shape = tuple(x_shape)
+        self.latent_dim = config.latent_dim
+        self.encoder, self.decoder = build_nets(
+            config.net, self.x_shape, config.latent_dim, self.encoder_outputs, config.hidden, config.activation
+        )
+        self.likelihood_head = Likelihood(config, self.x_shape)
+        self.register_buffer("prior_loc", torch.zeros(config.latent_dim))
+        self.register_buffer("prior_scale", torch.ones(config.latent_dim))
+
+    @property
+    def encoder_outputs(self) -> int:
+        return 2 * self.config.latent_dim
+
+    def posterior(self, x: Tensor) -> Distribution:
+        """q(z|x) = N(mu(x), diag(exp(log_var(x)))); x: (B, *x_shape) -> batch (B,), event (Z,)."""
+        loc, log_var = self.encoder(x).chunk(2, dim=-1)
+        return D.diagonal_normal(loc, log_var)
+
+    def prior(self) -> Distribution:
+        """p(z) = N(0, I_Z)."""
+        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1, validate_args=False)
+
+    def likelihood(self, z: Tensor) -> Distribution:
+        """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""
+        return self.likelihood_head(forward_flat(self.decoder, z))
+
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """E[x|z], the decoder mean (not a sample): (*S, Z) -> (*S, *x_shape)."""
+        return self.likelihood(z).mean
+
+    @property
+    def deterministic(self) -> bool:
+        return False
+
+
+class AE(VAE):
+    """Autoencoder: the VAE's networks with a deterministic code z = f(x)."""
+
+    @property
+    def encoder_outputs(self) -> int:
+        return self.config.latent_dim
+
+    def posterior(self, x: Tensor) -> Distribution:
+        """A point mass at the code f(x): batch (B,), event (Z,)."""
+        return D.PointMass(self.encoder(x))
+
+    @property
+    def deterministic(self) -> bool:
+        return True
+
+
+MODELS: dict[str, type[VAE]] = {"vae": VAE, "ae": AE}
+
+
+def build_model(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
+    config.validate()
+    return MODELS[config.kind](config, x_shape)
