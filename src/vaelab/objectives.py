@@ -21,16 +21,7 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from vaelab.distributions import draw
-from vaelab.models import LatentVariableModel
-
-
-@dataclass(frozen=True)
-class ELBOTerms:
-    """Per-example (B,) tensors in nats: elbo = log_p_x_given_z - kl."""
-
-    elbo: Tensor
-    log_p_x_given_z: Tensor
-    kl: Tensor
+from vaelab.estimators import ELBOTerms, elbo_terms
 
 
 @dataclass(frozen=True)
@@ -39,27 +30,9 @@ class ObjectiveOutput:
     terms: ELBOTerms
 
 
-def elbo_terms(model: LatentVariableModel, x: Tensor, generator: torch.Generator | None = None) -> ELBOTerms:
-    """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) (Kingma & Welling 2014, eq. 7).
-
-    One reparameterized sample z = mu + sigma * eps for the expectation; the KL is analytic when
-    torch.distributions knows the pair, else the one-sample estimate log q(z|x) - log p(z).
-    x: (B, *x_shape) -> three (B,) tensors.
-    """
-    q_z_given_x = model.posterior(x)
-    p_z = model.prior()
-    z = draw(q_z_given_x, (), generator)  # (B, Z)
-    log_p_x_given_z = model.likelihood(z).log_prob(x)  # (B,)
-    try:
-        kl_q_p = kl_divergence(q_z_given_x, p_z)
-    except NotImplementedError:
-        kl_q_p = q_z_given_x.log_prob(z) - p_z.log_prob(z)
-    return ELBOTerms(log_p_x_given_z - kl_q_p, log_p_x_given_z, kl_q_p)
-
-
 def beta_elbo(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> ObjectiveOutput:
     """E_q[log p(x|z)] - beta KL(q || p) (Higgins et al. 2017); beta = 1 is the ELBO."""
-    terms = elbo_terms(model, x, generator)
+    terms = elbo_terms(model, x, 1, generator=generator)  # one reparameterized sample, analytic KL
     surrogate = terms.elbo if beta == 1.0 else terms.log_p_x_given_z - beta * terms.kl
     return ObjectiveOutput(surrogate, terms)
 

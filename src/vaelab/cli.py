@@ -1,0 +1,249 @@
+"""The `vaelab` command line: a thin layer that parses flags into configs and calls the library.
+
+Bad input exits with status 2 and one line on stderr (`vaelab: error: ...`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import UserError
+
+# train flag -> (config section, field, parser of the flag's text)
+TRAIN_FLAGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exits 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise UserError(f"--hidden: expected sizes like 400 or 512,256, got {text!r}") from None
+    return sizes
+
+
+def _sigma(text: str) -> float | None:
+    if text == "learned":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--sigma: expected a positive number or 'learned', got {text!r}") from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"expected a number, got {text!r}") from None
+
+
+def _add_train_flag(parser, flag: str, section: str, field: str, convert, help: str, **kw) -> None:
+    dest = flag.lstrip("-").replace("-", "_")
+    TRAIN_FLAGS[dest] = (section, field, convert)
+    parser.add_argument(flag, dest=dest, default=None, help=help, **kw)
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a VAE or an AE into a run directory",
+                       description="Train a model. Flags override --config, which overrides defaults.")
+    flag = _add_train_flag
+    flag(p, "--data", "data", "source", str, "data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, "
+         "fashion-mnist:DIR, npz:FILE, npy:FILE, csv:FILE, folder:DIR (default mnist5k)", metavar="SPEC")
+    flag(p, "--binarize", "data", "binarize", str, "none, static or dynamic (default none)",
+         choices=["none", "static", "dynamic"])
+    flag(p, "--model", "model", "kind", str, "vae or ae (default vae)", choices=["vae", "ae"])
+    flag(p, "--latent-dim", "model", "latent_dim", _int, "latent size Z (default 2)", metavar="N")
+    flag(p, "--net", "model", "net", str, "mlp or conv (default mlp)", choices=["mlp", "conv"])
+    flag(p, "--hidden", "model", "hidden", _hidden, "hidden sizes, e.g. 400 or 512,256 (default 512,256)",
+         metavar="H[,H...]")
+    flag(p, "--activation", "model", "activation", str, "relu, elu, tanh or gelu (default relu)")
+    flag(p, "--likelihood", "model", "likelihood", str, "bernoulli (from logits) or gaussian (default bernoulli)",
+         choices=["bernoulli", "gaussian"])
+    flag(p, "--sigma", "model", "sigma", _sigma, "gaussian decoder's sigma: a number, or 'learned' (default 0.1)",
+         metavar="S")
+    flag(p, "--objective", "objective", "name", str, "elbo or iwae (default elbo)", choices=["elbo", "iwae"])
+    flag(p, "--beta", "objective", "beta", _float, "weight of the KL term (default 1: the ELBO)", metavar="B")
+    flag(p, "--k", "objective", "k", _int, "importance samples for --objective iwae (default 1)", metavar="K")
+    flag(p, "--epochs", "train", "epochs", _int, "epochs (default 30)", metavar="N")
+    flag(p, "--batch-size", "train", "batch_size", _int, "minibatch size (default 128)", metavar="N")
+    flag(p, "--lr", "train", "lr", _float, "Adam learning rate (default 1e-3)", metavar="F")
+    flag(p, "--seed", "train", "seed", _int, "seed of weights, shuffling and noise (default 0)", metavar="N")
+    flag(p, "--patience", "train", "patience", _int,
+         "early stopping: stop after N epochs without validation improvement", metavar="N")
+    flag(p, "--threads", "train", "threads", _int, "CPU threads for PyTorch (default: PyTorch's)", metavar="N")
+    p.add_argument("--config", type=Path, help="JSON config (sections data, model, objective, train)")
+    p.add_argument("--out", type=Path, help="run directory to create (default runs/<data>-<model>)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+
+def train_config(args) -> Any:
+    """Defaults, then --config JSON, then flags; the result is validated."""
+    from vaelab.config import RunConfig
+    from vaelab.runs import read_json
+
+    config = RunConfig.from_dict(read_json(args.config), where=str(args.config)) if args.config else RunConfig()
+    changes: dict[str, dict[str, Any]] = {}
+    for dest, (section, field, convert) in TRAIN_FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            changes.setdefault(section, {})[field] = convert(value)
+    return config.replace(**changes).validate()
+
+
+def cmd_train(args) -> int:
+    from vaelab.train import train
+
+    if args.resume is not None:
+        given = [f"--{d.replace('_', '-')}" for d in TRAIN_FLAGS if getattr(args, d) is not None]
+        if given or args.config:
+            raise UserError(f"--resume uses the run's own config; drop {', '.join(given) or '--config'}")
+        out, config = args.resume, None
+    else:
+        config = train_config(args)
+        out = args.out or Path("runs") / f"{config.data.source.split(':')[0]}-{config.model.kind}"
+
+    def report(record: dict[str, Any]) -> None:
+        print(f"epoch {record['epoch']:>3}  train ELBO {record['train_elbo_nats']:9.3f}  "
+              f"valid ELBO {record['valid_elbo_nats']:9.3f} (recon {record['valid_log_p_x_given_z_nats']:9.3f}, "
+              f"KL {record['valid_kl_nats']:7.3f}) nats/example  {record['images_per_second']:8.0f} img/s",
+              flush=True)
+
+    from vaelab.config import RunConfig
+
+    result = train(config or RunConfig(), out, resume=args.resume is not None, overwrite=args.overwrite,
+                   progress=not args.quiet and sys.stderr.isatty(), on_epoch=None if args.quiet else report)
+    print(f"run: {result.run_dir}  (best validation ELBO {result.best_valid_elbo:.3f} nats at epoch "
+          f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})")
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="test-set ELBO, its terms and an importance-sampled log p(x)")
+    p.add_argument("run", type=Path)
+    p.add_argument("--k", type=_int, default=1000, help="importance samples per example (default 1000)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--batch-size", type=_int, default=100, help="examples per importance-sampling batch")
+    p.add_argument("--seed", type=_int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from vaelab.evaluate import evaluate_run, format_evaluation
+
+    result = evaluate_run(args.run, k=args.k, split=args.split, batch_size=args.batch_size, seed=args.seed)
+    print(format_evaluation(result))
+    print(f"written: {args.run / 'eval.json'}")
+    return 0
+
+
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="decode samples z ~ p(z) into a PNG grid")
+    p.add_argument("run", type=Path)
+    p.add_argument("--n", type=_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--mode", default="mean", choices=["mean", "sample"],
+                   help="show the decoder mean E[x|z] or a draw x ~ p(x|z) (default mean)")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args) -> int:
+    import vaelab
+    from vaelab.plots import plot_prior_samples
+
+    if args.n < 1:
+        raise UserError("--n must be >= 1")
+    path = plot_prior_samples(vaelab.load(args.run), args.out or args.run / "samples.png", args.n,
+                              mode=args.mode, seed=args.seed)
+    print(f"written: {path}")
+    return 0
+
+
+def add_reconstruct(sub) -> None:
+    p = sub.add_parser("reconstruct", help="originals over their reconstructions, as a PNG")
+    p.add_argument("run", type=Path)
+    p.add_argument("--n", type=_int, default=32, help="number of examples (default 32)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--seed", type=_int, default=0, help="seed of the random choice of examples")
+    p.add_argument("--out", type=Path, help="PNG path (default RUN/reconstructions.png)")
+    p.set_defaults(func=cmd_reconstruct)
+
+
+def cmd_reconstruct(args) -> int:
+    import torch
+
+    import vaelab
+    from vaelab.data import load_data
+    from vaelab.plots import plot_reconstructions
+    from vaelab.runs import check_run_dir, read_config
+
+    if args.n < 1:
+        raise UserError("--n must be >= 1")
+    model = vaelab.load(args.run)
+    x = load_data(read_config(check_run_dir(args.run)).data).split(args.split)
+    # a random subset: test files are often sorted by class, so a prefix would show one digit
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.n]
+    path = plot_reconstructions(model, x[pick], args.out or args.run / "reconstructions.png")
+    print(f"written: {path}")
+    return 0
+
+
+COMMANDS: list[Callable] = [add_train, add_evaluate, add_sample, add_reconstruct]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import vaelab
+
+    parser = OneLineParser(prog="vaelab", description="Train, measure and look at variational autoencoders.")
+    parser.add_argument("--version", action="version", version=f"vaelab {vaelab.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    for module in ("vaelab.cli_theory",):
+        try:
+            __import__(module, fromlist=["add_subcommands"]).add_subcommands(sub)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        return args.func(args)
+    except UserError as err:
+        print(f"vaelab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
