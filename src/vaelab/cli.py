@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
-    for module in ("vaelab.cli_theory",):
+    for module in ("vaelab.cli_theory", "vaelab.cli_figures"):
         try:
             __import__(module, fromlist=["add_subcommands"]).add_subcommands(sub)
         except ModuleNotFoundError as err:

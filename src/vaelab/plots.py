@@ -23,10 +23,11 @@ from vaelab.errors import UserError  # noqa: E402
 from vaelab.runs import atomic_write  # noqa: E402
 
 
-def tile(images: Tensor | np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
+def tile(images: Tensor | np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: float = 0.0) -> np.ndarray:
     """(N, C, H, W) or (N, H, W) images -> one (rows*(H+pad)-pad, cols*(W+pad)-pad[, 3]) array.
 
-    Grey images (C = 1) give a 2-D array; padding is white (1.0) so digits stay separate.
+    Grey images (C = 1) give a 2-D array. Padding is background (0.0, drawn white by the
+    inverted grey map `show_grid` uses), so digits stay separate without grid lines.
     """
     x = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
     if x.ndim == 3:
@@ -36,7 +37,7 @@ def tile(images: Tensor | np.ndarray, ncols: int | None = None, pad: int = 1) ->
     n, c, h, w = x.shape
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    canvas = np.ones((c, nrows * (h + pad) - pad, ncols * (w + pad) - pad), dtype=np.float32)
+    canvas = np.full((c, nrows * (h + pad) - pad, ncols * (w + pad) - pad), pad_value, dtype=np.float32)
     for i in range(n):
         r, col = divmod(i, ncols)
         canvas[:, r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = x[i]
@@ -104,6 +105,6 @@ def plot_reconstructions(model, x: Tensor, path: str | Path) -> Path:
     rows = []
     for start in range(0, len(images), ncols):
         rows += [images[start : start + ncols], recon[start : start + ncols]]
-    pairs = torch.cat([torch.cat([r, torch.ones_like(r[:1]).expand(ncols - len(r), *r.shape[1:])]) for r in rows])
+    pairs = torch.cat([torch.cat([r, torch.zeros_like(r[:1]).expand(ncols - len(r), *r.shape[1:])]) for r in rows])
     title = "originals (rows 1, 3, ...) over reconstructions E[x | z = E_q[z|x]] (rows 2, 4, ...)"
     return show_grid(tile(pairs, ncols), title, path)
