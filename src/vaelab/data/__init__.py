@@ -131,11 +131,13 @@ def split_arrays(
     if n < 3:
         raise UserError(f"{name}: {n} example(s) cannot be split into train, valid and test")
     idx = np.arange(n)
-    stratify = y if y is not None and np.bincount(_codes(y)).min() >= 3 else None
-    rest, test = train_test_split(idx, test_size=fractions[2], random_state=seed, stratify=stratify)
-    valid_share = fractions[1] / (fractions[0] + fractions[1])
+    n_test, n_valid = max(1, round(n * fractions[2])), max(1, round(n * fractions[1]))
+    counts = np.bincount(_codes(y)) if y is not None else None
+    stratifiable = counts is not None and counts.min() >= 3 and min(n_test, n_valid) >= len(counts)
+    stratify = _codes(y) if stratifiable else None
+    rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=stratify)
     strat_rest = stratify[rest] if stratify is not None else None
-    train, valid = train_test_split(rest, test_size=valid_share, random_state=seed, stratify=strat_rest)
+    train, valid = train_test_split(rest, test_size=n_valid, random_state=seed, stratify=strat_rest)
     tensor = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
     labels = None if y is None else torch.as_tensor(_codes(y), dtype=torch.int64)
 

@@ -1,0 +1,94 @@
+"""Training: a step changes the weights, early stopping, divergence, and exact kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vaelab import runs
+from vaelab.config import RunConfig
+from vaelab.errors import UserError
+from vaelab.models import build_model
+from vaelab.objectives import objective_for
+from vaelab.train import train
+
+SMALL = RunConfig().replace(data={"source": "digits"}, model={"hidden": (32,), "latent_dim": 2},
+                            train={"epochs": 3, "batch_size": 64})
+
+
+def test_one_step_changes_every_parameter():
+    torch.manual_seed(0)
+    model = build_model(SMALL.model, (1, 8, 8))
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = -objective_for(model, "elbo")(model, torch.rand(16, 1, 8, 8), torch.Generator()).surrogate.mean()
+    loss.backward()
+    optimizer.step()
+    for name, value in model.named_parameters():
+        assert not torch.equal(value, before[name]), name
+
+
+def test_training_improves_the_validation_elbo_and_ae_trains_too(tmp_path):
+    result = train(SMALL.replace(train={"epochs": 4}), tmp_path / "vae", progress=False)
+    history = runs.read_metrics(tmp_path / "vae")
+    assert history[-1]["valid_elbo_nats"] > history[0]["valid_elbo_nats"]
+    assert result.best_valid_elbo == max(r["valid_elbo_nats"] for r in history)
+    train(SMALL.replace(model={"kind": "ae"}), tmp_path / "ae", progress=False)
+    assert all(r["valid_kl_nats"] == 0 for r in runs.read_metrics(tmp_path / "ae"))
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path):
+    config = SMALL.replace(train={"epochs": 50, "patience": 1, "lr": 0.05})
+    result = train(config, tmp_path / "run", progress=False)
+    history = runs.read_metrics(tmp_path / "run")
+    assert result.stopped_early and len(history) < 50
+    assert history[-1]["valid_elbo_nats"] <= result.best_valid_elbo
+
+
+def test_divergence_is_reported_not_saved_as_nan(tmp_path):
+    config = SMALL.replace(model={"likelihood": "gaussian", "sigma": 1e-4}, train={"lr": 1e6, "epochs": 2})
+    with pytest.raises(UserError, match="diverged"):
+        train(config, tmp_path / "run", progress=False)
+
+
+def test_gaussian_learned_sigma_and_conv_net_train(tmp_path):
+    config = SMALL.replace(model={"likelihood": "gaussian", "sigma": None, "net": "conv"}, train={"epochs": 1})
+    train(config, tmp_path / "run", progress=False)
+    assert "likelihood_head.log_scale" in dict(build_model(config.model, (1, 8, 8)).named_parameters())
+
+
+def _cli_train(out, *extra):
+    return [sys.executable, "-m", "vaelab.cli", "train", "--data", "mnist5k", "--binarize", "dynamic",
+            "--hidden", "64", "--latent-dim", "4", "--epochs", "6", "--batch-size", "16", "--threads", "1",
+            "--seed", "3", "--quiet", "--out", str(out), *extra]
+
+
+def _metrics(run):
+    keep = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}  # noqa: E731
+    return [keep(json.loads(line)) for line in (run / runs.METRICS).read_text().splitlines()]
+
+
+def test_kill_and_resume_gives_exactly_the_uninterrupted_metrics(tmp_path):
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    subprocess.run(_cli_train(tmp_path / "straight"), check=True, env=env)
+    proc = subprocess.Popen(_cli_train(tmp_path / "killed"), env=env)
+    deadline = time.time() + 120
+    metrics = tmp_path / "killed" / runs.METRICS
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.02)
+    time.sleep(0.1)  # into the third epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert runs.run_info(tmp_path / "killed")["status"] == "running"
+    assert len(_metrics(tmp_path / "killed")) < 6
+    subprocess.run([sys.executable, "-m", "vaelab.cli", "train", "--resume", str(tmp_path / "killed"), "--quiet"],
+                   check=True, env=env)
+    assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "straight")
+    assert (tmp_path / "killed" / runs.WEIGHTS).read_bytes() == (tmp_path / "straight" / runs.WEIGHTS).read_bytes()
