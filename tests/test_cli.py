@@ -18,8 +18,20 @@ def run(capsys, *argv):
 
 def test_train_evaluate_sample_reconstruct(tmp_path, capsys):
     out = tmp_path / "run"
-    code, text, _ = run(capsys, "train", "--data", "digits", "--hidden", "32", "--latent-dim", "2",
-                        "--epochs", "2", "--out", out)
+    code, text, _ = run(
+        capsys,
+        "train",
+        "--data",
+        "digits",
+        "--hidden",
+        "32",
+        "--latent-dim",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    )
     assert code == 0 and "valid ELBO" in text and "nats" in text
     code, text, _ = run(capsys, "evaluate", out, "--k", "50")
     assert code == 0 and "log p(x), IS k=50" in text
@@ -42,7 +54,10 @@ def test_config_file_and_flags(tmp_path, capsys):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"model": {"hidden": [16], "latent_dim": 3}, "train": {"epochs": 1}}))
     out = tmp_path / "run"
-    assert run(capsys, "train", "--data", "digits", "--config", config, "--latent-dim", "4", "--out", out)[0] == 0
+    assert (
+        run(capsys, "train", "--data", "digits", "--config", config, "--latent-dim", "4", "--out", out)[0]
+        == 0
+    )
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["latent_dim"] == 4 and saved["model"]["hidden"] == [16]
 

@@ -25,7 +25,9 @@ def test_mnist5k_is_split_stratified_and_scaled():
     assert s.x_shape == (1, 28, 28)
     assert 0.0 <= float(s.train.min()) and float(s.train.max()) <= 1.0
     assert torch.bincount(s.test_labels).tolist() == [50] * 10  # not a class-sorted prefix
-    assert not set(map(tuple, s.test[:50].flatten(1).tolist())) & set(map(tuple, s.train[:200].flatten(1).tolist()))
+    assert not set(map(tuple, s.test[:50].flatten(1).tolist())) & set(
+        map(tuple, s.train[:200].flatten(1).tolist())
+    )
 
 
 def test_digits_and_static_binarization():
@@ -52,7 +54,9 @@ def test_binarized_mnist_from_shared_data(shared_data):
 def test_binarized_mnist_amat_files(tmp_path):
     rng = np.random.default_rng(0)
     for split in ("train", "valid", "test"):
-        np.savetxt(tmp_path / f"binarized_mnist_{split}.amat", (rng.random((6, 784)) < 0.2).astype(int), fmt="%d")
+        np.savetxt(
+            tmp_path / f"binarized_mnist_{split}.amat", (rng.random((6, 784)) < 0.2).astype(int), fmt="%d"
+        )
     s = load(f"binarized-mnist:{tmp_path}")
     assert s.train.shape == (6, 1, 28, 28)
 
@@ -123,9 +127,13 @@ def test_npz_npy_csv_folder_sources(tmp_path, tiny_npz):
     for label in ("cats", "dogs"):
         (tmp_path / "img" / label).mkdir(parents=True)
         for i in range(6):
-            Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / "img" / label / f"{i}.png")
+            Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(
+                tmp_path / "img" / label / f"{i}.png"
+            )
     s = load(f"folder:{tmp_path / 'img'}")
-    assert s.x_shape == (1, 8, 8) and set(torch.cat([s.train_labels, s.valid_labels, s.test_labels]).tolist()) == {0, 1}
+    assert s.x_shape == (1, 8, 8) and set(
+        torch.cat([s.train_labels, s.valid_labels, s.test_labels]).tolist()
+    ) == {0, 1}
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_
 from vaelab import distributions as D
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     previous = torch.get_default_dtype()

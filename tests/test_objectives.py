@@ -68,8 +68,13 @@ def test_elbo_gradients_match_hand_derived_ones():
 
 def test_beta_weights_only_the_kl_and_the_logged_elbo_stays_the_bound():
     g = torch.Generator().manual_seed(1)
-    model = LinearModel(torch.randn(1, 2, generator=g, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
-                        torch.randn(4, 2, generator=g, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), 1.0)
+    model = LinearModel(
+        torch.randn(1, 2, generator=g, dtype=torch.float64),
+        torch.zeros(1, 2, dtype=torch.float64),
+        torch.randn(4, 2, generator=g, dtype=torch.float64),
+        torch.zeros(4, dtype=torch.float64),
+        1.0,
+    )
     x = torch.randn(3, 4, generator=g, dtype=torch.float64)
     one = beta_elbo(model, x, torch.Generator().manual_seed(7), beta=1.0)
     four = beta_elbo(model, x, torch.Generator().manual_seed(7), beta=4.0)
@@ -79,8 +84,13 @@ def test_beta_weights_only_the_kl_and_the_logged_elbo_stays_the_bound():
 
 def test_iwae_with_one_sample_is_the_monte_carlo_elbo():
     g = torch.Generator().manual_seed(2)
-    model = LinearModel(torch.randn(1, 2, generator=g, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
-                        torch.randn(4, 2, generator=g, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), 0.5)
+    model = LinearModel(
+        torch.randn(1, 2, generator=g, dtype=torch.float64),
+        torch.zeros(1, 2, dtype=torch.float64),
+        torch.randn(4, 2, generator=g, dtype=torch.float64),
+        torch.zeros(4, dtype=torch.float64),
+        0.5,
+    )
     x = torch.randn(3, 4, generator=g, dtype=torch.float64)
     out = iwae(model, x, torch.Generator().manual_seed(3), k=1)
     z = D.draw(model.posterior(x), (1,), torch.Generator().manual_seed(3))[0]

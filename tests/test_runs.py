@@ -16,8 +16,9 @@ from vaelab.train import train
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "digits"
-    config = RunConfig().replace(data={"source": "digits"}, train={"epochs": 2},
-                                 model={"hidden": (32,), "latent_dim": 3})
+    config = RunConfig().replace(
+        data={"source": "digits"}, train={"epochs": 2}, model={"hidden": (32,), "latent_dim": 3}
+    )
     train(config, out, progress=False)
     return out
 

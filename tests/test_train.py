@@ -19,8 +19,9 @@ from vaelab.models import build_model
 from vaelab.objectives import objective_for
 from vaelab.train import train
 
-SMALL = RunConfig().replace(data={"source": "digits"}, model={"hidden": (32,), "latent_dim": 2},
-                            train={"epochs": 3, "batch_size": 64})
+SMALL = RunConfig().replace(
+    data={"source": "digits"}, model={"hidden": (32,), "latent_dim": 2}, train={"epochs": 3, "batch_size": 64}
+)
 
 
 def test_one_step_changes_every_parameter():
@@ -59,15 +60,40 @@ def test_divergence_is_reported_not_saved_as_nan(tmp_path):
 
 
 def test_gaussian_learned_sigma_and_conv_net_train(tmp_path):
-    config = SMALL.replace(model={"likelihood": "gaussian", "sigma": None, "net": "conv"}, train={"epochs": 1})
+    config = SMALL.replace(
+        model={"likelihood": "gaussian", "sigma": None, "net": "conv"}, train={"epochs": 1}
+    )
     train(config, tmp_path / "run", progress=False)
     assert "likelihood_head.log_scale" in dict(build_model(config.model, (1, 8, 8)).named_parameters())
 
 
 def _cli_train(out, *extra):
-    return [sys.executable, "-m", "vaelab.cli", "train", "--data", "mnist5k", "--binarize", "dynamic",
-            "--hidden", "64", "--latent-dim", "4", "--epochs", "6", "--batch-size", "16", "--threads", "1",
-            "--seed", "3", "--quiet", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "vaelab.cli",
+        "train",
+        "--data",
+        "mnist5k",
+        "--binarize",
+        "dynamic",
+        "--hidden",
+        "64",
+        "--latent-dim",
+        "4",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--seed",
+        "3",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _metrics(run):
@@ -88,7 +114,12 @@ def test_kill_and_resume_gives_exactly_the_uninterrupted_metrics(tmp_path):
     proc.wait()
     assert runs.run_info(tmp_path / "killed")["status"] == "running"
     assert len(_metrics(tmp_path / "killed")) < 6
-    subprocess.run([sys.executable, "-m", "vaelab.cli", "train", "--resume", str(tmp_path / "killed"), "--quiet"],
-                   check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "vaelab.cli", "train", "--resume", str(tmp_path / "killed"), "--quiet"],
+        check=True,
+        env=env,
+    )
     assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "straight")
-    assert (tmp_path / "killed" / runs.WEIGHTS).read_bytes() == (tmp_path / "straight" / runs.WEIGHTS).read_bytes()
+    assert (tmp_path / "killed" / runs.WEIGHTS).read_bytes() == (
+        tmp_path / "straight" / runs.WEIGHTS
+    ).read_bytes()

@@ -6,7 +6,6 @@ Bad input exits with status 2 and one line on stderr (`vaelab: error: ...`), nev
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -64,23 +63,62 @@ def _add_train_flag(parser, flag: str, section: str, field: str, convert, help: 
 
 
 def add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a VAE or an AE into a run directory",
-                       description="Train a model. Flags override --config, which overrides defaults.")
+    p = sub.add_parser(
+        "train",
+        help="train a VAE or an AE into a run directory",
+        description="Train a model. Flags override --config, which overrides defaults.",
+    )
     flag = _add_train_flag
-    flag(p, "--data", "data", "source", str, "data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, "
-         "fashion-mnist:DIR, npz:FILE, npy:FILE, csv:FILE, folder:DIR (default mnist5k)", metavar="SPEC")
-    flag(p, "--binarize", "data", "binarize", str, "none, static or dynamic (default none)",
-         choices=["none", "static", "dynamic"])
+    flag(
+        p,
+        "--data",
+        "data",
+        "source",
+        str,
+        "data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, "
+        "fashion-mnist:DIR, npz:FILE, npy:FILE, csv:FILE, folder:DIR (default mnist5k)",
+        metavar="SPEC",
+    )
+    flag(
+        p,
+        "--binarize",
+        "data",
+        "binarize",
+        str,
+        "none, static or dynamic (default none)",
+        choices=["none", "static", "dynamic"],
+    )
     flag(p, "--model", "model", "kind", str, "vae or ae (default vae)", choices=["vae", "ae"])
     flag(p, "--latent-dim", "model", "latent_dim", _int, "latent size Z (default 2)", metavar="N")
     flag(p, "--net", "model", "net", str, "mlp or conv (default mlp)", choices=["mlp", "conv"])
-    flag(p, "--hidden", "model", "hidden", _hidden, "hidden sizes, e.g. 400 or 512,256 (default 512,256)",
-         metavar="H[,H...]")
+    flag(
+        p,
+        "--hidden",
+        "model",
+        "hidden",
+        _hidden,
+        "hidden sizes, e.g. 400 or 512,256 (default 512,256)",
+        metavar="H[,H...]",
+    )
     flag(p, "--activation", "model", "activation", str, "relu, elu, tanh or gelu (default relu)")
-    flag(p, "--likelihood", "model", "likelihood", str, "bernoulli (from logits) or gaussian (default bernoulli)",
-         choices=["bernoulli", "gaussian"])
-    flag(p, "--sigma", "model", "sigma", _sigma, "gaussian decoder's sigma: a number, or 'learned' (default 0.1)",
-         metavar="S")
+    flag(
+        p,
+        "--likelihood",
+        "model",
+        "likelihood",
+        str,
+        "bernoulli (from logits) or gaussian (default bernoulli)",
+        choices=["bernoulli", "gaussian"],
+    )
+    flag(
+        p,
+        "--sigma",
+        "model",
+        "sigma",
+        _sigma,
+        "gaussian decoder's sigma: a number, or 'learned' (default 0.1)",
+        metavar="S",
+    )
     flag(p, "--objective", "objective", "name", str, "elbo or iwae (default elbo)", choices=["elbo", "iwae"])
     flag(p, "--beta", "objective", "beta", _float, "weight of the KL term (default 1: the ELBO)", metavar="B")
     flag(p, "--k", "objective", "k", _int, "importance samples for --objective iwae (default 1)", metavar="K")
@@ -88,12 +126,23 @@ def add_train(sub) -> None:
     flag(p, "--batch-size", "train", "batch_size", _int, "minibatch size (default 128)", metavar="N")
     flag(p, "--lr", "train", "lr", _float, "Adam learning rate (default 1e-3)", metavar="F")
     flag(p, "--seed", "train", "seed", _int, "seed of weights, shuffling and noise (default 0)", metavar="N")
-    flag(p, "--patience", "train", "patience", _int,
-         "early stopping: stop after N epochs without validation improvement", metavar="N")
-    flag(p, "--threads", "train", "threads", _int, "CPU threads for PyTorch (default: PyTorch's)", metavar="N")
+    flag(
+        p,
+        "--patience",
+        "train",
+        "patience",
+        _int,
+        "early stopping: stop after N epochs without validation improvement",
+        metavar="N",
+    )
+    flag(
+        p, "--threads", "train", "threads", _int, "CPU threads for PyTorch (default: PyTorch's)", metavar="N"
+    )
     p.add_argument("--config", type=Path, help="JSON config (sections data, model, objective, train)")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<data>-<model>)")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN", help="continue an interrupted run from its last checkpoint"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
@@ -104,7 +153,9 @@ def train_config(args) -> Any:
     from vaelab.config import RunConfig
     from vaelab.runs import read_json
 
-    config = RunConfig.from_dict(read_json(args.config), where=str(args.config)) if args.config else RunConfig()
+    config = (
+        RunConfig.from_dict(read_json(args.config), where=str(args.config)) if args.config else RunConfig()
+    )
     changes: dict[str, dict[str, Any]] = {}
     for dest, (section, field, convert) in TRAIN_FLAGS.items():
         value = getattr(args, dest)
@@ -126,17 +177,28 @@ def cmd_train(args) -> int:
         out = args.out or Path("runs") / f"{config.data.source.split(':')[0]}-{config.model.kind}"
 
     def report(record: dict[str, Any]) -> None:
-        print(f"epoch {record['epoch']:>3}  train ELBO {record['train_elbo_nats']:9.3f}  "
-              f"valid ELBO {record['valid_elbo_nats']:9.3f} (recon {record['valid_log_p_x_given_z_nats']:9.3f}, "
-              f"KL {record['valid_kl_nats']:7.3f}) nats/example  {record['images_per_second']:8.0f} img/s",
-              flush=True)
+        print(
+            f"epoch {record['epoch']:>3}  train ELBO {record['train_elbo_nats']:9.3f}  "
+            f"valid ELBO {record['valid_elbo_nats']:9.3f} "
+            f"(recon {record['valid_log_p_x_given_z_nats']:9.3f}, "
+            f"KL {record['valid_kl_nats']:7.3f}) nats/example  {record['images_per_second']:8.0f} img/s",
+            flush=True,
+        )
 
     from vaelab.config import RunConfig
 
-    result = train(config or RunConfig(), out, resume=args.resume is not None, overwrite=args.overwrite,
-                   progress=not args.quiet and sys.stderr.isatty(), on_epoch=None if args.quiet else report)
-    print(f"run: {result.run_dir}  (best validation ELBO {result.best_valid_elbo:.3f} nats at epoch "
-          f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})")
+    result = train(
+        config or RunConfig(),
+        out,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        progress=not args.quiet and sys.stderr.isatty(),
+        on_epoch=None if args.quiet else report,
+    )
+    print(
+        f"run: {result.run_dir}  (best validation ELBO {result.best_valid_elbo:.3f} nats at epoch "
+        f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})"
+    )
     return 0
 
 
@@ -163,8 +225,12 @@ def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="decode samples z ~ p(z) into a PNG grid")
     p.add_argument("run", type=Path)
     p.add_argument("--n", type=_int, default=64, help="number of samples (default 64)")
-    p.add_argument("--mode", default="mean", choices=["mean", "sample"],
-                   help="show the decoder mean E[x|z] or a draw x ~ p(x|z) (default mean)")
+    p.add_argument(
+        "--mode",
+        default="mean",
+        choices=["mean", "sample"],
+        help="show the decoder mean E[x|z] or a draw x ~ p(x|z) (default mean)",
+    )
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
     p.set_defaults(func=cmd_sample)
@@ -176,8 +242,9 @@ def cmd_sample(args) -> int:
 
     if args.n < 1:
         raise UserError("--n must be >= 1")
-    path = plot_prior_samples(vaelab.load(args.run), args.out or args.run / "samples.png", args.n,
-                              mode=args.mode, seed=args.seed)
+    path = plot_prior_samples(
+        vaelab.load(args.run), args.out or args.run / "samples.png", args.n, mode=args.mode, seed=args.seed
+    )
     print(f"written: {path}")
     return 0
 

@@ -67,7 +67,9 @@ class ModelConfig:
         if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
             raise UserError(f"model.hidden: must be one or more positive integers, got {self.hidden!r}")
         if self.sigma is not None and not (self.sigma > 0 and math.isfinite(self.sigma)):
-            raise UserError(f"model.sigma: must be a positive number (or null for learned), got {self.sigma!r}")
+            raise UserError(
+                f"model.sigma: must be a positive number (or null for learned), got {self.sigma!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,8 @@ class PointMass(Distribution):
     def variance(self) -> Tensor:
         return torch.zeros_like(self.loc)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        return self.loc.expand(self._extended_shape(sample_shape))
+    def rsample(self, sample_shape=()) -> Tensor:
+        return self.loc.expand(self._extended_shape(torch.Size(sample_shape)))
 
     def log_prob(self, value: Tensor) -> Tensor:
         event_dims = len(self.event_shape)

@@ -64,8 +64,16 @@ class Evaluation:
         return out
 
 
-def evaluate_model(model, x: torch.Tensor, *, k: int = 1000, batch_size: int = 100, seed: int = 0,
-                   run: str = "", split: str = "test") -> Evaluation:
+def evaluate_model(
+    model,
+    x: torch.Tensor,
+    *,
+    k: int = 1000,
+    batch_size: int = 100,
+    seed: int = 0,
+    run: str = "",
+    split: str = "test",
+) -> Evaluation:
     """ELBO terms (one sample per example, analytic KL) and IS log p(x) with `k` samples."""
     if k < 2:
         raise UserError(f"--k must be >= 2 for a standard error, got {k}")
@@ -74,22 +82,50 @@ def evaluate_model(model, x: torch.Tensor, *, k: int = 1000, batch_size: int = 1
     terms = dataset_terms(model, x, seed=seed)
     seconds_elbo = time.perf_counter() - start
     if getattr(model, "deterministic", False):
-        return Evaluation(run, split, len(x), num_dims, terms.log_p_x_given_z, None, None, None, None, None,
-                          seconds_elbo, None, AE_NOTE)
+        return Evaluation(
+            run,
+            split,
+            len(x),
+            num_dims,
+            terms.log_p_x_given_z,
+            None,
+            None,
+            None,
+            None,
+            None,
+            seconds_elbo,
+            None,
+            AE_NOTE,
+        )
     estimate = dataset_log_px(model, x, k, batch_size, torch.Generator().manual_seed(seed))
-    return Evaluation(run, split, len(x), num_dims, terms.log_p_x_given_z, terms.elbo, terms.kl,
-                      estimate.mean, estimate.mean_stderr, k, seconds_elbo, estimate.seconds)
+    return Evaluation(
+        run,
+        split,
+        len(x),
+        num_dims,
+        terms.log_p_x_given_z,
+        terms.elbo,
+        terms.kl,
+        estimate.mean,
+        estimate.mean_stderr,
+        k,
+        seconds_elbo,
+        estimate.seconds,
+    )
 
 
-def evaluate_run(run_dir: str | Path, *, k: int = 1000, split: str = "test", batch_size: int = 100,
-                 seed: int = 0) -> Evaluation:
+def evaluate_run(
+    run_dir: str | Path, *, k: int = 1000, split: str = "test", batch_size: int = 100, seed: int = 0
+) -> Evaluation:
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
     x = load_data(config.data).split(split)
     if tuple(x.shape[1:]) != model.x_shape:
-        raise UserError(f"{run_dir}: the model expects examples of shape {model.x_shape}, "
-                        f"{config.data.source} gives {tuple(x.shape[1:])}")
+        raise UserError(
+            f"{run_dir}: the model expects examples of shape {model.x_shape}, "
+            f"{config.data.source} gives {tuple(x.shape[1:])}"
+        )
     result = evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, run=str(run_dir), split=split)
     name = "eval.json" if split == "test" else f"eval-{split}.json"
     runs.write_json(run_dir / name, result.to_dict())
@@ -112,6 +148,14 @@ def format_evaluation(e: Evaluation) -> str:
         return "\n".join(lines)
     lines.append(f"  {'KL(q(z|x) || p(z))':<28} {e.kl:12.3f} nats")
     lines.append(row("ELBO", e.elbo, f"   [{e.seconds_elbo:.1f} s]"))
-    lines.append(row(f"log p(x), IS k={e.k}", e.log_px, f"   ± {e.log_px_stderr:.3f} (s.e.)  [{e.seconds_log_px:.1f} s]"))
-    lines.append(f"  {'gap log p(x) - ELBO':<28} {e.log_px - e.elbo:12.3f} nats  (estimate of KL(q(z|x) || p(z|x)))")
+    lines.append(
+        row(
+            f"log p(x), IS k={e.k}",
+            e.log_px,
+            f"   ± {e.log_px_stderr:.3f} (s.e.)  [{e.seconds_log_px:.1f} s]",
+        )
+    )
+    lines.append(
+        f"  {'gap log p(x) - ELBO':<28} {e.log_px - e.elbo:12.3f} nats  (estimate of KL(q(z|x) || p(z|x)))"
+    )
     return "\n".join(lines)

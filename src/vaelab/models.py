@@ -63,7 +63,12 @@ class VAE(nn.Module):
         self.x_shape = tuple(x_shape)
         self.latent_dim = config.latent_dim
         self.encoder, self.decoder = build_nets(
-            config.net, self.x_shape, config.latent_dim, self.encoder_outputs, config.hidden, config.activation
+            config.net,
+            self.x_shape,
+            config.latent_dim,
+            self.encoder_outputs,
+            config.hidden,
+            config.activation,
         )
         self.likelihood_head = Likelihood(config, self.x_shape)
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))
@@ -80,7 +85,9 @@ class VAE(nn.Module):
 
     def prior(self) -> Distribution:
         """p(z) = N(0, I_Z)."""
-        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1, validate_args=False)
+        return Independent(
+            Normal(self.prior_loc, self.prior_scale, validate_args=False), 1, validate_args=False
+        )
 
     def likelihood(self, z: Tensor) -> Distribution:
         """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""

@@ -29,7 +29,12 @@ def net(name: str):
 
 
 def build_nets(
-    name: str, x_shape: tuple[int, ...], latent_dim: int, out_dim: int, hidden: tuple[int, ...], activation: str
+    name: str,
+    x_shape: tuple[int, ...],
+    latent_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    activation: str,
 ) -> tuple[nn.Module, nn.Module]:
     """(encoder, decoder) of architecture `name`; encoder outputs `out_dim` numbers per example."""
     return NETS[name](x_shape, latent_dim, out_dim, hidden, ACTIVATIONS[activation])
@@ -61,19 +66,25 @@ def conv(x_shape, latent_dim, out_dim, hidden, act):
     sizes `hidden` to out_dim. Decoder mirrors it with transposed convolutions.
     """
     if len(x_shape) != 3 or x_shape[1] % 4 or x_shape[2] % 4:
-        raise UserError(f"model.net conv: needs images of shape (C, H, W) with H, W divisible by 4, got {x_shape}")
+        raise UserError(
+            f"model.net conv: needs images of shape (C, H, W) with H, W divisible by 4, got {x_shape}"
+        )
     c, h, w = x_shape
     flat = 64 * (h // 4) * (w // 4)
     encoder = nn.Sequential(
-        nn.Conv2d(c, 32, 4, 2, 1), act(),
-        nn.Conv2d(32, 64, 4, 2, 1), act(),
+        nn.Conv2d(c, 32, 4, 2, 1),
+        act(),
+        nn.Conv2d(32, 64, 4, 2, 1),
+        act(),
         nn.Flatten(),
         *_mlp([flat, *hidden, out_dim], act),
     )
     decoder = nn.Sequential(
-        *_mlp([latent_dim, *reversed(hidden), flat], act), act(),
+        *_mlp([latent_dim, *reversed(hidden), flat], act),
+        act(),
         nn.Unflatten(1, (64, h // 4, w // 4)),
-        nn.ConvTranspose2d(64, 32, 4, 2, 1), act(),
+        nn.ConvTranspose2d(64, 32, 4, 2, 1),
+        act(),
         nn.ConvTranspose2d(32, c, 4, 2, 1),
     )
     return encoder, decoder

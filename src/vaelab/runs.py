@@ -88,7 +88,8 @@ def load_weights(path: Path, module: nn.Module) -> None:
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise UserError(
-            f"{path}: weights are of another architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{path}: weights are of another architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     for key, value in tensors.items():
         if value.shape != expected[key].shape:

@@ -86,7 +86,9 @@ def train(
         if status == "finished":
             raise UserError(f"{out}: a finished run is there; pass --overwrite to replace it")
         if status is not None:
-            raise UserError(f"{out}: an unfinished run is there; continue it with --resume or pass --overwrite")
+            raise UserError(
+                f"{out}: an unfinished run is there; continue it with --resume or pass --overwrite"
+            )
         raise UserError(f"{out}: directory exists and is not empty; choose another --out or pass --overwrite")
 
     if splits is None:
@@ -99,8 +101,13 @@ def train(
         model = build_model(config.model, splits.x_shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     generator = torch.Generator().manual_seed(config.train.seed)
-    state: dict[str, Any] = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0, "bad_epochs": 0,
-                             "history": []}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_valid_elbo": -math.inf,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+    }
 
     if resume and (out / runs.STATE).is_file():
         state = runs.load_state(out / runs.STATE)
@@ -121,8 +128,11 @@ def train(
         record = {"epoch": epoch}
         record.update(_train_epoch(model, optimizer, objective, splits, config, generator, epoch, progress))
         valid = dataset_terms(model, splits.valid, seed=config.train.seed + VALID_SEED_OFFSET)
-        record.update(valid_elbo_nats=valid.elbo, valid_log_p_x_given_z_nats=valid.log_p_x_given_z,
-                      valid_kl_nats=valid.kl)
+        record.update(
+            valid_elbo_nats=valid.elbo,
+            valid_log_p_x_given_z_nats=valid.log_p_x_given_z,
+            valid_kl_nats=valid.kl,
+        )
         if valid.elbo > state["best_valid_elbo"]:
             state.update(best_valid_elbo=valid.elbo, best_epoch=epoch, bad_epochs=0)
             runs.save_weights(out / runs.WEIGHTS, model)
@@ -142,7 +152,9 @@ def train(
     return TrainResult(out, state["epoch"], state["best_epoch"], state["best_valid_elbo"], stopped_early)
 
 
-def _train_epoch(model: VAE, optimizer, objective, splits: Splits, config: RunConfig, generator, epoch, progress):
+def _train_epoch(
+    model: VAE, optimizer, objective, splits: Splits, config: RunConfig, generator, epoch, progress
+):
     """One pass over the shuffled training set; returns the epoch's mean terms and speed."""
     model.train()
     x_train = splits.train
@@ -150,8 +162,14 @@ def _train_epoch(model: VAE, optimizer, objective, splits: Splits, config: RunCo
     dynamic = config.data.binarize == "dynamic"
     order = torch.randperm(n, generator=generator)
     sums = torch.zeros(3, dtype=torch.float64)
-    bar = tqdm(total=n, desc=f"epoch {epoch}/{config.train.epochs}", unit="img", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=n,
+        desc=f"epoch {epoch}/{config.train.epochs}",
+        unit="img",
+        leave=False,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     start = time.perf_counter()
     for step, begin in enumerate(range(0, n, batch_size)):
         x = x_train[order[begin : begin + batch_size]]
@@ -174,12 +192,19 @@ def _train_epoch(model: VAE, optimizer, objective, splits: Splits, config: RunCo
     seconds = time.perf_counter() - start
     bar.close()
     mean = MeanTerms.from_sums(sums, n)
-    return {"train_elbo_nats": mean.elbo, "train_log_p_x_given_z_nats": mean.log_p_x_given_z,
-            "train_kl_nats": mean.kl, "seconds": seconds, "images_per_second": n / seconds}
+    return {
+        "train_elbo_nats": mean.elbo,
+        "train_log_p_x_given_z_nats": mean.log_p_x_given_z,
+        "train_kl_nats": mean.kl,
+        "seconds": seconds,
+        "images_per_second": n / seconds,
+    }
 
 
 def _term_sums(terms: ELBOTerms) -> Tensor:
-    return torch.stack([t.detach().sum(dtype=torch.float64) for t in (terms.elbo, terms.log_p_x_given_z, terms.kl)])
+    return torch.stack(
+        [t.detach().sum(dtype=torch.float64) for t in (terms.elbo, terms.log_p_x_given_z, terms.kl)]
+    )
 
 
 @torch.no_grad()
@@ -201,7 +226,9 @@ def _checkpoint(out: Path, model, optimizer, generator, state, epoch: int) -> No
     weights = f"checkpoint/epoch-{epoch:05d}.safetensors"
     runs.save_weights(out / weights, model)
     runs.write_text(out / runs.METRICS, _jsonl(state["history"]))
-    state.update(epoch=epoch, weights=weights, optimizer=optimizer.state_dict(), generator=generator.get_state())
+    state.update(
+        epoch=epoch, weights=weights, optimizer=optimizer.state_dict(), generator=generator.get_state()
+    )
     runs.save_state(out / runs.STATE, state)
     for old in (out / "checkpoint").glob("epoch-*.safetensors"):
         if old.name != Path(weights).name:

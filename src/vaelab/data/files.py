@@ -107,8 +107,12 @@ def _idx_source(kind: str, arg: str) -> Splits:
     """Official MNIST-style IDX files: train (60k) split into 50k train + the last 10k as valid."""
     root = _existing_dir(arg)
     arrays = {}
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         gz, raw = root / f"{stem}.gz", root / stem
         if gz.is_file():
             arrays[stem] = read_idx(gz, OFFICIAL_MD5[kind][gz.name])
@@ -130,8 +134,12 @@ def _idx_source(kind: str, arg: str) -> Splits:
 
     return Splits(
         kind,
-        scaled(images[:-n_valid]), scaled(images[-n_valid:]), scaled(test_images),
-        ints(labels[:-n_valid]), ints(labels[-n_valid:]), ints(test_labels),
+        scaled(images[:-n_valid]),
+        scaled(images[-n_valid:]),
+        scaled(test_images),
+        ints(labels[:-n_valid]),
+        ints(labels[-n_valid:]),
+        ints(test_labels),
     )
 
 
@@ -154,16 +162,23 @@ def npz(arg: str) -> Splits:
     path = _existing_file(arg)
     arrays = load_npz(path)
     if {"train", "valid", "test"} <= arrays.keys():
-        xs = {s: torch.as_tensor(_as_images(_numeric(arrays[s], path), path)) for s in ("train", "valid", "test")}
-        ys = {s: torch.as_tensor(arrays[f"{s}_labels"].astype(np.int64)) if f"{s}_labels" in arrays else None
-              for s in ("train", "valid", "test")}
+        xs = {
+            s: torch.as_tensor(_as_images(_numeric(arrays[s], path), path))
+            for s in ("train", "valid", "test")
+        }
+        ys = {
+            s: torch.as_tensor(arrays[f"{s}_labels"].astype(np.int64)) if f"{s}_labels" in arrays else None
+            for s in ("train", "valid", "test")
+        }
         shapes = {tuple(x.shape[1:]) for x in xs.values()}
         if len(shapes) != 1:
             raise UserError(f"{path}: train, valid and test have different example shapes {sorted(shapes)}")
         return Splits(path.name, xs["train"], xs["valid"], xs["test"], ys["train"], ys["valid"], ys["test"])
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:
-        raise UserError(f"{path}: expected arrays train/valid/test or x (found {', '.join(arrays) or 'none'})")
+        raise UserError(
+            f"{path}: expected arrays train/valid/test or x (found {', '.join(arrays) or 'none'})"
+        )
     y = arrays.get("y")
     return _split_checked(path, _as_images(_numeric(arrays[key], path), path), y)
 
@@ -194,7 +209,9 @@ def csv(arg: str) -> Splits:
         except ValueError:
             raise UserError(f"{path}: data row {number} has a non-numeric cell: {line[:60]!r}") from None
         if len(rows[-1]) != len(rows[0]):
-            raise UserError(f"{path}: data row {number} has {len(rows[-1])} columns, the first has {len(rows[0])}")
+            raise UserError(
+                f"{path}: data row {number} has {len(rows[-1])} columns, the first has {len(rows[0])}"
+            )
     if not rows:
         raise UserError(f"{path}: no data rows")
     return _split_checked(path, np.asarray(rows, dtype=np.float32), None)
