@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
+import vaelab.theory  # noqa: F401  (registers the Gaussian KL pairs torch lacks, for analytic_kl)
 from vaelab.distributions import draw
 
 __all__ = [
@@ -59,7 +60,8 @@ class ELBOTerms:
     """The ELBO and its two terms, each (B,) in nats: elbo = log_p_x_given_z - kl.
 
     log_p_x_given_z is the k-sample average of log p(x|z_i), z_i ~ q(z|x); kl is KL(q(z|x) || p(z)),
-    analytic where `torch.distributions.kl_divergence` knows the pair, else the k-sample average of
+    analytic where `torch.distributions.kl_divergence` knows the pair (including the diagonal vs
+    full-covariance Gaussian pairs registered by `vaelab.theory`), else the k-sample average of
     log q(z_i|x) - log p(z_i).
     """
 
@@ -290,8 +292,15 @@ def dataset_log_px(
 
 
 def _analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:
-    """KL(q || p) from torch's registry, or None if the pair has no closed form there."""
+    """KL(q || p) from torch's registry, or None if the pair has no closed form there.
+
+    p (batch shape () for a prior) is first expanded to q's batch shape (B,): some of torch's KL
+    formulas (Bernoulli-Bernoulli in torch 2.x) index with masks and fail under broadcasting.
+    """
     try:
+        shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+        if p.batch_shape != shape:
+            p = p.expand(shape)
         return kl_divergence(q, p)
     except NotImplementedError:
         return None
