@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, MultivariateNormal
 
 from vaelab.distributions import bernoulli, diagonal_normal, draw, gaussian, standard_normal
-from vaelab.estimators import elbo, iwae_bound, log_px_importance, log_px_naive
+from vaelab.estimators import bits_per_dim, elbo, iwae_bound, log_px_importance, log_px_naive
 from vaelab.theory import kl_gaussian
 
 __all__ = [
@@ -449,19 +449,23 @@ def estimator_table(
     return rows
 
 
-def format_table(rows: Sequence[EstimatorRow]) -> str:
-    """A plain-text table of `estimator_table` rows (nats per example, seconds)."""
+def format_table(rows: Sequence[EstimatorRow], num_dims: int | None = None) -> str:
+    """A plain-text table of `estimator_table` rows: nats per example and seconds; given the data
+    dimension `num_dims`, also the NLL in bits per dim, -value / (D ln 2)."""
     header = (
         f"{'estimator':<10} {'k':>6} {'log p(x) [nats]':>16} {'± stderr':>10} {'- exact':>10} {'time [s]':>9}"
     )
+    if num_dims is not None:
+        header += f" {'NLL [bits/dim]':>15}"
     lines = [header, "-" * len(header)]
     for row in rows:
         k = "-" if row.k is None else str(row.k)
         stderr = "-" if row.k is None or math.isnan(row.stderr) else f"{row.stderr:.4f}"
         error = "-" if row.k is None else f"{row.error:+.4f}"
-        lines.append(
-            f"{row.estimator:<10} {k:>6} {row.value:>16.4f} {stderr:>10} {error:>10} {row.seconds:>9.3f}"
-        )
+        line = f"{row.estimator:<10} {k:>6} {row.value:>16.4f} {stderr:>10} {error:>10} {row.seconds:>9.3f}"
+        if num_dims is not None:
+            line += f" {bits_per_dim(-row.value, num_dims):>15.4f}"
+        lines.append(line)
     lines.append(
         "ELBO and IWAE rows: mean of independent replicates (bounds, <= exact); "
         "IS and naive MC: one estimate with delta-method stderr."

@@ -296,14 +296,16 @@ def plot_kl_directions(result: KLDirectionsResult, path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot(x, p, color="black", lw=2, label="p(x): Gaussian mixture")
+    peak = float(p.max())
     for fit, name, style in (
         (result.reverse, "reverse KL(q||p): mode-seeking", "-"),
         (result.forward, "forward KL(p||q): mass-covering", "--"),
     ):
         q = Normal(torch.tensor(fit.mean), torch.tensor(fit.std)).log_prob(x).exp()
-        ax.plot(
-            x, q, ls=style, lw=2, label=f"{name}, N({fit.mean:.2f}, {fit.std:.2f}²), KL={fit.kl:.3f} nats"
-        )
+        peak = max(peak, float(q.max()))
+        mean = round(fit.mean, 2) + 0.0  # no "-0.00"
+        ax.plot(x, q, ls=style, lw=2, label=f"{name}, N({mean:.2f}, {fit.std:.2f}²), KL={fit.kl:.3f} nats")
+    ax.set_ylim(0, 1.45 * peak)  # room for the legend above the curves
     ax.set_title("Fitting one Gaussian q to a bimodal p: the direction of the KL decides")
     ax.set_xlabel("x")
     ax.set_ylabel("density")
