@@ -56,10 +56,128 @@ def _float(text: str) -> float:
         raise UserError(f"expected a number, got {text!r}") from None
 
 
-def _add_train_flag(parser, flag: str, section: str, field: str, convert, help: str, **kw) -> None:
-    dest = flag.lstrip("-").replace("-", "_")
-    TRAIN_FLAGS[dest] = (section, field, convert)
-    parser.add_argument(flag, dest=dest, default=None, help=help, **kw)
+# (flag, config section, field, parser, help, extra argparse keywords): one row per config field
+TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str, Any]]] = [
+    (
+        "--data",
+        "data",
+        "source",
+        str,
+        "data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, "
+        "fashion-mnist:DIR, npz:FILE, npy:FILE, csv:FILE, folder:DIR (default mnist5k)",
+        {"metavar": "SPEC"},
+    ),
+    (
+        "--binarize",
+        "data",
+        "binarize",
+        str,
+        "none, static or dynamic (default none)",
+        {"choices": ["none", "static", "dynamic"]},
+    ),
+    ("--model", "model", "kind", str, "vae or ae (default vae)", {"choices": ["vae", "ae"]}),
+    ("--latent-dim", "model", "latent_dim", _int, "latent size Z (default 2)", {"metavar": "N"}),
+    (
+        "--net",
+        "model",
+        "net",
+        str,
+        "mlp, gated (gated MLP) or conv (default mlp)",
+        {"choices": ["mlp", "gated", "conv"]},
+    ),
+    (
+        "--hidden",
+        "model",
+        "hidden",
+        _hidden,
+        "hidden sizes, e.g. 400 or 512,256 (default 512,256)",
+        {"metavar": "H[,H...]"},
+    ),
+    ("--activation", "model", "activation", str, "relu, elu, tanh or gelu (default relu)", {}),
+    (
+        "--likelihood",
+        "model",
+        "likelihood",
+        str,
+        "bernoulli (from logits) or gaussian (default bernoulli)",
+        {"choices": ["bernoulli", "gaussian"]},
+    ),
+    (
+        "--sigma",
+        "model",
+        "sigma",
+        _sigma,
+        "gaussian decoder's sigma: a number, or 'learned' (default 0.1)",
+        {"metavar": "S"},
+    ),
+    (
+        "--prior",
+        "model",
+        "prior",
+        str,
+        "normal (N(0, I)), mog (learned mixture) or vamp (VampPrior)",
+        {"choices": ["normal", "mog", "vamp"]},
+    ),
+    (
+        "--prior-components",
+        "model",
+        "prior_components",
+        _int,
+        "components / pseudo-inputs of a mog or vamp prior (default 500)",
+        {"metavar": "K"},
+    ),
+    ("--objective", "objective", "name", str, "elbo or iwae (default elbo)", {"choices": ["elbo", "iwae"]}),
+    ("--beta", "objective", "beta", _float, "weight of the KL term (default 1: the ELBO)", {"metavar": "B"}),
+    ("--k", "objective", "k", _int, "importance samples for --objective iwae (default 1)", {"metavar": "K"}),
+    (
+        "--kl-warmup-epochs",
+        "objective",
+        "kl_warmup_epochs",
+        _int,
+        "ramp the KL weight from 0 to beta over N epochs (default 0)",
+        {"metavar": "N"},
+    ),
+    ("--epochs", "train", "epochs", _int, "epochs (default 30)", {"metavar": "N"}),
+    ("--batch-size", "train", "batch_size", _int, "minibatch size (default 128)", {"metavar": "N"}),
+    ("--lr", "train", "lr", _float, "Adam learning rate (default 1e-3)", {"metavar": "F"}),
+    (
+        "--lr-schedule",
+        "train",
+        "lr_schedule",
+        str,
+        "constant, or cosine decay to lr/100 (default constant)",
+        {"choices": ["constant", "cosine"]},
+    ),
+    (
+        "--weight-decay",
+        "train",
+        "weight_decay",
+        _float,
+        "decoupled weight decay, AdamW (default 0)",
+        {"metavar": "F"},
+    ),
+    ("--seed", "train", "seed", _int, "seed of weights, shuffling and noise (default 0)", {"metavar": "N"}),
+    (
+        "--patience",
+        "train",
+        "patience",
+        _int,
+        "early stopping: stop after N epochs without validation improvement",
+        {"metavar": "N"},
+    ),
+    ("--threads", "train", "threads", _int, "CPU threads for PyTorch (default: PyTorch's)", {"metavar": "N"}),
+    (
+        "--precision",
+        "train",
+        "precision",
+        str,
+        "fp32, or bf16: matrix products in bfloat16, log-probabilities in float32 (default fp32)",
+        {"choices": ["fp32", "bf16"]},
+    ),
+]
+TRAIN_FLAGS.update(
+    {flag.lstrip("-").replace("-", "_"): (sec, fld, conv) for flag, sec, fld, conv, _, _ in TRAIN_FLAG_TABLE}
+)
 
 
 def add_train(sub) -> None:
@@ -68,76 +186,8 @@ def add_train(sub) -> None:
         help="train a VAE or an AE into a run directory",
         description="Train a model. Flags override --config, which overrides defaults.",
     )
-    flag = _add_train_flag
-    flag(
-        p,
-        "--data",
-        "data",
-        "source",
-        str,
-        "data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, "
-        "fashion-mnist:DIR, npz:FILE, npy:FILE, csv:FILE, folder:DIR (default mnist5k)",
-        metavar="SPEC",
-    )
-    flag(
-        p,
-        "--binarize",
-        "data",
-        "binarize",
-        str,
-        "none, static or dynamic (default none)",
-        choices=["none", "static", "dynamic"],
-    )
-    flag(p, "--model", "model", "kind", str, "vae or ae (default vae)", choices=["vae", "ae"])
-    flag(p, "--latent-dim", "model", "latent_dim", _int, "latent size Z (default 2)", metavar="N")
-    flag(p, "--net", "model", "net", str, "mlp or conv (default mlp)", choices=["mlp", "conv"])
-    flag(
-        p,
-        "--hidden",
-        "model",
-        "hidden",
-        _hidden,
-        "hidden sizes, e.g. 400 or 512,256 (default 512,256)",
-        metavar="H[,H...]",
-    )
-    flag(p, "--activation", "model", "activation", str, "relu, elu, tanh or gelu (default relu)")
-    flag(
-        p,
-        "--likelihood",
-        "model",
-        "likelihood",
-        str,
-        "bernoulli (from logits) or gaussian (default bernoulli)",
-        choices=["bernoulli", "gaussian"],
-    )
-    flag(
-        p,
-        "--sigma",
-        "model",
-        "sigma",
-        _sigma,
-        "gaussian decoder's sigma: a number, or 'learned' (default 0.1)",
-        metavar="S",
-    )
-    flag(p, "--objective", "objective", "name", str, "elbo or iwae (default elbo)", choices=["elbo", "iwae"])
-    flag(p, "--beta", "objective", "beta", _float, "weight of the KL term (default 1: the ELBO)", metavar="B")
-    flag(p, "--k", "objective", "k", _int, "importance samples for --objective iwae (default 1)", metavar="K")
-    flag(p, "--epochs", "train", "epochs", _int, "epochs (default 30)", metavar="N")
-    flag(p, "--batch-size", "train", "batch_size", _int, "minibatch size (default 128)", metavar="N")
-    flag(p, "--lr", "train", "lr", _float, "Adam learning rate (default 1e-3)", metavar="F")
-    flag(p, "--seed", "train", "seed", _int, "seed of weights, shuffling and noise (default 0)", metavar="N")
-    flag(
-        p,
-        "--patience",
-        "train",
-        "patience",
-        _int,
-        "early stopping: stop after N epochs without validation improvement",
-        metavar="N",
-    )
-    flag(
-        p, "--threads", "train", "threads", _int, "CPU threads for PyTorch (default: PyTorch's)", metavar="N"
-    )
+    for flag, _, _, _, help_text, extra in TRAIN_FLAG_TABLE:
+        p.add_argument(flag, dest=flag.lstrip("-").replace("-", "_"), default=None, help=help_text, **extra)
     p.add_argument("--config", type=Path, help="JSON config (sections data, model, objective, train)")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<data>-<model>)")
     p.add_argument(

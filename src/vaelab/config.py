@@ -16,6 +16,9 @@ from typing import Any
 from vaelab.errors import UserError
 
 BINARIZATIONS = ("none", "static", "dynamic")
+PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+PRIORS = ("normal", "mog", "vamp")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ModelConfig:
     net: `mlp` (hidden sizes `hidden`, mirrored in the decoder) or `conv` (a small conv net for
     images; `hidden` sizes the fully connected layer). likelihood: `bernoulli` (from logits) or
     `gaussian` with a fixed `sigma`, or a learned per-dimension sigma when `sigma` is None.
+    prior: `normal` (N(0, I)), `mog` (a learned mixture of `prior_components` diagonal Gaussians)
+    or `vamp` (the VampPrior, Tomczak & Welling 2018: p(z) = (1/K) sum_k q(z | u_k) with K =
+    `prior_components` learned pseudo-inputs u_k).
     """
 
     kind: str = "vae"
@@ -53,6 +59,8 @@ class ModelConfig:
     activation: str = "relu"
     likelihood: str = "bernoulli"
     sigma: float | None = 0.1
+    prior: str = "normal"
+    prior_components: int = 500
 
     def validate(self) -> None:
         from vaelab.models import MODELS
@@ -66,6 +74,9 @@ class ModelConfig:
             raise UserError(f"model.latent_dim: must be an integer >= 1, got {self.latent_dim!r}")
         if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
             raise UserError(f"model.hidden: must be one or more positive integers, got {self.hidden!r}")
+        _one_of("model.prior", self.prior, PRIORS)
+        if not isinstance(self.prior_components, int) or self.prior_components < 1:
+            raise UserError(f"model.prior_components: must be an integer >= 1, got {self.prior_components!r}")
         if self.sigma is not None and not (self.sigma > 0 and math.isfinite(self.sigma)):
             raise UserError(
                 f"model.sigma: must be a positive number (or null for learned), got {self.sigma!r}"
@@ -79,12 +90,16 @@ class ObjectiveConfig:
     `elbo`: E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)) with one reparameterized sample
     (beta = 1 is the ELBO; beta != 1 is the beta-VAE objective of Higgins et al. 2017).
     `iwae`: the importance-weighted bound with `k` samples (Burda et al. 2015, eq. 8).
+    kl_warmup_epochs: the KL weight ramps linearly from 0 to beta over that many epochs
+    (Sønderby et al. 2016; Bowman et al. 2016), then stays at beta. Logged ELBOs are always the
+    true bound (weight 1).
     An `ae` model trains on the reconstruction term log p(x|z = encoder(x)) whatever is set here.
     """
 
     name: str = "elbo"
     beta: float = 1.0
     k: int = 1
+    kl_warmup_epochs: int = 0
 
     def validate(self) -> None:
         from vaelab.objectives import OBJECTIVES
@@ -94,12 +109,21 @@ class ObjectiveConfig:
             raise UserError(f"objective.beta: must be a finite number >= 0, got {self.beta!r}")
         if not isinstance(self.k, int) or self.k < 1:
             raise UserError(f"objective.k: must be an integer >= 1, got {self.k!r}")
+        if not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
+            raise UserError(f"objective.kl_warmup_epochs: must be >= 0, got {self.kl_warmup_epochs!r}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimization. `patience`: stop when the validation ELBO has not improved for that many
-    epochs (None: run all epochs); the run keeps the best-validation weights either way."""
+    """Optimization with Adam.
+
+    patience: stop when the validation ELBO has not improved for that many epochs (None: run all
+    epochs); the run keeps the best-validation weights either way. precision: `fp32`, or `bf16`
+    (the networks' matrix products in bfloat16 under autocast; every log-probability, the KL and
+    all reductions stay float32). weight_decay: decoupled weight decay (AdamW, Loshchilov &
+    Hutter 2019), against the overfitting of small or statically binarized data. lr_schedule:
+    `constant`, or `cosine` decay from lr to lr/100 over the epochs.
+    """
 
     epochs: int = 30
     batch_size: int = 128
@@ -107,6 +131,9 @@ class TrainConfig:
     seed: int = 0
     patience: int | None = None
     threads: int | None = None
+    precision: str = "fp32"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -119,6 +146,10 @@ class TrainConfig:
             raise UserError(f"train.patience: must be >= 1, got {self.patience!r}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"train.threads: must be >= 1, got {self.threads!r}")
+        _one_of("train.precision", self.precision, PRECISIONS)
+        _one_of("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UserError(f"train.weight_decay: must be a finite number >= 0, got {self.weight_decay!r}")
 
 
 @dataclass(frozen=True)

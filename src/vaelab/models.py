@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
 from vaelab import distributions as D
 from vaelab.config import ModelConfig
@@ -49,6 +49,7 @@ class Likelihood(nn.Module):
                 self.register_buffer("log_scale", torch.full(x_shape, math.log(config.sigma)))
 
     def forward(self, out: Tensor) -> Distribution:
+        out = out.float()  # log-probabilities in float32 even when the networks ran in bf16
         if self.kind == "bernoulli":
             return D.bernoulli(out, self.event_dims)
         return D.gaussian(out, self.log_scale.exp(), self.event_dims)
@@ -73,6 +74,13 @@ class VAE(nn.Module):
         self.likelihood_head = Likelihood(config, self.x_shape)
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))
         self.register_buffer("prior_scale", torch.ones(config.latent_dim))
+        components = config.prior_components
+        if config.prior == "mog":  # K learned diagonal Gaussians with learned weights
+            self.prior_means = nn.Parameter(torch.randn(components, config.latent_dim))
+            self.prior_log_scales = nn.Parameter(torch.zeros(components, config.latent_dim))
+            self.prior_logits = nn.Parameter(torch.zeros(components))
+        elif config.prior == "vamp":  # pseudo-inputs u_k, kept in [0, 1] by a hard tanh
+            self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(components, *self.x_shape))
 
     @property
     def encoder_outputs(self) -> int:
@@ -80,14 +88,30 @@ class VAE(nn.Module):
 
     def posterior(self, x: Tensor) -> Distribution:
         """q(z|x) = N(mu(x), diag(exp(log_var(x)))); x: (B, *x_shape) -> batch (B,), event (Z,)."""
-        loc, log_var = self.encoder(x).chunk(2, dim=-1)
+        loc, log_var = self.encoder(x).float().chunk(2, dim=-1)  # float32 even under bf16 autocast
         return D.diagonal_normal(loc, log_var)
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I_Z)."""
-        return Independent(
-            Normal(self.prior_loc, self.prior_scale, validate_args=False), 1, validate_args=False
-        )
+        """p(z): N(0, I_Z), or a mixture of K diagonal Gaussians; batch (), event (Z,).
+
+        vamp: p(z) = (1/K) sum_k q(z | u_k), the VampPrior (Tomczak & Welling 2018, eq. 9), whose
+        components are the encoder's posteriors at K learned pseudo-inputs u_k.
+        mog: p(z) = sum_k pi_k N(z; m_k, diag(s_k^2)) with all of pi, m, s learned.
+        """
+        kind = self.config.prior
+        if kind == "normal":
+            normal = Normal(self.prior_loc, self.prior_scale, validate_args=False)
+            return Independent(normal, 1, validate_args=False)
+        if kind == "vamp":
+            components = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))  # batch (K,)
+            logits = torch.zeros(self.config.prior_components, device=self.pseudo_inputs.device)
+        else:
+            scale = torch.exp(self.prior_log_scales.clamp(-15.0, 10.0))
+            gaussians = Normal(self.prior_means, scale, validate_args=False)
+            components = Independent(gaussians, 1, validate_args=False)
+            logits = self.prior_logits
+        mixing = Categorical(logits=logits, validate_args=False)
+        return MixtureSameFamily(mixing, components, validate_args=False)
 
     def likelihood(self, z: Tensor) -> Distribution:
         """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""
@@ -111,7 +135,7 @@ class AE(VAE):
 
     def posterior(self, x: Tensor) -> Distribution:
         """A point mass at the code f(x): batch (B,), event (Z,)."""
-        return D.PointMass(self.encoder(x))
+        return D.PointMass(self.encoder(x).float())
 
     @property
     def deterministic(self) -> bool:

@@ -1,4 +1,4 @@
-"""Networks that output distribution parameters, nothing else.
+"""Networks that output distribution parameters, nothing else: `mlp`, `gated` (gated MLP), `conv`.
 
 An encoder maps x: (B, *x_shape) to (B, out_dim) (for a VAE out_dim = 2Z: loc and log_var);
 a decoder maps z: (B, Z) to (B, *x_shape) (Bernoulli logits or a Gaussian mean). Networks are
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from vaelab.errors import UserError
@@ -86,6 +87,34 @@ def conv(x_shape, latent_dim, out_dim, hidden, act):
         nn.ConvTranspose2d(64, 32, 4, 2, 1),
         act(),
         nn.ConvTranspose2d(32, c, 4, 2, 1),
+    )
+    return encoder, decoder
+
+
+class GatedLinear(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c): a gated linear unit (Dauphin et al. 2017), the hidden layer
+    of the gated MLPs that Tomczak & Welling (2018) use for their VampPrior results."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 2 * out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, gate = self.linear(x).chunk(2, dim=-1)
+        return h * torch.sigmoid(gate)
+
+
+@net("gated")
+def gated(x_shape, latent_dim, out_dim, hidden, act):
+    """Gated MLP: every hidden layer a `GatedLinear`; the output layers are plain linear maps."""
+    d = math.prod(x_shape)
+
+    def stack(sizes: list[int]) -> list[nn.Module]:
+        return [GatedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+
+    encoder = nn.Sequential(nn.Flatten(), *stack([d, *hidden]), nn.Linear(hidden[-1], out_dim))
+    decoder = nn.Sequential(
+        *stack([latent_dim, *reversed(hidden)]), nn.Linear(hidden[0], d), nn.Unflatten(1, x_shape)
     )
     return encoder, decoder
 

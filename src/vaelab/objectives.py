@@ -49,7 +49,8 @@ def iwae(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> Objectiv
     p_z = model.prior()
     z = draw(q_z_given_x, (k,), generator)  # (k, B, Z)
     log_p_x_given_z = model.likelihood(z).log_prob(x)  # (k, B)
-    log_w = log_p_x_given_z + p_z.log_prob(z) - q_z_given_x.log_prob(z)  # (k, B)
+    # beta < 1 (KL warm-up) tempers the prior-to-posterior ratio; beta = 1 is the bound itself
+    log_w = log_p_x_given_z + beta * (p_z.log_prob(z) - q_z_given_x.log_prob(z))  # (k, B)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
     try:
         kl_q_p = kl_divergence(q_z_given_x, p_z)
