@@ -50,7 +50,11 @@ __all__ = [
 ]
 
 MEMORY_BUDGET_BYTES = 256 * 2**20
-"""Budget for the largest per-chunk tensor, (chunk, B, D) elements, when `chunk_size=None`."""
+"""Budget for the largest per-chunk tensor, (chunk, B, D) elements, when `chunk_size=None`.
+
+Peak memory is a small multiple of it, independent of k: the decoder's activations and the
+log-likelihood's temporaries have the same (chunk, B, ...) size (measured: ~1 GB resident for an
+MLP VAE on 10,000 rows of 784 pixels in one batch)."""
 
 Proposal = Callable[[Tensor], Distribution]
 
@@ -205,7 +209,7 @@ def log_px_importance(
 
     log p(x) ≈ log (1/k) sum_i w_i,  w_i = p(x|z_i) p(z_i) / r(z_i|x),  z_i ~ r(z|x),
     with proposal r = q(z|x) (`model.posterior`) unless `proposal` (x -> distribution) is given
-    (Burda et al. 2015, Section 5; Rezende et al. 2014, Appendix E). The mean of the w_i is unbiased
+    (Burda et al. 2015, Section 5). The mean of the w_i is unbiased
     for p(x); its log is biased low by about Var(w) / (2 k mean(w)^2).
 
     Standard error by the delta method: se(log mean w) ≈ sd(w) / (sqrt(k) mean w). The k samples
@@ -297,10 +301,13 @@ def _analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:
     p (batch shape () for a prior) is first expanded to q's batch shape (B,): some of torch's KL
     formulas (Bernoulli-Bernoulli in torch 2.x) index with masks and fail under broadcasting.
     """
-    try:
-        shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
-        if p.batch_shape != shape:
+    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+    if p.batch_shape != shape:
+        try:
             p = p.expand(shape)
+        except NotImplementedError:  # a custom family without expand: try it as it is
+            pass
+    try:
         return kl_divergence(q, p)
     except NotImplementedError:
         return None

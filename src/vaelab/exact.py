@@ -85,8 +85,8 @@ class _Exact:
 class LinearGaussian(_Exact):
     """z ~ N(0, I_Z), x | z ~ N(W z + b, sigma^2 I_D); W: (D, Z), b: (D,), sigma = noise_std > 0.
 
-    Marginal (Tipping & Bishop 1999, eq. 4): x ~ N(b, C), C = W W^T + sigma^2 I_D.
-    Posterior (ibid., eq. 6): z | x ~ N(M^-1 W^T (x - b), sigma^2 M^-1), M = W^T W + sigma^2 I_Z.
+    Marginal (Tipping & Bishop 1999, probabilistic PCA): x ~ N(b, C), C = W W^T + sigma^2 I_D.
+    Posterior (ibid.): z | x ~ N(M^-1 W^T (x - b), sigma^2 M^-1), M = W^T W + sigma^2 I_Z.
     Both are computed through the Z x Z matrix M (Woodbury identity and the matrix determinant
     lemma), never by factorizing the D x D covariance C.
     """

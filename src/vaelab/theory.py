@@ -1,7 +1,7 @@
 """The theory behind variational inference as small, checked tools: KL divergences, Bayes' rule,
 forward vs reverse KL, and the decomposition of the ELBO of a trained model.
 
-The identities used throughout (Kingma & Welling 2014, Section 2.2; Blei et al. 2017, eq. 13):
+The identities used throughout (Kingma & Welling 2014, eqs. 1-3; Blei et al. 2017, Section 2.2):
 
     log p(x) = ELBO(q) + KL(q(z|x) || p(z|x)),
     ELBO(q)  = E_q[log p(x|z)] - KL(q(z|x) || p(z))  =  E_q[log p(x, z)] + H(q(z|x)).
@@ -52,7 +52,7 @@ __all__ = [
 def kl_discrete(p: Tensor, q: Tensor) -> Tensor:
     """KL(p || q) = sum_k p_k log(p_k / q_k) for probability vectors over the last dim: (..., K) -> (...).
 
-    Cover & Thomas (2006), eq. 2.26, with 0 log(0/q) = 0 and p log(p/0) = +inf for p > 0. In nats.
+    Cover & Thomas (2006), Section 2.3, with 0 log(0/q) = 0 and p log(p/0) = +inf for p > 0. In nats.
     """
     p, q = torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(q, dtype=torch.float64)
     return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)
@@ -73,8 +73,7 @@ def kl_gaussian(mu0: Tensor, cov0: Tensor, mu1: Tensor, cov1: Tensor) -> Tensor:
     """KL(N(mu0, cov0) || N(mu1, cov1)) for full covariances, via Cholesky factors. In nats.
 
     KL = 1/2 [tr(S1^-1 S0) + (mu1 - mu0)^T S1^-1 (mu1 - mu0) - k + ln(det S1 / det S0)]
-    (e.g. Bishop 2006, eq. for the Gaussian KL; Duchi, "Derivations for linear algebra and
-    optimization", Section 9). With S = L L^T: tr(S1^-1 S0) = ||L1^-1 L0||_F^2,
+    (Rasmussen & Williams 2006, Appendix A.5). With S = L L^T: tr(S1^-1 S0) = ||L1^-1 L0||_F^2,
     the quadratic form = ||L1^-1 (mu1 - mu0)||^2 and ln det S = 2 sum log diag L.
     mu: (..., k), cov: (..., k, k), broadcasting over the batch dims -> (...).
     """
@@ -412,7 +411,7 @@ class ElboDecomposition:
     elbo = log_p_x_given_z - kl = log_p_xz + entropy, where log_p_xz = E_q[log p(x, z)] and
     entropy = H(q(z|x)). kl_per_dim: (Z,) mean KL of each latent dimension (diagonal Gaussian q and
     prior only, else None); posterior_mean_variance: (Z,) Cov_x(E_q[z_u]) and active_units the count
-    above `active_threshold` (Burda et al. 2015, Section 5.2). log_px / gap (= log p(x) - elbo, an
+    above `active_threshold` (Burda et al. 2015, Section 5). log_px / gap (= log p(x) - elbo, an
     estimate of E_x KL(q(z|x) || p(z|x))) when an importance-sampled log p(x) was requested.
     """
 
