@@ -1,0 +1,526 @@
+"""AE vs VAE: the same networks, data and training budget, side by side.
+
+`compare_runs(run_a, run_b, out)` measures both runs on the test split and writes, into `out`:
+
+    compare.json                  the `Comparison` (`to_dict()`), units named in every key
+    compare.md                    the same numbers as a markdown table
+    compare-reconstructions.png   the same test images, reconstructed by each model
+    compare-scatter.png           test-set posterior means (codes), coloured by label
+    compare-grid.png              both decoders on the same latent grid (N(0, I) quantiles by default)
+    compare-samples.png           both decoders on the same prior samples z ~ N(0, I)
+
+The contrast the documents draw: an AE's code is not matched to p(z) = N(0, I), so decoding prior
+samples or a grid at the prior's quantiles shows regions no training image was coded to; a VAE's
+KL term pulls its codes to the prior, so every prior draw decodes to something digit-like. An AE has
+no ELBO or log p(x) (a point-mass code has an infinite KL to any density); the table says so
+instead of printing a number. The downstream probe (x -> z -> y) is a logistic regression on the
+posterior means E_q[z|x] (the code itself for an AE).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaelab import plots, runs
+from vaelab.data import Splits, load_data
+from vaelab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+NO_PROBE_LABELS = "the data source carries no labels, so there is nothing to probe for"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Test accuracy of a logistic-regression probe y ~ E_q[z|x] (a fraction of the scored rows).
+
+    chance_accuracy: the share of the most frequent class among the scored rows (what predicting
+    that class always would score). protocol: which rows were fitted and which scored.
+    """
+
+    accuracy: float
+    chance_accuracy: float
+    num_fit: int
+    num_scored: int
+    num_classes: int
+    protocol: str
+
+
+def linear_probe(
+    z_fit: np.ndarray, y_fit: np.ndarray, z_score: np.ndarray, y_score: np.ndarray, *, seed: int = 0
+) -> float:
+    """Accuracy on (z_score, y_score) of a multinomial logistic regression fitted on (z_fit, y_fit).
+
+    The codes are standardized first (fitted on z_fit only): an AE's code has an arbitrary scale,
+    and a probe should measure what the code separates, not how its units happen to be chosen.
+    z: (N, Z) float, y: (N,) int.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    probe.fit(z_fit, y_fit)
+    return float(probe.score(z_score, y_score))
+
+
+def probe_codes(model, splits: Splits, *, binarize: str = "none", seed: int = 0) -> Probe | None:
+    """Fit the probe on train-split codes and score it on the test split (None without labels).
+
+    Where only the test split has labels (binarized-mnist), a seeded stratified half of the test
+    rows is fitted and the other half scored, and `protocol` says so. With dynamic binarization
+    the train split is held as grey levels; it is coded as one seeded Bernoulli draw, like the
+    statically binarized test split the model is evaluated on.
+    """
+    from sklearn.model_selection import train_test_split
+
+    y_test = splits.test_labels
+    if y_test is None:
+        return None
+    z_test = plots.posterior_means(model, splits.test).double().numpy()
+    if splits.train_labels is not None:
+        x_train = splits.train
+        if binarize == "dynamic":
+            x_train = torch.bernoulli(x_train, generator=torch.Generator().manual_seed(seed))
+        z_fit, y_fit = plots.posterior_means(model, x_train).double().numpy(), splits.train_labels.numpy()
+        z_score, y_score = z_test, y_test.numpy()
+        protocol = (
+            f"fitted on the {len(y_fit)} train-split codes, scored on the {len(y_score)} test-split codes"
+        )
+    else:
+        y = y_test.numpy()
+        stratify = y if np.bincount(y).min() >= 2 else None
+        fit, score = train_test_split(np.arange(len(y)), test_size=0.5, random_state=seed, stratify=stratify)
+        z_fit, y_fit, z_score, y_score = z_test[fit], y[fit], z_test[score], y[score]
+        protocol = (
+            f"only the test split has labels: a seeded ({seed}) stratified half of its {len(y)} rows "
+            f"fitted ({len(fit)}), the other half scored ({len(score)})"
+        )
+    if len(np.unique(y_fit)) < 2:
+        return None
+    accuracy = linear_probe(z_fit, y_fit, z_score, y_score, seed=seed)
+    chance = float(np.bincount(y_score).max() / len(y_score))
+    return Probe(accuracy, chance, len(y_fit), len(y_score), int(len(np.unique(y_fit))), protocol)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One run measured on the test split. Nats are dataset means per example.
+
+    log_p_x_given_z: E_q[log p(x|z)] (one z ~ q(z|x) for a VAE, z = f(x) for an AE).
+    squared_error_per_pixel: mean over examples and pixels of (x - E[x | z = E_q[z|x]])^2, in
+    squared intensity units (data in [0, 1]): comparable across likelihoods.
+    elbo / kl / log_px (importance sampled, k samples, Monte Carlo standard error): None for an AE,
+    with `no_elbo_reason`. code_mean / code_std: (Z,) mean and s.d. of E_q[z|x] over the test split,
+    in prior s.d. units (a code matched to N(0, I) has means near 0 and s.d. near or below 1).
+    """
+
+    run: str
+    kind: str
+    latent_dim: int
+    parameters: int | None
+    epochs: int
+    best_epoch: int
+    train_seconds: float
+    log_p_x_given_z: float
+    squared_error_per_pixel: float
+    elbo: float | None
+    kl: float | None
+    log_px: float | None
+    log_px_stderr: float | None
+    log_px_k: int | None
+    no_elbo_reason: str | None
+    active_units: int
+    code_mean: tuple[float, ...]
+    code_std: tuple[float, ...]
+    probe: Probe | None
+    no_probe_reason: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.upper()} ({Path(self.run).name})"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs on the same data. differences: config fields that differ besides model.kind
+    (empty when networks, data and budget are the same); figures: name -> PNG file in `out_dir`."""
+
+    out_dir: str
+    data: str
+    split: str
+    num_examples: int
+    a: ModelSummary
+    b: ModelSummary
+    differences: tuple[str, ...]
+    figures: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["units"] = (
+            "nats per example (test-split means) for log_p_x_given_z, elbo, kl, log_px; "
+            "squared_error_per_pixel in squared intensity units; probe accuracies are fractions"
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Comparison:
+        def summary(d: dict[str, Any]) -> ModelSummary:
+            d = dict(d)
+            d["probe"] = Probe(**d["probe"]) if d.get("probe") else None
+            d["code_mean"], d["code_std"] = tuple(d["code_mean"]), tuple(d["code_std"])
+            return ModelSummary(**d)
+
+        raw = {k: v for k, v in raw.items() if k != "units"}
+        return cls(
+            **{
+                **raw,
+                "a": summary(raw["a"]),
+                "b": summary(raw["b"]),
+                "differences": tuple(raw["differences"]),
+            }
+        )
+
+
+def config_differences(config_a: dict[str, Any], config_b: dict[str, Any]) -> tuple[str, ...]:
+    """'section.field: a vs b' for every field that differs, except model.kind."""
+    out = []
+    for section in sorted(set(config_a) | set(config_b)):
+        fa, fb = config_a.get(section, {}), config_b.get(section, {})
+        for name in sorted(set(fa) | set(fb)):
+            if (section, name) != ("model", "kind") and fa.get(name) != fb.get(name):
+                out.append(f"{section}.{name}: {fa.get(name)!r} vs {fb.get(name)!r}")
+    return tuple(out)
+
+
+@torch.no_grad()
+def squared_error_per_pixel(model, x: Tensor, batch_size: int = 1000) -> float:
+    """Mean of (x - E[x | z = E_q[z|x]])^2 over examples and pixels: x (N, *x_shape) -> float."""
+    total = 0.0
+    for chunk in x.split(batch_size):
+        total += float((plots.reconstructions(model, chunk) - chunk).square().sum(dtype=torch.float64))
+    return total / x.numel()
+
+
+def _evaluation(run_dir: Path, k: int, seed: int) -> dict[str, Any]:
+    """RUN/eval.json if it is newer than the weights and covers the test split, else a fresh one."""
+    from vaelab.evaluate import evaluate_run
+
+    path = run_dir / "eval.json"
+    if path.is_file() and path.stat().st_mtime >= (run_dir / runs.WEIGHTS).stat().st_mtime:
+        evaluation = runs.read_json(path)
+        if evaluation.get("split") == "test":
+            return evaluation
+    log.info("%s: evaluating on the test split (k = %d)", run_dir, k)
+    return evaluate_run(run_dir, k=k, split="test", seed=seed).to_dict()
+
+
+def summarize_run(run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0) -> ModelSummary:
+    """Measure one run on the test split of `splits` (which must be the run's own data)."""
+    model = runs.load_model(run_dir)
+    config = runs.read_config(run_dir)
+    info = runs.run_info(run_dir)
+    metrics = runs.read_metrics(run_dir)
+    evaluation = _evaluation(run_dir, k, seed)
+    stats = plots.latent_statistics(model, splits.test)
+    codes = plots.posterior_means(model, splits.test).double()
+    probe = probe_codes(model, splits, binarize=config.data.binarize, seed=seed)
+    best = max(metrics, key=lambda r: r["valid_elbo_nats"])["epoch"] if metrics else 0
+    return ModelSummary(
+        run=str(run_dir),
+        kind=config.model.kind,
+        latent_dim=model.latent_dim,
+        parameters=info.get("parameters"),
+        epochs=len(metrics),
+        best_epoch=int(best),
+        train_seconds=float(sum(r.get("seconds", 0.0) for r in metrics)),
+        log_p_x_given_z=float(evaluation["log_p_x_given_z"]),
+        squared_error_per_pixel=squared_error_per_pixel(model, splits.test),
+        elbo=evaluation.get("elbo"),
+        kl=evaluation.get("kl"),
+        log_px=evaluation.get("log_px"),
+        log_px_stderr=evaluation.get("log_px_stderr"),
+        log_px_k=evaluation.get("k"),
+        no_elbo_reason=evaluation.get("note") if evaluation.get("elbo") is None else None,
+        active_units=stats.active_units,
+        code_mean=tuple(float(v) for v in codes.mean(0)),
+        code_std=tuple(float(v) for v in codes.std(0)),
+        probe=probe,
+        no_probe_reason=None if probe is not None else NO_PROBE_LABELS,
+    )
+
+
+def compare_runs(
+    run_a: str | Path,
+    run_b: str | Path,
+    out_dir: str | Path,
+    *,
+    k: int = 1000,
+    seed: int = 0,
+    n_grid: int = 21,
+    z_range: tuple[float, float, float, float] | None = None,
+) -> Comparison:
+    """Measure two runs of the same data side by side and write compare.json, compare.md and figures."""
+    run_a, run_b = runs.check_run_dir(run_a), runs.check_run_dir(run_b)
+    config_a, config_b = runs.read_config(run_a), runs.read_config(run_b)
+    if config_a.data != config_b.data:
+        raise UserError(
+            f"{run_a} and {run_b} were trained on different data ({config_a.data.source}, "
+            f"binarize {config_a.data.binarize} vs {config_b.data.source}, binarize "
+            f"{config_b.data.binarize}); a comparison needs the same data"
+        )
+    out_dir = Path(out_dir)
+    splits = load_data(config_a.data)
+    summaries = [summarize_run(run, splits, k=k, seed=seed) for run in (run_a, run_b)]
+    models = [runs.load_model(run_a), runs.load_model(run_b)]
+    if models[0].x_shape != models[1].x_shape:
+        raise UserError(f"{run_a} and {run_b} model examples of different shapes")
+    differences = config_differences(config_a.to_dict(), config_b.to_dict())
+    if differences:
+        log.warning("the two runs differ in more than the model kind: %s", "; ".join(differences))
+    figures = draw_comparison(models, summaries, splits, out_dir, seed=seed, n_grid=n_grid, z_range=z_range)
+    # the runs as paths relative to out_dir, so the comparison can be moved with its runs
+    for i, run in enumerate((run_a, run_b)):
+        summaries[i] = _with_run(summaries[i], os.path.relpath(run.resolve(), out_dir.resolve()))
+    comparison = Comparison(
+        str(out_dir),
+        config_a.data.source,
+        "test",
+        len(splits.test),
+        summaries[0],
+        summaries[1],
+        differences,
+        figures,
+    )
+    runs.write_json(out_dir / "compare.json", comparison.to_dict())
+    runs.write_text(out_dir / "compare.md", format_comparison(comparison))
+    return comparison
+
+
+def _with_run(summary: ModelSummary, run: str) -> ModelSummary:
+    from dataclasses import replace
+
+    return replace(summary, run=run)
+
+
+def resolve_run(comparison_dir: Path, run: str) -> Path:
+    """A run path of compare.json, relative to the comparison directory unless absolute."""
+    path = Path(run)
+    return path if path.is_absolute() else (comparison_dir / path)
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def grid_box(n_grid: int, z_range) -> tuple[float, float, float, float]:
+    """The latent rectangle a grid covers: the quantile grid's extreme points, or the user's range."""
+    if z_range is not None:
+        return tuple(z_range)
+    _, z = plots.quantile_coordinates(n_grid)
+    return float(z[0]), float(z[-1]), float(z[0]), float(z[-1])
+
+
+def draw_comparison(
+    models,
+    summaries: list[ModelSummary],
+    splits: Splits,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    n_grid: int = 21,
+    z_range=None,
+) -> dict[str, str]:
+    """The four side-by-side figures; returns name -> file name in out_dir."""
+    import matplotlib.pyplot as plt
+
+    names = [s.label for s in summaries]
+    x_shape = models[0].x_shape
+    figures = {}
+
+    # reconstructions: the same test images, one row per model
+    pick = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(seed))[:12]
+    x = splits.test[pick]
+    rows = [plots.as_images(x, x_shape)] + [
+        plots.as_images(plots.reconstructions(m, x), x_shape) for m in models
+    ]
+    canvas = plots.tile(torch.cat(rows), len(x))
+    h, w = rows[0].shape[-2:]
+    fig, ax = plt.subplots(figsize=(0.72 * len(x) + 2.2, 3.2))
+    ax.imshow(np.clip(canvas, 0, 1), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([i * (h + 2) + (h - 1) / 2 for i in range(3)])
+    ax.set_yticklabels(
+        ["original"]
+        + [f"{n}: {s.squared_error_per_pixel:.4f}" for n, s in zip(names, summaries, strict=True)],
+        fontsize=8,
+    )
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(
+        "the same test images reconstructed: decoder mean E[x | z = E_q[z|x]]; row labels give the "
+        "test-set squared error per pixel",
+        fontsize=9,
+    )
+    figures["reconstructions"] = _save(fig, out_dir / "compare-reconstructions.png")
+
+    # latent scatter, with the rectangle the decoded grid covers
+    box = grid_box(n_grid, z_range)
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.6))
+    for ax, model, name in zip(axes, models, names, strict=True):
+        scatter = plots.latent_scatter(model, splits.test, splits.test_labels)
+        plots.draw_latent_scatter(ax, scatter, f"{name}: {plots.scatter_title(scatter)}", box=box)
+    fig.tight_layout()
+    figures["scatter"] = _save(fig, out_dir / "compare-scatter.png")
+
+    # both decoders on the same grid
+    if all(m.latent_dim >= 2 for m in models):
+        fig, axes = plt.subplots(1, 2, figsize=(14.0, 7.6))
+        for ax, model, name in zip(axes, models, names, strict=True):
+            grid = plots.latent_grid(model, n_grid, z_range=z_range)
+            plots.draw_latent_grid(ax, grid, f"{name}\n{plots.grid_title(grid, model.latent_dim)}")
+            ax.title.set_fontsize(8)
+        fig.tight_layout()
+        figures["grid"] = _save(fig, out_dir / "compare-grid.png")
+
+    # both decoders on the same prior samples (same seed, so the same z when Z agrees)
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 6.4))
+    for ax, model, name in zip(axes, models, names, strict=True):
+        x_mean = plots.prior_samples(model, 64, mode="mean", seed=seed)
+        ax.imshow(
+            np.clip(plots.tile(plots.as_images(x_mean, x_shape)), 0, 1),
+            cmap="gray_r",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
+        ax.set_title(f"{name}: {plots.sample_title(model, 64, 'mean')}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout(w_pad=4.0)
+    figures["samples"] = _save(fig, out_dir / "compare-samples.png")
+    return figures
+
+
+def _save(fig, path: Path) -> str:
+    plots.save_figure(fig, path)
+    return path.name
+
+
+# --------------------------------------------------------------------------------------- table
+
+
+def _nats(value: float | None, stderr: float | None = None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" + (f" ± {stderr:.2f}" if stderr is not None else "")
+
+
+def comparison_rows(c: Comparison) -> list[tuple[str, str, str, str]]:
+    """(quantity, unit, run A, run B) rows of the comparison table."""
+    a, b = c.a, c.b
+
+    def probe(s: ModelSummary, field: str) -> str:
+        return "—" if s.probe is None else f"{getattr(s.probe, field):.3f}"
+
+    def codes(s: ModelSummary) -> str:
+        return ", ".join(
+            f"{m:.2f} ± {sd:.2f}" for m, sd in list(zip(s.code_mean, s.code_std, strict=True))[:4]
+        ) + (", ..." if s.latent_dim > 4 else "")
+
+    def both(fn) -> tuple[str, str]:
+        return fn(a), fn(b)
+
+    rows = [
+        (
+            "model",
+            "",
+            *both(
+                lambda s: (
+                    f"{s.kind.upper()}, Z = {s.latent_dim}, {s.parameters:,} parameters"
+                    if s.parameters
+                    else f"{s.kind.upper()}, Z = {s.latent_dim}"
+                )
+            ),
+        ),
+        ("epochs trained (best validation epoch)", "epochs", *both(lambda s: f"{s.epochs} ({s.best_epoch})")),
+        ("training time", "seconds", *both(lambda s: f"{s.train_seconds:.1f}")),
+        (
+            "reconstruction term E_q[log p(x|z)]",
+            "nats per example",
+            *both(lambda s: _nats(s.log_p_x_given_z)),
+        ),
+        (
+            "squared error of E[x | z = E_q[z|x]]",
+            "per pixel, intensity²",
+            *both(lambda s: f"{s.squared_error_per_pixel:.4f}"),
+        ),
+        ("KL(q(z|x) || p(z))", "nats per example", *both(lambda s: _nats(s.kl))),
+        ("ELBO", "nats per example", *both(lambda s: _nats(s.elbo))),
+        (
+            "log p(x), importance sampled (± s.e.)",
+            "nats per example",
+            *both(
+                lambda s: _nats(s.log_px, s.log_px_stderr) + (f" (k = {s.log_px_k})" if s.log_px_k else "")
+            ),
+        ),
+        (
+            "gap log p(x) - ELBO",
+            "nats per example",
+            *both(lambda s: _nats(None if s.log_px is None or s.elbo is None else s.log_px - s.elbo)),
+        ),
+        (
+            "active units (Var_x E_q[z_d] > 0.01)",
+            "count",
+            *both(lambda s: f"{s.active_units} of {s.latent_dim}"),
+        ),
+        ("code E_q[z_d|x] over the test set: mean ± s.d.", "prior s.d. units", *both(codes)),
+        (
+            "probe accuracy, logistic regression on E_q[z|x]",
+            "fraction of scored rows",
+            *both(lambda s: probe(s, "accuracy")),
+        ),
+        (
+            "chance (most frequent class)",
+            "fraction of scored rows",
+            *both(lambda s: probe(s, "chance_accuracy")),
+        ),
+    ]
+    return rows
+
+
+def format_comparison(c: Comparison) -> str:
+    """compare.md: the table, then what a dash means and how the probe was run."""
+    lines = [
+        f"# {c.a.label} vs {c.b.label}",
+        "",
+        f"Data: {c.data}, {c.split} split ({c.num_examples} examples).",
+        "",
+        f"| quantity | unit | {c.a.label} | {c.b.label} |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in comparison_rows(c)
+    ]
+    lines.append("")
+    for s in (c.a, c.b):
+        if s.no_elbo_reason:
+            lines.append(f"- {s.label}: {s.no_elbo_reason}.")
+    probe = c.a.probe or c.b.probe
+    lines.append(
+        f"- Probe: {probe.protocol}; codes standardized, multinomial logistic regression (scikit-learn)."
+        if probe
+        else f"- Probe: none ({NO_PROBE_LABELS})."
+    )
+    if c.differences:
+        lines.append(f"- The runs differ in more than the model kind: {'; '.join(c.differences)}.")
+    else:
+        lines.append("- Same networks, data and training budget; only model.kind differs.")
+    return "\n".join(lines) + "\n"
