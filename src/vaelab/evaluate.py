@@ -19,6 +19,7 @@ from vaelab import runs
 from vaelab.data import load_data
 from vaelab.errors import UserError
 from vaelab.estimators import bits_per_dim, dataset_log_px
+from vaelab.theory import elbo_decomposition
 from vaelab.train import dataset_terms
 
 AE_NOTE = (
@@ -29,35 +30,52 @@ AE_NOTE = (
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Dataset means over `num_examples` rows of `split`, nats per example unless named *_bpd."""
+    """Dataset means over `num_examples` rows of `split`, nats per example unless named *_bpd.
+
+    elbo = log_p_x_given_z - kl = log_p_xz + entropy (E_q[log p(x, z)] + H(q)); kl_per_dim (Z,)
+    and active units (Cov_x E_q[z_u] > 0.01, Burda et al. 2015) where q and p(z) are diagonal
+    Gaussians; log_px is the importance-sampled estimate with `k` samples and its Monte Carlo
+    standard error. For an AE only log_p_x_given_z is defined (see `note`).
+    """
 
     run: str
     split: str
     num_examples: int
     num_dims: int
     log_p_x_given_z: float
-    elbo: float | None
-    kl: float | None
-    log_px: float | None
-    log_px_stderr: float | None
-    k: int | None
     seconds_elbo: float
-    seconds_log_px: float | None
+    elbo: float | None = None
+    kl: float | None = None
+    log_p_xz: float | None = None
+    entropy: float | None = None
+    kl_per_dim: tuple[float, ...] | None = None
+    posterior_mean_variance: tuple[float, ...] | None = None
+    active_units: int | None = None
+    log_px: float | None = None
+    log_px_stderr: float | None = None
+    k: int | None = None
+    seconds_log_px: float | None = None
     note: str | None = None
 
     @property
     def nll(self) -> float | None:
         return None if self.log_px is None else -self.log_px
 
+    @property
+    def gap(self) -> float | None:
+        """log p(x) - ELBO: an estimate of E_x KL(q(z|x) || p(z|x)), nats per example."""
+        return None if self.log_px is None or self.elbo is None else self.log_px - self.elbo
+
     def bpd(self, nats: float | None) -> float | None:
         return None if nats is None else float(bits_per_dim(-nats, self.num_dims))
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         out.update(
             units="nats per example (dataset mean); *_bpd in bits per dimension; elbo and log_px are "
             "higher-is-better, nll = -log_px",
             nll=self.nll,
+            gap=self.gap,
             nll_bpd=self.bpd(self.log_px),
             negative_elbo_bpd=self.bpd(self.elbo),
         )
@@ -74,43 +92,35 @@ def evaluate_model(
     run: str = "",
     split: str = "test",
 ) -> Evaluation:
-    """ELBO terms (one sample per example, analytic KL) and IS log p(x) with `k` samples."""
+    """The ELBO decomposed (one sample per example; KL, E_q[log p(z)] and H(q) in closed form for
+    diagonal Gaussians), KL per latent dimension, active units, and the importance-sampled
+    log p(x) with `k` samples per example and its standard error."""
     if k < 2:
         raise UserError(f"--k must be >= 2 for a standard error, got {k}")
-    num_dims = math.prod(x.shape[1:])
+    common = {"run": run, "split": split, "num_examples": len(x), "num_dims": math.prod(x.shape[1:])}
     start = time.perf_counter()
-    terms = dataset_terms(model, x, seed=seed)
-    seconds_elbo = time.perf_counter() - start
     if getattr(model, "deterministic", False):
-        return Evaluation(
-            run,
-            split,
-            len(x),
-            num_dims,
-            terms.log_p_x_given_z,
-            None,
-            None,
-            None,
-            None,
-            None,
-            seconds_elbo,
-            None,
-            AE_NOTE,
-        )
+        terms = dataset_terms(model, x, seed=seed)
+        seconds = time.perf_counter() - start
+        return Evaluation(**common, log_p_x_given_z=terms.log_p_x_given_z, seconds_elbo=seconds, note=AE_NOTE)
+    d = elbo_decomposition(model, x, batch_size=1000, generator=torch.Generator().manual_seed(seed))
+    seconds_elbo = time.perf_counter() - start
     estimate = dataset_log_px(model, x, k, batch_size, torch.Generator().manual_seed(seed))
     return Evaluation(
-        run,
-        split,
-        len(x),
-        num_dims,
-        terms.log_p_x_given_z,
-        terms.elbo,
-        terms.kl,
-        estimate.mean,
-        estimate.mean_stderr,
-        k,
-        seconds_elbo,
-        estimate.seconds,
+        **common,
+        log_p_x_given_z=d.log_p_x_given_z,
+        seconds_elbo=seconds_elbo,
+        elbo=d.elbo,
+        kl=d.kl,
+        log_p_xz=d.log_p_xz,
+        entropy=d.entropy,
+        kl_per_dim=d.kl_per_dim,
+        posterior_mean_variance=d.posterior_mean_variance,
+        active_units=d.active_units,
+        log_px=estimate.mean,
+        log_px_stderr=estimate.mean_stderr,
+        k=k,
+        seconds_log_px=estimate.seconds,
     )
 
 
@@ -136,26 +146,26 @@ def format_evaluation(e: Evaluation) -> str:
     """A small table for the terminal."""
 
     def row(name: str, nats: float | None, extra: str = "") -> str:
-        if nats is None:
-            return f"  {name:<28} {'—':>12}"
         bpd = bits_per_dim(-nats, e.num_dims)
-        return f"  {name:<28} {nats:12.3f} nats  {bpd:8.4f} bits/dim (of -value){extra}"
+        return f"  {name:<26} {nats:11.3f} nats  {bpd:7.4f} bits/dim{extra}"
 
-    lines = [f"{e.split} split, {e.num_examples} examples of {e.num_dims} dims:"]
+    lines = [f"{e.split} split, all {e.num_examples} examples of {e.num_dims} dims (bits/dim of -value):"]
     lines.append(row("E_q[log p(x|z)]", e.log_p_x_given_z))
     if e.note:
         lines.append(f"  note: {e.note}")
         return "\n".join(lines)
-    lines.append(f"  {'KL(q(z|x) || p(z))':<28} {e.kl:12.3f} nats")
+    lines.append(f"  {'KL(q(z|x) || p(z))':<26} {e.kl:11.3f} nats")
     lines.append(row("ELBO", e.elbo, f"   [{e.seconds_elbo:.1f} s]"))
-    lines.append(
-        row(
-            f"log p(x), IS k={e.k}",
-            e.log_px,
-            f"   ± {e.log_px_stderr:.3f} (s.e.)  [{e.seconds_log_px:.1f} s]",
+    lines.append(f"  {'  = E_q[log p(x,z)] + H(q)':<26} {e.log_p_xz:11.3f} + {e.entropy:.3f} nats")
+    is_extra = f"  ± {e.log_px_stderr:.3f} s.e.  [{e.seconds_log_px:.1f} s]"
+    lines.append(row(f"log p(x), IS k={e.k}", e.log_px, is_extra))
+    lines.append(f"  {'gap log p(x) - ELBO':<26} {e.gap:11.3f} nats  (estimates KL(q(z|x) || p(z|x)))")
+    if e.active_units is not None:
+        lines.append(
+            f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"
+            "  (Cov_x E_q[z_u] > 0.01)"
         )
-    )
-    lines.append(
-        f"  {'gap log p(x) - ELBO':<28} {e.log_px - e.elbo:12.3f} nats  (estimate of KL(q(z|x) || p(z|x)))"
-    )
+    if e.kl_per_dim is not None:
+        top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]
+        lines.append(f"  {'KL per latent dim, top':<26} " + ", ".join(f"z{i} {v:.2f}" for i, v in top))
     return "\n".join(lines)

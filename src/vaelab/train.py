@@ -74,61 +74,98 @@ def train(
 
     Bad input raises UserError before anything is written. A finished run is never
     overwritten unless `overwrite`; an unfinished one must be resumed or overwritten.
+    `on_epoch(record)` sees each epoch's metrics as they are checkpointed.
     """
-    out = Path(out)
-    config.validate()
-    if resume:
-        runs.check_run_dir(out)
-        config = runs.read_config(out)
-        if runs.run_info(out).get("status") == "finished":
-            raise UserError(f"{out}: the run is already finished; nothing to resume")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
-        if status == "finished":
-            raise UserError(f"{out}: a finished run is there; pass --overwrite to replace it")
-        if status is not None:
-            raise UserError(
-                f"{out}: an unfinished run is there; continue it with --resume or pass --overwrite"
+    trainer = Trainer(config, out, resume=resume, overwrite=overwrite, progress=progress, splits=splits)
+    while not trainer.done:
+        record = trainer.run_epoch()
+        if on_epoch is not None:
+            on_epoch(record)
+    return trainer.finish()
+
+
+class Trainer:
+    """One run in training: model, optimizer, RNG stream and early-stopping state.
+
+    `run_epoch()` trains one epoch, validates, checkpoints and returns the epoch's record;
+    `finish()` marks the run finished. `train()` is the loop most callers want; benchmarks step
+    epochs themselves to interleave them with a reference.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out: str | Path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        splits: Splits | None = None,
+    ) -> None:
+        out = Path(out)
+        config.validate()
+        if resume:
+            runs.check_run_dir(out)
+            config = runs.read_config(out)
+            if runs.run_info(out).get("status") == "finished":
+                raise UserError(f"{out}: the run is already finished; nothing to resume")
+        elif out.exists() and any(out.iterdir()) and not overwrite:
+            _refuse_existing(out)
+
+        if splits is None:
+            splits = load_data(config.data)
+        check_fits_likelihood(splits, config.model.likelihood, config.data.source)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.train.seed)
+            model = build_model(config.model, splits.x_shape)
+        self.config, self.out, self.splits, self.model, self.progress = config, out, splits, model, progress
+        self.optimizer = make_optimizer(model, config)
+        self.generator = torch.Generator().manual_seed(config.train.seed)
+        self.objective = objective_for(model, config.objective.name)
+        self.stopped_early = False
+        self.state: dict[str, Any] = {
+            "epoch": 0,
+            "best_valid_elbo": -math.inf,
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "history": [],
+        }
+        if resume and (out / runs.STATE).is_file():
+            self.state = runs.load_state(out / runs.STATE)
+            runs.load_weights(out / self.state["weights"], model)
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            self.generator.set_state(self.state["generator"])
+            runs.write_text(out / runs.METRICS, _jsonl(self.state["history"]))
+            log.info("resuming %s after epoch %d", out, self.state["epoch"])
+        elif not resume:  # (a run killed before its first checkpoint restarts from scratch)
+            if overwrite and out.exists():
+                shutil.rmtree(out)
+            runs.write_json(out / runs.CONFIG, config.to_dict())
+            runs.write_json(out / runs.RUN, _run_info(splits, model, "running", 0))
+
+    @property
+    def done(self) -> bool:
+        return self.stopped_early or self.state["epoch"] >= self.config.train.epochs
+
+    def run_epoch(self) -> dict[str, Any]:
+        config, state, model = self.config, self.state, self.model
+        epoch = state["epoch"] + 1
+        record: dict[str, Any] = {"epoch": epoch, "lr": learning_rate(config, epoch)}
+        record.update(
+            _train_epoch(
+                model,
+                self.optimizer,
+                self.objective,
+                self.splits,
+                config,
+                self.generator,
+                epoch,
+                self.progress,
             )
-        raise UserError(f"{out}: directory exists and is not empty; choose another --out or pass --overwrite")
-
-    if splits is None:
-        splits = load_data(config.data)
-    check_fits_likelihood(splits, config.model.likelihood, config.data.source)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.train.seed)
-        model = build_model(config.model, splits.x_shape)
-    optimizer = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_valid_elbo": -math.inf,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "history": [],
-    }
-
-    if resume and (out / runs.STATE).is_file():
-        state = runs.load_state(out / runs.STATE)
-        runs.load_weights(out / state["weights"], model)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        runs.write_text(out / runs.METRICS, _jsonl(state["history"]))
-        log.info("resuming %s after epoch %d", out, state["epoch"])
-    elif not resume:  # (a run killed before its first checkpoint restarts from scratch)
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        runs.write_json(out / runs.CONFIG, config.to_dict())
-        runs.write_json(out / runs.RUN, _run_info(splits, model, "running", 0))
-
-    objective = objective_for(model, config.objective.name)
-    stopped_early = False
-    for epoch in range(state["epoch"] + 1, config.train.epochs + 1):
-        record = {"epoch": epoch, "lr": learning_rate(config, epoch)}
-        record.update(_train_epoch(model, optimizer, objective, splits, config, generator, epoch, progress))
-        valid = dataset_terms(model, splits.valid, seed=config.train.seed + VALID_SEED_OFFSET)
+        )
+        valid = dataset_terms(model, self.splits.valid, seed=config.train.seed + VALID_SEED_OFFSET)
         record.update(
             valid_elbo_nats=valid.elbo,
             valid_log_p_x_given_z_nats=valid.log_p_x_given_z,
@@ -136,21 +173,32 @@ def train(
         )
         if valid.elbo > state["best_valid_elbo"]:
             state.update(best_valid_elbo=valid.elbo, best_epoch=epoch, bad_epochs=0)
-            runs.save_weights(out / runs.WEIGHTS, model)
+            runs.save_weights(self.out / runs.WEIGHTS, model)
         else:
             state["bad_epochs"] += 1
         state["history"].append(record)
-        _checkpoint(out, model, optimizer, generator, state, epoch)
-        if on_epoch is not None:
-            on_epoch(record)
+        _checkpoint(self.out, model, self.optimizer, self.generator, state, epoch)
         patience = config.train.patience
         if patience is not None and state["bad_epochs"] >= patience:
-            stopped_early = True
+            self.stopped_early = True
             log.info("early stop after epoch %d: no validation improvement for %d epochs", epoch, patience)
-            break
+        return record
 
-    runs.write_json(out / runs.RUN, _run_info(splits, model, "finished", state["epoch"]))
-    return TrainResult(out, state["epoch"], state["best_epoch"], state["best_valid_elbo"], stopped_early)
+    def finish(self) -> TrainResult:
+        state = self.state
+        runs.write_json(self.out / runs.RUN, _run_info(self.splits, self.model, "finished", state["epoch"]))
+        return TrainResult(
+            self.out, state["epoch"], state["best_epoch"], state["best_valid_elbo"], self.stopped_early
+        )
+
+
+def _refuse_existing(out: Path) -> None:
+    status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
+    if status == "finished":
+        raise UserError(f"{out}: a finished run is there; pass --overwrite to replace it")
+    if status is not None:
+        raise UserError(f"{out}: an unfinished run is there; continue it with --resume or pass --overwrite")
+    raise UserError(f"{out}: directory exists and is not empty; choose another --out or pass --overwrite")
 
 
 def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
