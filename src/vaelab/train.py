@@ -227,6 +227,7 @@ def kl_weight(config: RunConfig, epoch: int, step: int, steps_per_epoch: int) ->
     return beta * min(1.0, done)
 
 
+@torch.enable_grad()  # a caller's no_grad context must not silently stop training
 def _train_epoch(
     model: VAE, optimizer, objective, splits: Splits, config: RunConfig, generator, epoch, progress
 ):
