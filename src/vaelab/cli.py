@@ -167,6 +167,14 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
     ),
     ("--threads", "train", "threads", _int, "CPU threads for PyTorch (default: PyTorch's)", {"metavar": "N"}),
     (
+        "--minutes",
+        "train",
+        "minutes",
+        _float,
+        "wall-clock budget for training (default: none)",
+        {"metavar": "M"},
+    ),
+    (
         "--precision",
         "train",
         "precision",
@@ -188,6 +196,7 @@ def add_train(sub) -> None:
     )
     for flag, _, _, _, help_text, extra in TRAIN_FLAG_TABLE:
         p.add_argument(flag, dest=flag.lstrip("-").replace("-", "_"), default=None, help=help_text, **extra)
+    p.add_argument("--preset", help="start from a named config: classic, recipe (see vaelab/config.py)")
     p.add_argument("--config", type=Path, help="JSON config (sections data, model, objective, train)")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<data>-<model>)")
     p.add_argument(
@@ -199,13 +208,18 @@ def add_train(sub) -> None:
 
 
 def train_config(args) -> Any:
-    """Defaults, then --config JSON, then flags; the result is validated."""
-    from vaelab.config import RunConfig
+    """Defaults, then --preset, then --config JSON, then flags; the result is validated."""
+    from vaelab.config import RunConfig, preset
     from vaelab.runs import read_json
 
-    config = (
-        RunConfig.from_dict(read_json(args.config), where=str(args.config)) if args.config else RunConfig()
-    )
+    config = preset(args.preset) if args.preset else RunConfig()
+    if args.config:
+        raw = read_json(args.config)
+        RunConfig.from_dict(raw, where=str(args.config))  # unknown sections or keys are errors
+        merged = config.to_dict()
+        for section, values in raw.items():
+            merged[section].update(values)
+        config = RunConfig.from_dict(merged, where=str(args.config))
     changes: dict[str, dict[str, Any]] = {}
     for dest, (section, field, convert) in TRAIN_FLAGS.items():
         value = getattr(args, dest)

@@ -147,11 +147,14 @@ class Trainer:
 
     @property
     def done(self) -> bool:
-        return self.stopped_early or self.state["epoch"] >= self.config.train.epochs
+        minutes = self.config.train.minutes
+        out_of_time = minutes is not None and self.state.get("elapsed_seconds", 0.0) >= 60 * minutes
+        return self.stopped_early or out_of_time or self.state["epoch"] >= self.config.train.epochs
 
     def run_epoch(self) -> dict[str, Any]:
         config, state, model = self.config, self.state, self.model
         epoch = state["epoch"] + 1
+        start = time.perf_counter()
         record: dict[str, Any] = {"epoch": epoch, "lr": learning_rate(config, epoch)}
         record.update(
             _train_epoch(
@@ -177,6 +180,7 @@ class Trainer:
         else:
             state["bad_epochs"] += 1
         state["history"].append(record)
+        state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + time.perf_counter() - start
         _checkpoint(self.out, model, self.optimizer, self.generator, state, epoch)
         patience = config.train.patience
         if patience is not None and state["bad_epochs"] >= patience:

@@ -1,0 +1,68 @@
+"""Models: the protocol's shapes for every network and prior, and the priors' densities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal
+
+from vaelab.config import ModelConfig, preset
+from vaelab.distributions import draw
+from vaelab.models import LatentVariableModel, build_model
+from vaelab.nets import count_parameters
+
+
+@pytest.mark.parametrize("net", ["mlp", "gated", "conv"])
+@pytest.mark.parametrize("prior", ["normal", "mog", "vamp"])
+def test_protocol_shapes_for_every_net_and_prior(net, prior):
+    model = build_model(
+        ModelConfig(net=net, prior=prior, prior_components=7, latent_dim=3, hidden=(16,)), (1, 8, 8)
+    )
+    assert isinstance(model, LatentVariableModel)
+    x = torch.rand(5, 1, 8, 8)
+    q = model.posterior(x)
+    assert q.batch_shape == (5,) and q.event_shape == (3,)
+    p_z = model.prior()
+    assert p_z.batch_shape == () and p_z.event_shape == (3,)
+    z = draw(p_z, (4, 5), torch.Generator().manual_seed(0))
+    assert z.shape == (4, 5, 3) and p_z.log_prob(z).shape == (4, 5)
+    p_x = model.likelihood(z)
+    assert p_x.batch_shape == (4, 5) and p_x.log_prob(x).shape == (4, 5)
+
+
+def test_vamp_prior_is_the_mean_of_the_posteriors_at_the_pseudo_inputs():
+    model = build_model(ModelConfig(prior="vamp", prior_components=4, latent_dim=2, hidden=(8,)), (1, 8, 8))
+    z = torch.randn(6, 2, dtype=torch.float32)
+    u = torch.nn.functional.hardtanh(model.pseudo_inputs, 0.0, 1.0)
+    q_u = model.posterior(u)  # batch (4,)
+    by_hand = torch.logsumexp(q_u.log_prob(z.unsqueeze(1)), dim=1) - math.log(4)  # (6,)
+    torch.testing.assert_close(model.prior().log_prob(z), by_hand)
+
+
+def test_mixture_prior_with_one_component_is_that_gaussian():
+    model = build_model(ModelConfig(prior="mog", prior_components=1, latent_dim=3, hidden=(8,)), (1, 8, 8))
+    z = torch.randn(5, 3)
+    loc, scale = model.prior_means[0], model.prior_log_scales[0].exp()
+    torch.testing.assert_close(model.prior().log_prob(z), Independent(Normal(loc, scale), 1).log_prob(z))
+
+
+def test_mixture_prior_integrates_to_one_in_1d():
+    model = build_model(ModelConfig(prior="mog", prior_components=3, latent_dim=1, hidden=(8,)), (1, 8, 8))
+    grid = torch.linspace(-12, 12, 20001, dtype=torch.float32).unsqueeze(-1)
+    density = model.prior().log_prob(grid).exp().detach()
+    assert abs(float(torch.trapezoid(density, grid[:, 0])) - 1.0) < 1e-3
+
+
+def test_gated_net_doubles_the_hidden_projections():
+    mlp = build_model(ModelConfig(net="mlp", hidden=(10,), latent_dim=2), (4,))
+    gated = build_model(ModelConfig(net="gated", hidden=(10,), latent_dim=2), (4,))
+    # a gated layer holds a value and a gate projection: (4*20+20) + (2*20+20) more than the mlp's
+    assert count_parameters(gated) - count_parameters(mlp) == (4 * 10 + 10) + (2 * 10 + 10)
+
+
+def test_presets_are_valid_configs():
+    assert preset("classic").model.hidden == (400,)
+    recipe = preset("recipe").validate()
+    assert recipe.model.prior == "vamp" and recipe.objective.name == "iwae"
