@@ -1,0 +1,30 @@
+"""The example script and every benchmark run end to end in their short smoke modes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*argv: str, cwd: Path) -> str:
+    done = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_example_trains_and_reports(tmp_path):
+    out = run(str(ROOT / "examples" / "train_vae.py"), "--epochs", "1", "--out", str(tmp_path), cwd=tmp_path)
+    assert "test ELBO" in out and (tmp_path / "samples.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "bench, expect",
+    [("train_throughput", "ratio vaelab / reference"), ("nll_eval", "faster than row-at-a-time")],
+)
+def test_benchmark_smoke(bench, expect):
+    assert expect in run("-m", f"benchmarks.{bench}", "--smoke", cwd=ROOT)
