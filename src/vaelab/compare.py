@@ -301,7 +301,8 @@ def compare_runs(
         figures,
     )
     runs.write_json(out_dir / "compare.json", comparison.to_dict())
-    runs.write_text(out_dir / "compare.md", format_comparison(comparison))
+    text = format_comparison(comparison)
+    runs.atomic_write(out_dir / "compare.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return comparison
 
 
@@ -314,7 +315,7 @@ def _with_run(summary: ModelSummary, run: str) -> ModelSummary:
 def resolve_run(comparison_dir: Path, run: str) -> Path:
     """A run path of compare.json, relative to the comparison directory unless absolute."""
     path = Path(run)
-    return path if path.is_absolute() else (comparison_dir / path)
+    return path if path.is_absolute() else Path(os.path.normpath(comparison_dir / path))
 
 
 # ------------------------------------------------------------------------------------- figures

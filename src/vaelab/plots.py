@@ -1037,8 +1037,8 @@ def _curves(run: _Run, path: Path) -> Path:
     curves = training_curves(read_metrics(run.dir), deterministic=run.model.deterministic)
     what = "AE" if run.model.deterministic else "VAE"
     title = (
-        f"training curves of {run.dir} ({what}, Z = {run.model.latent_dim}, {run.config.data.source}); "
-        "dotted line: best validation epoch"
+        f"training curves of run {run.dir.name} ({what}, Z = {run.model.latent_dim}, "
+        f"{run.config.data.source}); dotted line: best validation epoch"
     )
     return plot_training_curves(curves, path, title)
 

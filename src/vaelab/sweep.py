@@ -407,8 +407,8 @@ def sweep_markdown(result: SweepResult) -> str:
 
 def write_sweep(result: SweepResult) -> dict[str, Path]:
     out = Path(result.out_dir)
-    runs.write_text(out / "sweep.csv", sweep_csv(result))
-    runs.write_text(out / "sweep.md", sweep_markdown(result))
+    for name, text in (("sweep.csv", sweep_csv(result)), ("sweep.md", sweep_markdown(result))):
+        runs.atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
     runs.write_json(out / "sweep.json", result.to_dict())
     plot_sweep(result, out / "sweep.png")
     return {name: out / name for name in ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")}
@@ -433,9 +433,7 @@ def sweep_arrays(result: SweepResult) -> dict[str, np.ndarray]:
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from vaelab.plots import save_figure
+    from vaelab.plots import plt, save_figure  # (plots selects the Agg backend first)
 
     sweep = _kind(result.kind)
     fig = plt.figure(figsize=(12.5, 4.2))
