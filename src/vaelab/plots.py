@@ -178,9 +178,13 @@ class LatentStatistics:
     num_examples: int
 
 
+ACTIVE_THRESHOLD = 0.01
+"""A latent dim is active when Var_x(E_q[z_d|x]) exceeds this (Burda et al. 2015, Section 5.2)."""
+
+
 @torch.no_grad()
 def latent_statistics(
-    model, x: Tensor, *, threshold: float = 0.01, batch_size: int = 1000
+    model, x: Tensor, *, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000
 ) -> LatentStatistics:
     """Closed-form per-dim KL of a diagonal Gaussian q against N(0, 1) and the active units.
 
@@ -839,7 +843,7 @@ def elbo_chart(evaluation: dict, stats: LatentStatistics | None = None) -> ElboC
         ]
     kl_dims = _evaluation_value(evaluation, "kl_per_dim")
     active = _evaluation_value(evaluation, "active_units")
-    threshold = _evaluation_value(evaluation, "active_threshold")
+    threshold = _evaluation_value(evaluation, "active_threshold") or ACTIVE_THRESHOLD
     source = "the evaluation (eval.json)"
     if kl_dims is None and stats is not None and stats.kl_per_dim is not None:
         kl_dims, source = (
