@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--run", type=Path, help="a trained run (default: train the classic VAE 5 epochs)")
     p.add_argument("--k", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=100, help="test rows per estimator call")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="vaelab's network products")
     p.add_argument("--reference-rows", type=int, default=20, help="rows timed for the row-at-a-time loop")
     args = p.parse_args()
     k = 200 if args.smoke else args.k
@@ -78,7 +79,8 @@ def main() -> None:
     peak = matmul_peak_gflops(torch.float32)
     rss_before = peak_rss_gb()
 
-    result = dataset_log_px(model, x, k, args.batch_size, torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        result = dataset_log_px(model, x, k, args.batch_size, torch.Generator().manual_seed(0))
     flops = decoder_flops_per_sample(model) * k * len(x)
     gflops = flops / result.seconds / 1e9
 
@@ -97,7 +99,8 @@ def main() -> None:
         f"row-at-a-time {-slow.mean():.3f} nats"
     )
     print(f"{'':<26}{'seconds':>10}{'GFLOP/s':>10}{'of peak':>9}")
-    print(f"{'vaelab (chunked)':<26}{result.seconds:>10.1f}{gflops:>10.1f}{gflops / peak:>9.0%}")
+    name = f"vaelab (chunked, {args.precision})"
+    print(f"{name:<26}{result.seconds:>10.1f}{gflops:>10.1f}{gflops / peak:>9.0%}")
     slow_gflops = flops / slow_seconds / 1e9
     print(
         f"{'row at a time (extrap.)':<26}{slow_seconds:>10.1f}{slow_gflops:>10.1f}{slow_gflops / peak:>9.0%}"

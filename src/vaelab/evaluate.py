@@ -55,6 +55,7 @@ class Evaluation:
     log_px_stderr: float | None = None
     k: int | None = None
     seconds_log_px: float | None = None
+    precision: str = "fp32"
     note: str | None = None
 
     @property
@@ -91,6 +92,7 @@ def evaluate_model(
     seed: int = 0,
     run: str = "",
     split: str = "test",
+    precision: str = "fp32",
 ) -> Evaluation:
     """The ELBO decomposed (one sample per example; KL, E_q[log p(z)] and H(q) in closed form for
     diagonal Gaussians), KL per latent dimension, active units, and the importance-sampled
@@ -105,7 +107,9 @@ def evaluate_model(
         return Evaluation(**common, log_p_x_given_z=terms.log_p_x_given_z, seconds_elbo=seconds, note=AE_NOTE)
     d = elbo_decomposition(model, x, batch_size=1000, generator=torch.Generator().manual_seed(seed))
     seconds_elbo = time.perf_counter() - start
-    estimate = dataset_log_px(model, x, k, batch_size, torch.Generator().manual_seed(seed))
+    # bf16 runs the networks' products in bfloat16 (log-probabilities and sums stay float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        estimate = dataset_log_px(model, x, k, batch_size, torch.Generator().manual_seed(seed))
     return Evaluation(
         **common,
         log_p_x_given_z=d.log_p_x_given_z,
@@ -121,11 +125,18 @@ def evaluate_model(
         log_px_stderr=estimate.mean_stderr,
         k=k,
         seconds_log_px=estimate.seconds,
+        precision=precision,
     )
 
 
 def evaluate_run(
-    run_dir: str | Path, *, k: int = 1000, split: str = "test", batch_size: int = 100, seed: int = 0
+    run_dir: str | Path,
+    *,
+    k: int = 1000,
+    split: str = "test",
+    batch_size: int = 100,
+    seed: int = 0,
+    precision: str = "fp32",
 ) -> Evaluation:
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
@@ -136,7 +147,9 @@ def evaluate_run(
             f"{run_dir}: the model expects examples of shape {model.x_shape}, "
             f"{config.data.source} gives {tuple(x.shape[1:])}"
         )
-    result = evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, run=str(run_dir), split=split)
+    result = evaluate_model(
+        model, x, k=k, batch_size=batch_size, seed=seed, run=str(run_dir), split=split, precision=precision
+    )
     name = "eval.json" if split == "test" else f"eval-{split}.json"
     runs.write_json(run_dir / name, result.to_dict())
     return result
