@@ -45,12 +45,18 @@ def trained_pair(tmp_path_factory) -> TrainedPair:
     base = tmp_path_factory.getbasetemp() / "trained-pair"
     pair = TrainedPair(base / "vae", base / "ae")
     splits = None
-    for kind, out in (("vae", pair.vae), ("ae", pair.ae)):
-        if (out / runs.RUN).is_file() and runs.run_info(out)["status"] == "finished":
-            continue
-        splits = splits or load_data(PAIR_CONFIG.data)
-        train(PAIR_CONFIG.replace(model={"kind": kind}), out, overwrite=True, progress=False, splits=splits)
-        evaluate_run(out, k=50)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # other jobs share the 2 cores; a second thread mostly spins under load
+    try:
+        for kind, out in (("vae", pair.vae), ("ae", pair.ae)):
+            if (out / runs.RUN).is_file() and runs.run_info(out)["status"] == "finished":
+                continue
+            splits = splits or load_data(PAIR_CONFIG.data)
+            config = PAIR_CONFIG.replace(model={"kind": kind})
+            train(config, out, overwrite=True, progress=False, splits=splits)
+            evaluate_run(out, k=50)
+    finally:
+        torch.set_num_threads(threads)
     return pair
 
 
