@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import multiprocessing
@@ -332,7 +333,8 @@ def run_sweep(
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
-    result = SweepResult(kind, str(out_dir), tuple(values), base.to_dict(), tuple(points), k)
+    base_dict = json.loads(json.dumps(base.to_dict()))  # as sweep.json will hold it (lists, not tuples)
+    result = SweepResult(kind, str(out_dir), tuple(values), base_dict, tuple(points), k)
     write_sweep(result)
     return result
 
