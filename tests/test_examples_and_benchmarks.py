@@ -24,7 +24,7 @@ def test_example_trains_and_reports(tmp_path):
 
 @pytest.mark.parametrize(
     "bench, expect",
-    [("train_throughput", "ratio vaelab / reference"), ("nll_eval", "faster than row-at-a-time")],
+    [("train_throughput", "ratio vaelab (bf16) / reference"), ("nll_eval", "faster than row-at-a-time")],
 )
 def test_benchmark_smoke(bench, expect):
     assert expect in run("-m", f"benchmarks.{bench}", "--smoke", cwd=ROOT)
