@@ -63,8 +63,8 @@ def parse(path: Path) -> tuple[str, list[tuple[str, dict[str, str]]]]:
 def test_report_is_one_self_contained_file(compare_report):
     text, tags = parse(compare_report)
     images = [attrs for tag, attrs in tags if tag == "img"]
-    # 4 comparison figures, 10 of the VAE run, 9 of the AE run (it has no ELBO to decompose)
-    assert len(images) == 23
+    # 4 comparison figures, 11 of the VAE run, 10 of the AE run (it has no ELBO to decompose)
+    assert len(images) == 25
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,") and attrs.get("alt")
         with Image.open(io.BytesIO(base64.b64decode(attrs["src"].split(",", 1)[1]))) as png:
@@ -101,7 +101,7 @@ def test_run_and_sweep_reports(tmp_path_factory, tmp_path):
     pair = trained_pair(tmp_path_factory)
     path = report.write_report(pair.ae, out=tmp_path / "ae.html", k=20)
     text, tags = parse(path)
-    assert "No ELBO or log p(x)" in text and sum(tag == "img" for tag, _ in tags) == 9
+    assert "No ELBO or log p(x)" in text and sum(tag == "img" for tag, _ in tags) == 10
 
     base = RunConfig().replace(data={"source": "digits"}, model={"hidden": (16,)}, train={"epochs": 1})
     sweep.run_sweep("beta", [1.0], base, tmp_path / "sweep", k=5)
@@ -262,7 +262,7 @@ def test_report_in_headless_chromium_loads_every_image_without_console_errors(co
     finally:
         browser.close()
 
-    assert len(images) == 23
+    assert len(images) == 25
     assert all(complete and width > 0 for complete, width in images), images
     assert console_errors(browser.events) == []
     requested = [

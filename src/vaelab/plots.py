@@ -597,11 +597,11 @@ def plot_interpolations(
     ax.set_yticks([i * (h + 2) + (h - 1) / 2 for i in range(p)])
     ax.set_yticklabels([f"#{a} to #{b}" for a, b in interp.indices] if interp.indices else [], fontsize=7)
     path_formula = (
-        "z(t) = (1-t) z_A + t z_B" if interp.method == "linear" else "spherical path (slerp) from z_A to z_B"
+        "the line z(t) = (1-t) z_A + t z_B" if interp.method == "linear" else "the great-circle path (slerp)"
     )
     ax.set_xlabel("path parameter t (z_A, z_B: posterior means of images A, B)", fontsize=8)
     ax.set_title(
-        f"{interp.method} interpolation between {split} images: decoder means E[x|z(t)], {path_formula}",
+        f"{interp.method} interpolation between {split} images\ndecoder means E[x|z(t)] along {path_formula}",
         fontsize=9,
     )
     for spine in ax.spines.values():
@@ -749,17 +749,30 @@ def training_curves(metrics: list[dict], *, deterministic: bool = False) -> Trai
 
 
 def plot_training_curves(curves: TrainingCurves, path: str | Path, title: str = "") -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8), sharex=True)
-    ae = curves.deterministic
-    panels = [
-        (
-            "log p(x | z = f(x)) (an AE has no ELBO)" if ae else "ELBO (higher is better)",
-            curves.train_elbo,
-            curves.valid_elbo,
-        ),
-        ("reconstruction term E_q[log p(x|z)]", curves.train_log_p_x_given_z, curves.valid_log_p_x_given_z),
-        ("KL(q(z|x) || p(z))", curves.train_kl, curves.valid_kl),
-    ]
+    """Three panels (ELBO, reconstruction term, KL) for a VAE; one for an AE, which trains on the
+    reconstruction term alone (its logged ELBO is that term and its KL is zero by construction)."""
+    if curves.deterministic:
+        panels = [
+            (
+                "reconstruction term log p(x | z = f(x)): an AE has no KL term and no ELBO",
+                curves.train_log_p_x_given_z,
+                curves.valid_log_p_x_given_z,
+            )
+        ]
+    else:
+        panels = [
+            ("ELBO (higher is better)", curves.train_elbo, curves.valid_elbo),
+            (
+                "reconstruction term E_q[log p(x|z)]",
+                curves.train_log_p_x_given_z,
+                curves.valid_log_p_x_given_z,
+            ),
+            ("KL(q(z|x) || p(z))", curves.train_kl, curves.valid_kl),
+        ]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.35 * len(panels) + (3.0 if len(panels) == 1 else 0), 3.8), squeeze=False
+    )
+    axes = axes[0]
     for ax, (name, train_values, valid_values) in zip(axes, panels, strict=True):
         ax.plot(curves.epoch, train_values, label="train (running mean over the epoch)", color="C0")
         ax.plot(curves.epoch, valid_values, label="validation (end of epoch)", color="C1")
@@ -769,10 +782,8 @@ def plot_training_curves(curves: TrainingCurves, path: str | Path, title: str = 
         ax.set_ylabel("nats per example", fontsize=9)
         ax.grid(alpha=0.25, linewidth=0.5)
         ax.tick_params(labelsize=8)
-    if ae:
-        axes[2].text(0.5, 0.5, "an AE has no KL term", transform=axes[2].transAxes, ha="center", fontsize=9)
-    axes[0].legend(fontsize=8, loc="lower right")
-    axes[1].annotate(
+    axes[0].legend(fontsize=8, loc="center right" if len(axes) == 1 else "lower right")
+    axes[-1 if len(axes) == 1 else 1].annotate(
         f"best validation epoch {curves.best_epoch} (weights kept)",
         (curves.best_epoch, 0.02),
         xycoords=("data", "axes fraction"),
@@ -1070,6 +1081,9 @@ FIGURES: dict[str, Callable[[_Run, Path], Path]] = {
     "decomposition": _decomposition,
 }
 
+DOCUMENTS_RANGE = (-10.0, 5.0, -5.0, 5.0)
+"""z1 in [-10, 5], z2 in [-5, 5]: the latent range of the source documents' decoded grid."""
+
 # kind="all": file name -> (figure kind, options changed for it)
 ALL_FIGURES: dict[str, tuple[str, dict]] = {
     "curves.png": ("curves", {}),
@@ -1078,6 +1092,7 @@ ALL_FIGURES: dict[str, tuple[str, dict]] = {
     "samples-draw.png": ("samples", {"mode": "sample"}),
     "scatter.png": ("scatter", {}),
     "grid.png": ("grid", {}),
+    "grid-wide.png": ("grid", {"z_range": DOCUMENTS_RANGE}),
     "interpolation.png": ("interpolation", {"method": "linear"}),
     "interpolation-spherical.png": ("interpolation", {"method": "spherical"}),
     "traversals.png": ("traversals", {}),
@@ -1092,6 +1107,16 @@ def plot_run(
     if kind not in FIGURES:
         raise UserError(f"--kind {kind!r} is not one of {', '.join(FIGURES)}, all")
     return FIGURES[kind](_Run(Path(run_dir), options), Path(path))
+
+
+def _has_elbo(run_dir: Path) -> bool:
+    import json
+
+    path = run_dir / "eval.json"
+    try:
+        return path.is_file() and json.loads(path.read_text()).get("elbo") is not None
+    except (ValueError, AttributeError):
+        return False
 
 
 def plot_all(
@@ -1110,13 +1135,20 @@ def plot_all(
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "figures"
-    run = _Run(run_dir, options)
     written: dict[str, Path] = {}
-    for name, (kind, changes) in ALL_FIGURES.items():
+    todo = {}
+    for name, spec in ALL_FIGURES.items():
+        if only_missing and (out_dir / name).is_file():
+            written[name] = out_dir / name
+        elif spec[0] == "decomposition" and not _has_elbo(run_dir):
+            log.info("%s: skipped %s (no eval.json with an ELBO: an AE, or not evaluated yet)", run_dir, name)
+        else:
+            todo[name] = spec
+    if not todo:
+        return written
+    run = _Run(run_dir, options)
+    for name, (kind, changes) in todo.items():
         path = out_dir / name
-        if only_missing and path.is_file():
-            written[name] = path
-            continue
         run.options = dataclasses.replace(options, **changes)
         try:
             written[name] = FIGURES[kind](run, path)

@@ -88,6 +88,9 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "grid.png": "Latent manifold: decoder means on a grid of latent points (Kingma & Welling 2014, "
     "Figure 4); by default the grid sits at Gaussian quantiles of the prior, so each cell stands for "
     "equal prior mass.",
+    "grid-wide.png": "The same decoder over the wider range z1 in [-10, 5], z2 in [-5, 5] that the source "
+    "documents use: a VAE's codes stay near the prior's bulk, so its outer cells repeat the edge digits; "
+    "an AE's codes may spread this far.",
     "interpolation.png": "Linear interpolation between the posterior means of pairs of test images, decoded.",
     "interpolation-spherical.png": "Spherical interpolation (slerp) between the same pairs, decoded.",
     "traversals.png": "Latent traversals: one latent dim at a time swept over ±3 prior s.d., the others at "
