@@ -418,6 +418,7 @@ def write_report(
     else:
         page = run_report(target, k=k, refresh=refresh)
     path = Path(out) if out is not None else target / REPORT
-    text = page.render(f"{kind} directory {target} · {page.images} figures embedded")
+    figures = f"{page.images} figure{'' if page.images == 1 else 's'} embedded"
+    text = page.render(f"{kind} directory {target} · {figures}")
     runs.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path

@@ -329,6 +329,14 @@ def run_sweep(
         try:
             futures = [pool.submit(run_point, *task) for task in tasks]
             points = [future.result() for future in futures]
+        except KeyboardInterrupt:
+            # Stop the workers now, so that a resumed sweep never races a point still being trained;
+            # a kill cannot corrupt a run (every file is written atomically, checkpoints each epoch).
+            workers = getattr(pool, "_processes", None) or {}  # pid -> Process of this pool
+            for process in list(workers.values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
