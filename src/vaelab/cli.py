@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vaelab.cli_types import integer, number
 from vaelab.errors import UserError
 
 # train flag -> (config section, field, parser of the flag's text)
@@ -42,20 +43,6 @@ def _sigma(text: str) -> float | None:
         raise UserError(f"--sigma: expected a positive number or 'learned', got {text!r}") from None
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"expected an integer, got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"expected a number, got {text!r}") from None
-
-
 # (flag, config section, field, parser, help, extra argparse keywords): one row per config field
 TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str, Any]]] = [
     (
@@ -76,7 +63,7 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
         {"choices": ["none", "static", "dynamic"]},
     ),
     ("--model", "model", "kind", str, "vae or ae (default vae)", {"choices": ["vae", "ae"]}),
-    ("--latent-dim", "model", "latent_dim", _int, "latent size Z (default 2)", {"metavar": "N"}),
+    ("--latent-dim", "model", "latent_dim", integer, "latent size Z (default 2)", {"metavar": "N"}),
     (
         "--net",
         "model",
@@ -122,24 +109,31 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
         "--prior-components",
         "model",
         "prior_components",
-        _int,
+        integer,
         "components / pseudo-inputs of a mog or vamp prior (default 500)",
         {"metavar": "K"},
     ),
     ("--objective", "objective", "name", str, "elbo or iwae (default elbo)", {"choices": ["elbo", "iwae"]}),
-    ("--beta", "objective", "beta", _float, "weight of the KL term (default 1: the ELBO)", {"metavar": "B"}),
-    ("--k", "objective", "k", _int, "importance samples for --objective iwae (default 1)", {"metavar": "K"}),
+    ("--beta", "objective", "beta", number, "weight of the KL term (default 1: the ELBO)", {"metavar": "B"}),
+    (
+        "--k",
+        "objective",
+        "k",
+        integer,
+        "samples of the iwae bound (default 1)",
+        {"metavar": "K"},
+    ),
     (
         "--kl-warmup-epochs",
         "objective",
         "kl_warmup_epochs",
-        _int,
+        integer,
         "ramp the KL weight from 0 to beta over N epochs (default 0)",
         {"metavar": "N"},
     ),
-    ("--epochs", "train", "epochs", _int, "epochs (default 30)", {"metavar": "N"}),
-    ("--batch-size", "train", "batch_size", _int, "minibatch size (default 128)", {"metavar": "N"}),
-    ("--lr", "train", "lr", _float, "Adam learning rate (default 1e-3)", {"metavar": "F"}),
+    ("--epochs", "train", "epochs", integer, "epochs (default 30)", {"metavar": "N"}),
+    ("--batch-size", "train", "batch_size", integer, "minibatch size (default 128)", {"metavar": "N"}),
+    ("--lr", "train", "lr", number, "Adam learning rate (default 1e-3)", {"metavar": "F"}),
     (
         "--lr-schedule",
         "train",
@@ -152,25 +146,39 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
         "--weight-decay",
         "train",
         "weight_decay",
-        _float,
+        number,
         "decoupled weight decay, AdamW (default 0)",
         {"metavar": "F"},
     ),
-    ("--seed", "train", "seed", _int, "seed of weights, shuffling and noise (default 0)", {"metavar": "N"}),
+    (
+        "--seed",
+        "train",
+        "seed",
+        integer,
+        "seed of weights, order and noise (default 0)",
+        {"metavar": "N"},
+    ),
     (
         "--patience",
         "train",
         "patience",
-        _int,
+        integer,
         "early stopping: stop after N epochs without validation improvement",
         {"metavar": "N"},
     ),
-    ("--threads", "train", "threads", _int, "CPU threads for PyTorch (default: PyTorch's)", {"metavar": "N"}),
+    (
+        "--threads",
+        "train",
+        "threads",
+        integer,
+        "CPU threads (default: PyTorch's)",
+        {"metavar": "N"},
+    ),
     (
         "--minutes",
         "train",
         "minutes",
-        _float,
+        number,
         "wall-clock budget for training (default: none)",
         {"metavar": "M"},
     ),
@@ -269,10 +277,10 @@ def cmd_train(args) -> int:
 def add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="test-set ELBO, its terms and an importance-sampled log p(x)")
     p.add_argument("run", type=Path)
-    p.add_argument("--k", type=_int, default=1000, help="importance samples per example (default 1000)")
+    p.add_argument("--k", type=integer, default=1000, help="importance samples per example (default 1000)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--batch-size", type=_int, default=100, help="examples per importance-sampling batch")
-    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--batch-size", type=integer, default=100, help="examples per importance-sampling batch")
+    p.add_argument("--seed", type=integer, default=0)
     p.add_argument(
         "--precision",
         default="fp32",
@@ -301,14 +309,14 @@ def cmd_evaluate(args) -> int:
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="decode samples z ~ p(z) into a PNG grid")
     p.add_argument("run", type=Path)
-    p.add_argument("--n", type=_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", type=integer, default=64, help="number of samples (default 64)")
     p.add_argument(
         "--mode",
         default="mean",
         choices=["mean", "sample"],
         help="show the decoder mean E[x|z] or a draw x ~ p(x|z) (default mean)",
     )
-    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
     p.set_defaults(func=cmd_sample)
 
@@ -329,9 +337,9 @@ def cmd_sample(args) -> int:
 def add_reconstruct(sub) -> None:
     p = sub.add_parser("reconstruct", help="originals over their reconstructions, as a PNG")
     p.add_argument("run", type=Path)
-    p.add_argument("--n", type=_int, default=32, help="number of examples (default 32)")
+    p.add_argument("--n", type=integer, default=32, help="number of examples (default 32)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--seed", type=_int, default=0, help="seed of the random choice of examples")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the random choice of examples")
     p.add_argument("--out", type=Path, help="PNG path (default RUN/reconstructions.png)")
     p.set_defaults(func=cmd_reconstruct)
 

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vaelab.cli_types import integer, number
 from vaelab.errors import UserError
 
 KINDS = (
@@ -30,20 +31,6 @@ KINDS = (
     "decomposition",
     "all",
 )
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"expected an integer, got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"expected a number, got {text!r}") from None
 
 
 def _range(text: str) -> tuple[float, float, float, float]:
@@ -103,7 +90,7 @@ def add_plot(sub):
     )
     p.add_argument(
         "--n",
-        type=_int,
+        type=integer,
         metavar="N",
         help="images (reconstructions 32, samples 64), grid points per "
         "axis (grid 21), path points (interpolation 10) or steps (traversals 9)",
@@ -123,7 +110,7 @@ def add_plot(sub):
     )
     p.add_argument(
         "--base",
-        type=_int,
+        type=integer,
         metavar="INDEX",
         help="hold the other latent dims of a grid or traversal at "
         "the posterior mean of this image of --split (default: at 0, the prior mean)",
@@ -143,7 +130,7 @@ def add_plot(sub):
     p.add_argument(
         "--split", default="test", choices=["train", "valid", "test"], help="data split (default test)"
     )
-    p.add_argument("--seed", type=_int, default=0, help="seed of the random choices of images and samples")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the random choices of images and samples")
     p.set_defaults(func=cmd_plot)
     return p
 
@@ -188,11 +175,11 @@ def add_compare(sub):
     p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: RUN_A/../compare)")
     p.add_argument(
         "--k",
-        type=_int,
+        type=integer,
         default=1000,
         help="importance samples for log p(x) when a run has no current eval.json (default 1000)",
     )
-    p.add_argument("--n", type=_int, default=21, help="grid points per axis (default 21)")
+    p.add_argument("--n", type=integer, default=21, help="grid points per axis (default 21)")
     p.add_argument(
         "--range",
         type=_range,
@@ -200,7 +187,7 @@ def add_compare(sub):
         metavar="Z1MIN,Z1MAX,Z2MIN,Z2MAX",
         help="latent range of the grids (default: Gaussian quantiles of the prior)",
     )
-    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--seed", type=integer, default=0)
     p.set_defaults(func=cmd_compare)
     return p
 
@@ -223,17 +210,17 @@ def cmd_compare(args) -> int:
 SWEEP_FLAGS: dict[str, tuple[str, str, Any]] = {
     "data": ("data", "source", str),
     "binarize": ("data", "binarize", str),
-    "latent_dim": ("model", "latent_dim", _int),
+    "latent_dim": ("model", "latent_dim", integer),
     "net": ("model", "net", str),
     "hidden": ("model", "hidden", _hidden),
     "likelihood": ("model", "likelihood", str),
-    "sigma": ("model", "sigma", _float),
-    "beta": ("objective", "beta", _float),
-    "epochs": ("train", "epochs", _int),
-    "batch_size": ("train", "batch_size", _int),
-    "lr": ("train", "lr", _float),
-    "seed": ("train", "seed", _int),
-    "patience": ("train", "patience", _int),
+    "sigma": ("model", "sigma", number),
+    "beta": ("objective", "beta", number),
+    "epochs": ("train", "epochs", integer),
+    "batch_size": ("train", "batch_size", integer),
+    "lr": ("train", "lr", number),
+    "seed": ("train", "seed", integer),
+    "patience": ("train", "patience", integer),
 }
 
 
@@ -253,8 +240,10 @@ def add_sweep(sub):
     p.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="sweep directory (one run per value)"
     )
-    p.add_argument("--jobs", type=_int, default=1, metavar="N", help="points trained in parallel processes")
-    p.add_argument("--k", type=_int, default=100, help="importance samples for log p(x) (default 100)")
+    p.add_argument(
+        "--jobs", type=integer, default=1, metavar="N", help="points trained in parallel processes"
+    )
+    p.add_argument("--k", type=integer, default=100, help="importance samples for log p(x) (default 100)")
     p.add_argument("--config", type=Path, help="JSON base config (flags below override it)")
     p.add_argument("--data", help="data spec (default mnist5k)", metavar="SPEC")
     p.add_argument("--binarize", choices=["none", "static", "dynamic"], help="default none")
@@ -317,7 +306,7 @@ def add_report(sub):
     p.add_argument("--out", type=Path, metavar="HTML", help="output file (default RUN_OR_DIR/report.html)")
     p.add_argument(
         "--k",
-        type=_int,
+        type=integer,
         default=1000,
         help="importance samples for log p(x) when a run has no current eval.json (default 1000)",
     )
