@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from argparse import ArgumentTypeError
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,10 @@ def train_config(args) -> Any:
     for dest, (section, field, convert) in TRAIN_FLAGS.items():
         value = getattr(args, dest)
         if value is not None:
-            changes.setdefault(section, {})[field] = convert(value)
+            try:
+                changes.setdefault(section, {})[field] = convert(value)
+            except ArgumentTypeError as err:
+                raise UserError(f"argument --{dest.replace('_', '-')}: {err}") from None
     return config.replace(**changes).validate()
 
 
