@@ -33,7 +33,6 @@ from torch.distributions import (
     Normal,
     constraints,
 )
-from torch.distributions.kl import register_kl
 
 __all__ = [
     "PointMass",
@@ -176,8 +175,3 @@ def draw(
             index = index.expand(k.shape + (1,) + dist.event_shape)
             return components.gather(len(k.shape), index).squeeze(len(k.shape))
     raise TypeError(f"draw() cannot sample {type(dist).__name__} with an explicit generator")
-
-
-@register_kl(PointMass, PointMass)
-def _kl_point_point(p: PointMass, q: PointMass) -> Tensor:
-    return -PointMass(q.loc, len(q.event_shape)).log_prob(p.loc)
