@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence
+from torch.distributions import Bernoulli, Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from vaelab import distributions as D
 
@@ -93,3 +93,68 @@ def test_point_mass_samples_its_location():
     assert p.batch_shape == (2,) and p.event_shape == (3,)
     torch.testing.assert_close(D.draw(p, (5,), torch.Generator()), loc.expand(5, 2, 3))
     assert torch.all(p.log_prob(loc) == 0) and torch.all(p.log_prob(loc + 1) == -math.inf)
+
+
+# ------------------------------------------------------------------ DiagonalGaussianMixture
+
+
+def _mixture_parameters(num_components=7, latent_dim=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_components, generator=g, dtype=torch.float64)
+    loc = 3 * torch.randn(num_components, latent_dim, generator=g, dtype=torch.float64)
+    # scales from 0.005 to 20: the float32 expansion would lose whole hundredths of a nat here
+    scale = torch.exp(torch.empty(num_components, latent_dim, dtype=torch.float64).uniform_(-5.3, 3.0, generator=g))
+    return logits, loc, scale
+
+
+def _elementwise(logits, loc, scale):
+    components = Independent(Normal(loc, scale), 1)
+    return MixtureSameFamily(Categorical(logits=logits), components)
+
+
+def test_mixture_log_prob_matches_the_elementwise_mixture_in_float64():
+    logits, loc, scale = _mixture_parameters()
+    fast, slow = D.DiagonalGaussianMixture(logits, loc, scale), _elementwise(logits, loc, scale)
+    z = torch.cat([loc + 0.5 * scale, 4 * torch.randn(3, 4, 5, dtype=torch.float64).reshape(-1, 5)])
+    z = z.reshape(-1, 1, 5).expand(-1, 2, 5)  # extra sample dims: (N, 2, Z) -> (N, 2)
+    torch.testing.assert_close(fast.log_prob(z), slow.log_prob(z), rtol=0, atol=1e-9)
+    assert fast.log_prob(z).shape == z.shape[:-1]
+
+
+def test_mixture_log_prob_in_float32_is_accurate_near_narrow_components():
+    logits, loc, scale = _mixture_parameters(seed=1)
+    z = loc + 0.3 * scale  # each point sits in a component; these are the cancelling terms
+    exact = _elementwise(logits, loc, scale).log_prob(z)
+    fast32 = D.DiagonalGaussianMixture(logits.float(), loc.float(), scale.float()).log_prob(z.float())
+    assert fast32.dtype == torch.float32
+    # float32 rounding of the parameters alone moves the density by ~1e-5 relative
+    torch.testing.assert_close(fast32.double(), exact, rtol=1e-5, atol=1e-4)
+
+
+def test_mixture_log_prob_gradients_match_the_elementwise_mixture():
+    logits, loc, scale = _mixture_parameters(seed=2)
+    z = torch.randn(6, 5, dtype=torch.float64)
+    grads = []
+    for make in (D.DiagonalGaussianMixture, _elementwise):
+        params = [t.clone().requires_grad_() for t in (logits, loc, scale)]
+        make(*params).log_prob(z).sum().backward()
+        grads.append([p.grad for p in params])
+    for fast, slow in zip(*grads):
+        torch.testing.assert_close(fast, slow, rtol=1e-8, atol=1e-10)
+
+
+def test_mixture_samples_follow_the_weights_and_ignore_autocast():
+    logits = torch.log(torch.tensor([0.25, 0.75]))
+    loc = torch.tensor([[-10.0], [10.0]])
+    mixture = D.DiagonalGaussianMixture(logits, loc, torch.ones(2, 1))
+    z = D.draw(mixture, (40_000,), torch.Generator().manual_seed(0))
+    share = (z > 0).double().mean().item()
+    assert abs(share - 0.75) < 4 * math.sqrt(0.75 * 0.25 / 40_000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = mixture.log_prob(z[:100])
+    torch.testing.assert_close(inside, mixture.log_prob(z[:100]), rtol=0, atol=0)
+
+
+def test_mixture_rejects_batched_parameters():
+    with pytest.raises(ValueError, match="logits \\(K,\\), loc and scale \\(K, Z\\)"):
+        D.DiagonalGaussianMixture(torch.zeros(2), torch.zeros(3, 2, 4), torch.ones(3, 2, 4))

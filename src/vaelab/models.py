@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Distribution, Independent, Normal
 
 from vaelab import distributions as D
 from vaelab.config import ModelConfig
@@ -103,15 +103,11 @@ class VAE(nn.Module):
             normal = Normal(self.prior_loc, self.prior_scale, validate_args=False)
             return Independent(normal, 1, validate_args=False)
         if kind == "vamp":
-            components = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))  # batch (K,)
+            q = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)).base_dist  # (K, Z)
             logits = torch.zeros(self.config.prior_components, device=self.pseudo_inputs.device)
-        else:
-            scale = torch.exp(self.prior_log_scales.clamp(-15.0, 10.0))
-            gaussians = Normal(self.prior_means, scale, validate_args=False)
-            components = Independent(gaussians, 1, validate_args=False)
-            logits = self.prior_logits
-        mixing = Categorical(logits=logits, validate_args=False)
-        return MixtureSameFamily(mixing, components, validate_args=False)
+            return D.DiagonalGaussianMixture(logits, q.loc, q.scale)
+        scale = torch.exp(self.prior_log_scales.clamp(-15.0, 10.0))
+        return D.DiagonalGaussianMixture(self.prior_logits, self.prior_means, scale)
 
     def likelihood(self, z: Tensor) -> Distribution:
         """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""

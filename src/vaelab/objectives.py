@@ -49,13 +49,14 @@ def iwae(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> Objectiv
     p_z = model.prior()
     z = draw(q_z_given_x, (k,), generator)  # (k, B, Z)
     log_p_x_given_z = model.likelihood(z).log_prob(x)  # (k, B)
+    log_ratio = q_z_given_x.log_prob(z) - p_z.log_prob(z)  # (k, B), log q/p of each sample
     # beta < 1 (KL warm-up) tempers the prior-to-posterior ratio; beta = 1 is the bound itself
-    log_w = log_p_x_given_z + beta * (p_z.log_prob(z) - q_z_given_x.log_prob(z))  # (k, B)
+    log_w = log_p_x_given_z - beta * log_ratio  # (k, B)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
     try:
         kl_q_p = kl_divergence(q_z_given_x, p_z)
-    except NotImplementedError:
-        kl_q_p = (q_z_given_x.log_prob(z) - p_z.log_prob(z)).mean(0)
+    except NotImplementedError:  # a mixture prior: the Monte Carlo KL of the same k samples
+        kl_q_p = log_ratio.mean(0)
     recon = log_p_x_given_z.mean(0)
     return ObjectiveOutput(bound, ELBOTerms(recon - kl_q_p, recon, kl_q_p))
 
