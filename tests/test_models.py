@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -66,3 +67,18 @@ def test_presets_are_valid_configs():
     assert preset("classic").model.hidden == (400,)
     recipe = preset("recipe").validate()
     assert recipe.model.prior == "vamp" and recipe.objective.name == "iwae"
+
+
+@pytest.mark.parametrize("net", ["mlp", "gated", "conv"])
+def test_dropout_acts_in_training_only_and_is_absent_at_zero(net):
+    config = ModelConfig(net=net, latent_dim=3, hidden=(32, 16))
+    plain, dropped = build_model(config, (1, 8, 8)), build_model(dataclasses.replace(config, dropout=0.5), (1, 8, 8))
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    layers = [m for m in dropped.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(layers) == 4 and all(m.p == 0.5 for m in layers)  # after each hidden layer of both nets
+    assert count_parameters(plain) == count_parameters(dropped)
+    x = torch.rand(4, 1, 8, 8)
+    dropped.train()
+    assert not torch.equal(dropped.posterior(x).mean, dropped.posterior(x).mean)
+    dropped.eval()
+    torch.testing.assert_close(dropped.posterior(x).mean, dropped.posterior(x).mean, rtol=0, atol=0)

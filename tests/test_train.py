@@ -41,7 +41,8 @@ def test_training_improves_the_validation_elbo_and_ae_trains_too(tmp_path):
     result = train(SMALL.replace(train={"epochs": 4}), tmp_path / "vae", progress=False)
     history = runs.read_metrics(tmp_path / "vae")
     assert history[-1]["valid_elbo_nats"] > history[0]["valid_elbo_nats"]
-    assert result.best_valid_elbo == max(r["valid_elbo_nats"] for r in history)
+    assert result.best_valid_bound == max(r["valid_elbo_nats"] for r in history)
+    assert result.bound == "ELBO" and all(r["valid_bound_nats"] == r["valid_elbo_nats"] for r in history)
     train(SMALL.replace(model={"kind": "ae"}), tmp_path / "ae", progress=False)
     assert all(r["valid_kl_nats"] == 0 for r in runs.read_metrics(tmp_path / "ae"))
 
@@ -51,7 +52,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path
     result = train(config, tmp_path / "run", progress=False)
     history = runs.read_metrics(tmp_path / "run")
     assert result.stopped_early and len(history) < 50
-    assert history[-1]["valid_elbo_nats"] <= result.best_valid_elbo
+    assert history[-1]["valid_elbo_nats"] <= result.best_valid_bound
 
 
 def test_divergence_is_reported_not_saved_as_nan(tmp_path):
@@ -102,10 +103,19 @@ def _metrics(run):
     return [keep(json.loads(line)) for line in (run / runs.METRICS).read_text().splitlines()]
 
 
-def test_kill_and_resume_gives_exactly_the_uninterrupted_metrics(tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ("--ema", "0.9", "--lr-schedule", "plateau", "--lr-patience", "1", "--objective", "iwae", "--k", "2"),
+        ("--dropout", "0.3"),
+    ],
+    ids=["plain", "averaged-plateau-iwae", "dropout"],
+)
+def test_kill_and_resume_gives_exactly_the_uninterrupted_metrics(tmp_path, extra):
     env = dict(os.environ, PYTHONHASHSEED="0")
-    subprocess.run(_cli_train(tmp_path / "straight"), check=True, env=env)
-    proc = subprocess.Popen(_cli_train(tmp_path / "killed"), env=env)
+    subprocess.run(_cli_train(tmp_path / "straight", *extra), check=True, env=env)
+    proc = subprocess.Popen(_cli_train(tmp_path / "killed", *extra), env=env)
     deadline = time.time() + 120
     metrics = tmp_path / "killed" / runs.METRICS
     while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
@@ -146,7 +156,7 @@ def test_bf16_training_tracks_fp32(tmp_path):
     bf16 = train(base.replace(train={"precision": "bf16"}), tmp_path / "bf16", progress=False)
     # bf16 rounds each product's inputs to 8 bits of mantissa; after two epochs on digits the bound
     # moves by far less than it improved over those epochs
-    assert abs(bf16.best_valid_elbo - fp32.best_valid_elbo) < 1.0
+    assert abs(bf16.best_valid_bound - fp32.best_valid_bound) < 1.0
 
 
 def test_time_budget_stops_training(tmp_path):
@@ -161,4 +171,61 @@ def test_recipe_ingredients_train_together(tmp_path):
         train={"epochs": 2, "weight_decay": 1e-4, "precision": "bf16"},
     )
     result = train(config, tmp_path / "run", progress=False)
-    assert math.isfinite(result.best_valid_elbo)
+    assert math.isfinite(result.best_valid_bound)
+
+
+def test_averaged_model_is_the_exponential_moving_average_of_the_steps():
+    from vaelab.train import averaged_model
+
+    model = build_model(SMALL.model, (1, 8, 8)).double()
+    averaged = averaged_model(model, 0.9)
+    name, param = next(iter(model.named_parameters()))
+    values = [torch.full_like(param, v) for v in (1.0, 2.0, 4.0)]
+    for value in values:
+        with torch.no_grad():
+            param.copy_(value)
+        averaged.update_parameters(model)
+    expected = 0.9 * (0.9 * values[0] + 0.1 * values[1]) + 0.1 * values[2]  # the first update copies
+    torch.testing.assert_close(dict(averaged.module.named_parameters())[name], expected, rtol=0, atol=1e-15)
+    assert averaged_model(model, 0.0) is None
+
+
+def test_selection_uses_the_averaged_weights_and_the_objectives_bound(tmp_path):
+    from vaelab.train import VALID_SEED_OFFSET, dataset_terms
+
+    config = SMALL.replace(objective={"name": "iwae", "k": 3}, train={"epochs": 3, "ema": 0.95})
+    result = train(config, tmp_path / "run", progress=False)
+    history = runs.read_metrics(tmp_path / "run")
+    assert result.bound == "IWAE k=3" and all(r["bound"] == "IWAE k=3" for r in history)
+    best = runs.best_record(history)
+    assert result.best_epoch == best["epoch"] and result.best_valid_bound == best["valid_bound_nats"]
+    model = runs.load_model(tmp_path / "run")  # model.safetensors: the averaged weights at the best epoch
+    valid = _digits_valid()
+    again = dataset_terms(model, valid, seed=config.train.seed + VALID_SEED_OFFSET, objective="iwae", k=3)
+    assert again.bound == pytest.approx(best["valid_bound_nats"], abs=1e-9)
+    raw = build_model(config.model, (1, 8, 8))
+    state = runs.load_state(tmp_path / "run" / runs.STATE)
+    runs.load_weights(tmp_path / "run" / state["weights"], raw)
+    assert any(not torch.equal(a, b) for a, b in zip(raw.parameters(), model.parameters()))
+
+
+def _digits_valid():
+    from vaelab.data import load_data
+
+    return load_data(SMALL.data).valid
+
+
+def test_plateau_schedule_halves_the_rate_after_lr_patience_bad_epochs(tmp_path):
+    config = SMALL.replace(train={"epochs": 12, "lr": 0.05, "lr_schedule": "plateau", "lr_patience": 2})
+    train(config, tmp_path / "run", progress=False)
+    history = runs.read_metrics(tmp_path / "run")
+    best, bad, lr = -math.inf, 0, config.train.lr
+    for record in history:
+        assert record["lr"] == pytest.approx(lr), record["epoch"]
+        if record["valid_bound_nats"] > best:
+            best, bad = record["valid_bound_nats"], 0
+        else:
+            bad += 1
+            if bad == 2:
+                lr, bad = max(lr / 2, config.train.lr / 100), 0
+    assert history[-1]["lr"] < config.train.lr  # lr 0.05 overshoots on digits: the rate did drop

@@ -114,6 +114,14 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
         "components / pseudo-inputs of a mog or vamp prior (default 500)",
         {"metavar": "K"},
     ),
+    (
+        "--dropout",
+        "model",
+        "dropout",
+        number,
+        "dropout probability after every hidden layer while training (default 0)",
+        {"metavar": "P"},
+    ),
     ("--objective", "objective", "name", str, "elbo or iwae (default elbo)", {"choices": ["elbo", "iwae"]}),
     ("--beta", "objective", "beta", number, "weight of the KL term (default 1: the ELBO)", {"metavar": "B"}),
     (
@@ -140,8 +148,25 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
         "train",
         "lr_schedule",
         str,
-        "constant, or cosine decay to lr/100 (default constant)",
-        {"choices": ["constant", "cosine"]},
+        "constant; cosine decay to lr/100; or plateau: halve after --lr-patience epochs without "
+        "validation improvement (default constant)",
+        {"choices": ["constant", "cosine", "plateau"]},
+    ),
+    (
+        "--lr-patience",
+        "train",
+        "lr_patience",
+        integer,
+        "epochs without improvement before the plateau schedule halves lr (default 10)",
+        {"metavar": "N"},
+    ),
+    (
+        "--ema",
+        "train",
+        "ema",
+        number,
+        "Polyak averaging of the weights with this decay per step, e.g. 0.999 (default 0: off)",
+        {"metavar": "D"},
     ),
     (
         "--weight-decay",
@@ -257,7 +282,8 @@ def cmd_train(args) -> int:
             f"epoch {record['epoch']:>3}  train ELBO {record['train_elbo_nats']:9.3f}  "
             f"valid ELBO {record['valid_elbo_nats']:9.3f} "
             f"(recon {record['valid_log_p_x_given_z_nats']:9.3f}, "
-            f"KL {record['valid_kl_nats']:7.3f}) nats/example  {record['images_per_second']:8.0f} img/s",
+            f"KL {record['valid_kl_nats']:7.3f}) nats/example  {record['images_per_second']:8.0f} img/s"
+            + (f"  valid {record['bound']} {record['valid_bound_nats']:9.3f}" if record["bound"] != "ELBO" else ""),
             flush=True,
         )
 
@@ -272,7 +298,7 @@ def cmd_train(args) -> int:
         on_epoch=None if args.quiet else report,
     )
     print(
-        f"run: {result.run_dir}  (best validation ELBO {result.best_valid_elbo:.3f} nats at epoch "
+        f"run: {result.run_dir}  (best validation {result.bound} {result.best_valid_bound:.3f} nats at epoch "
         f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})"
     )
     return 0

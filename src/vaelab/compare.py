@@ -233,7 +233,7 @@ def summarize_run(run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0
     stats = plots.latent_statistics(model, splits.test)
     codes = plots.posterior_means(model, splits.test).double()
     probe = probe_codes(model, splits, binarize=config.data.binarize, seed=seed)
-    best = max(metrics, key=lambda r: r["valid_elbo_nats"])["epoch"] if metrics else 0
+    best = runs.best_record(metrics)["epoch"] if metrics else 0
     return ModelSummary(
         run=str(run_dir),
         kind=config.model.kind,

@@ -70,6 +70,7 @@ class VAE(nn.Module):
             self.encoder_outputs,
             config.hidden,
             config.activation,
+            config.dropout,
         )
         self.likelihood_head = Likelihood(config, self.x_shape)
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))

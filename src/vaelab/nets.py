@@ -3,6 +3,10 @@
 An encoder maps x: (B, *x_shape) to (B, out_dim) (for a VAE out_dim = 2Z: loc and log_var);
 a decoder maps z: (B, Z) to (B, *x_shape) (Bernoulli logits or a Gaussian mean). Networks are
 built by name from `NETS`, a registry filled by the `@net` decorator.
+
+`dropout` > 0 puts an `nn.Dropout` after every hidden layer (Srivastava et al. 2014), a regularizer
+against overfitting small or statically binarized data; it is off in eval mode, so bounds and
+estimates are computed with the whole network. With dropout 0 no module is added.
 """
 
 from __future__ import annotations
@@ -36,31 +40,37 @@ def build_nets(
     out_dim: int,
     hidden: tuple[int, ...],
     activation: str,
+    dropout: float = 0.0,
 ) -> tuple[nn.Module, nn.Module]:
     """(encoder, decoder) of architecture `name`; encoder outputs `out_dim` numbers per example."""
-    return NETS[name](x_shape, latent_dim, out_dim, hidden, ACTIVATIONS[activation])
+    return NETS[name](x_shape, latent_dim, out_dim, hidden, ACTIVATIONS[activation], dropout)
 
 
-def _mlp(sizes: list[int], act: type[nn.Module]) -> list[nn.Module]:
+def _dropped(dropout: float) -> list[nn.Module]:
+    """What follows a hidden layer besides its nonlinearity: dropout, if any."""
+    return [nn.Dropout(dropout)] if dropout > 0 else []
+
+
+def _mlp(sizes: list[int], act: type[nn.Module], dropout: float = 0.0) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(act())
+            layers += [act(), *_dropped(dropout)]
     return layers
 
 
 @net("mlp")
-def mlp(x_shape, latent_dim, out_dim, hidden, act):
+def mlp(x_shape, latent_dim, out_dim, hidden, act, dropout=0.0):
     """Encoder D -> hidden[0] -> ... -> out_dim; decoder Z -> hidden[-1] -> ... -> hidden[0] -> D."""
     d = math.prod(x_shape)
-    encoder = nn.Sequential(nn.Flatten(), *_mlp([d, *hidden, out_dim], act))
-    decoder = nn.Sequential(*_mlp([latent_dim, *reversed(hidden), d], act), nn.Unflatten(1, x_shape))
+    encoder = nn.Sequential(nn.Flatten(), *_mlp([d, *hidden, out_dim], act, dropout))
+    decoder = nn.Sequential(*_mlp([latent_dim, *reversed(hidden), d], act, dropout), nn.Unflatten(1, x_shape))
     return encoder, decoder
 
 
 @net("conv")
-def conv(x_shape, latent_dim, out_dim, hidden, act):
+def conv(x_shape, latent_dim, out_dim, hidden, act, dropout=0.0):
     """A small conv net for (C, H, W) images with H and W divisible by 4.
 
     Encoder: two stride-2 4x4 convolutions (32, 64 channels), then fully connected layers of
@@ -78,10 +88,10 @@ def conv(x_shape, latent_dim, out_dim, hidden, act):
         nn.Conv2d(32, 64, 4, 2, 1),
         act(),
         nn.Flatten(),
-        *_mlp([flat, *hidden, out_dim], act),
+        *_mlp([flat, *hidden, out_dim], act, dropout),
     )
     decoder = nn.Sequential(
-        *_mlp([latent_dim, *reversed(hidden), flat], act),
+        *_mlp([latent_dim, *reversed(hidden), flat], act, dropout),
         act(),
         nn.Unflatten(1, (64, h // 4, w // 4)),
         nn.ConvTranspose2d(64, 32, 4, 2, 1),
@@ -105,12 +115,13 @@ class GatedLinear(nn.Module):
 
 
 @net("gated")
-def gated(x_shape, latent_dim, out_dim, hidden, act):
+def gated(x_shape, latent_dim, out_dim, hidden, act, dropout=0.0):
     """Gated MLP: every hidden layer a `GatedLinear`; the output layers are plain linear maps."""
     d = math.prod(x_shape)
 
     def stack(sizes: list[int]) -> list[nn.Module]:
-        return [GatedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        pairs = zip(sizes[:-1], sizes[1:], strict=True)
+        return [layer for a, b in pairs for layer in (GatedLinear(a, b), *_dropped(dropout))]
 
     encoder = nn.Sequential(nn.Flatten(), *stack([d, *hidden]), nn.Linear(hidden[-1], out_dim))
     decoder = nn.Sequential(

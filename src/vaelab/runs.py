@@ -144,6 +144,11 @@ def load_model(run_dir: str | Path, weights: str = WEIGHTS):
     return model.eval()
 
 
+def best_record(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch model selection kept: the best validation bound (the ELBO in runs that predate it)."""
+    return max(history, key=lambda r: r.get("valid_bound_nats", r["valid_elbo_nats"]))
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS
     if not path.is_file():

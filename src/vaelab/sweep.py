@@ -262,7 +262,7 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
         raise UserError(f"{out}: a sweep point needs a model with an ELBO (model.kind vae)")
     model = runs.load_model(out)
     metrics = runs.read_metrics(out)
-    best = max(metrics, key=lambda r: r["valid_elbo_nats"])
+    best = runs.best_record(metrics)
     return SweepPoint(
         value=value,
         run=out.name,

@@ -2,7 +2,8 @@
 
 Determinism is a feature: the weights are initialized under the run's seed, and every random
 draw of training (the shuffle, dynamic binarization, the reparameterization noise) comes from
-one `torch.Generator` whose state is checkpointed with the optimizer. A run killed at any point
+one `torch.Generator` whose state is checkpointed with the optimizer; dropout masks, which
+PyTorch draws from the global RNG, come from that RNG seeded with the run's seed and checkpointed too. A run killed at any point
 and resumed with `resume=True` repeats the interrupted epoch from the same state and finishes
 with exactly the metrics of an uninterrupted run (on the same machine and thread count).
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 import vaelab
@@ -42,22 +44,31 @@ class TrainResult:
     run_dir: Path
     epochs: int
     best_epoch: int
-    best_valid_elbo: float
+    best_valid_bound: float
+    bound: str  # which bound model selection used, e.g. "ELBO" or "IWAE k=5"
     stopped_early: bool
 
 
 @dataclass(frozen=True)
 class MeanTerms:
-    """Dataset means of the ELBO terms, nats per example."""
+    """Dataset means, nats per example: the ELBO and its terms, and the objective's bound."""
 
     elbo: float
     log_p_x_given_z: float
     kl: float
+    bound: float
 
     @classmethod
     def from_sums(cls, sums: Tensor, n: int) -> MeanTerms:
-        elbo, recon, kl = (sums / n).tolist()
-        return cls(elbo, recon, kl)
+        return cls(*(sums / n).tolist())
+
+
+def bound_name(config: RunConfig) -> str:
+    """The bound a run is selected on: its objective's, at beta = 1."""
+    if config.model.kind == "ae":
+        return "reconstruction"
+    objective = config.objective
+    return f"IWAE k={objective.k}" if objective.name == "iwae" and objective.k > 1 else "ELBO"
 
 
 def train(
@@ -122,24 +133,33 @@ class Trainer:
             model = build_model(config.model, splits.x_shape)
         self.config, self.out, self.splits, self.model, self.progress = config, out, splits, model, progress
         self.optimizer = make_optimizer(model, config)
+        self.averaged = averaged_model(model, config.train.ema)
         self.generator = torch.Generator().manual_seed(config.train.seed)
         self.objective = objective_for(model, config.objective.name)
         self.stopped_early = False
         self.state: dict[str, Any] = {
             "epoch": 0,
-            "best_valid_elbo": -math.inf,
+            "best_valid_bound": -math.inf,
             "best_epoch": 0,
             "bad_epochs": 0,
+            "lr": config.train.lr,
+            "lr_bad_epochs": 0,
             "history": [],
         }
         if resume and (out / runs.STATE).is_file():
-            self.state = runs.load_state(out / runs.STATE)
+            self.state = {**self.state, **runs.load_state(out / runs.STATE)}  # (older runs lack new keys)
             runs.load_weights(out / self.state["weights"], model)
+            if self.averaged is not None:
+                runs.load_weights(out / self.state["averaged_weights"], self.averaged)
             self.optimizer.load_state_dict(self.state["optimizer"])
             self.generator.set_state(self.state["generator"])
+            if "global_rng" in self.state:
+                torch.set_rng_state(self.state["global_rng"])
             runs.write_text(out / runs.METRICS, _jsonl(self.state["history"]))
             log.info("resuming %s after epoch %d", out, self.state["epoch"])
-        elif not resume:  # (a run killed before its first checkpoint restarts from scratch)
+        else:
+            torch.manual_seed(config.train.seed)  # dropout's masks
+        if not resume:  # (a run killed before its first checkpoint restarts from scratch)
             if overwrite and out.exists():
                 shutil.rmtree(out)
             runs.write_json(out / runs.CONFIG, config.to_dict())
@@ -151,11 +171,17 @@ class Trainer:
         out_of_time = minutes is not None and self.state.get("elapsed_seconds", 0.0) >= 60 * minutes
         return self.stopped_early or out_of_time or self.state["epoch"] >= self.config.train.epochs
 
+    @property
+    def selected_model(self) -> VAE:
+        """The model that is validated and saved: the averaged weights under `ema`, else the raw ones."""
+        return self.model if self.averaged is None else self.averaged.module
+
     def run_epoch(self) -> dict[str, Any]:
         config, state, model = self.config, self.state, self.model
         epoch = state["epoch"] + 1
         start = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch, "lr": learning_rate(config, epoch)}
+        lr = state["lr"] if config.train.lr_schedule == "plateau" else learning_rate(config, epoch)
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr}
         record.update(
             _train_epoch(
                 model,
@@ -165,23 +191,36 @@ class Trainer:
                 config,
                 self.generator,
                 epoch,
+                lr,
+                self.averaged,
                 self.progress,
             )
         )
-        valid = dataset_terms(model, self.splits.valid, seed=config.train.seed + VALID_SEED_OFFSET)
+        valid = dataset_terms(
+            self.selected_model,
+            self.splits.valid,
+            seed=config.train.seed + VALID_SEED_OFFSET,
+            objective=config.objective.name,
+            k=config.objective.k,
+        )
         record.update(
             valid_elbo_nats=valid.elbo,
             valid_log_p_x_given_z_nats=valid.log_p_x_given_z,
             valid_kl_nats=valid.kl,
+            valid_bound_nats=valid.bound,
+            bound=bound_name(config),
         )
-        if valid.elbo > state["best_valid_elbo"]:
-            state.update(best_valid_elbo=valid.elbo, best_epoch=epoch, bad_epochs=0)
-            runs.save_weights(self.out / runs.WEIGHTS, model)
+        if valid.bound > state["best_valid_bound"]:
+            state.update(best_valid_bound=valid.bound, best_epoch=epoch, bad_epochs=0, lr_bad_epochs=0)
+            runs.save_weights(self.out / runs.WEIGHTS, self.selected_model)
         else:
             state["bad_epochs"] += 1
+            state["lr_bad_epochs"] += 1
+            if state["lr_bad_epochs"] >= config.train.lr_patience:  # the plateau schedule's step
+                state.update(lr=max(state["lr"] / 2, config.train.lr / 100), lr_bad_epochs=0)
         state["history"].append(record)
         state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + time.perf_counter() - start
-        _checkpoint(self.out, model, self.optimizer, self.generator, state, epoch)
+        _checkpoint(self.out, model, self.averaged, self.optimizer, self.generator, state, epoch)
         patience = config.train.patience
         if patience is not None and state["bad_epochs"] >= patience:
             self.stopped_early = True
@@ -192,7 +231,12 @@ class Trainer:
         state = self.state
         runs.write_json(self.out / runs.RUN, _run_info(self.splits, self.model, "finished", state["epoch"]))
         return TrainResult(
-            self.out, state["epoch"], state["best_epoch"], state["best_valid_elbo"], self.stopped_early
+            self.out,
+            state["epoch"],
+            state["best_epoch"],
+            state["best_valid_bound"],
+            bound_name(self.config),
+            self.stopped_early,
         )
 
 
@@ -213,10 +257,18 @@ def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
     return kind(model.parameters(), lr=config.train.lr, fused=FUSED_ADAM, **extra)
 
 
+def averaged_model(model: VAE, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights (and buffers), or None when decay is 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def learning_rate(config: RunConfig, epoch: int) -> float:
-    """lr of `epoch` (1-based): constant, or cosine from lr to lr/100 over the run."""
+    """lr of `epoch` (1-based) under a fixed schedule: constant, or cosine from lr to lr/100 over
+    the run. (The plateau schedule depends on validation; the Trainer keeps its rate.)"""
     lr = config.train.lr
-    if config.train.lr_schedule == "constant" or config.train.epochs == 1:
+    if config.train.lr_schedule != "cosine" or config.train.epochs == 1:
         return lr
     progress = (epoch - 1) / (config.train.epochs - 1)
     return lr / 100 + (lr - lr / 100) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -233,7 +285,7 @@ def kl_weight(config: RunConfig, epoch: int, step: int, steps_per_epoch: int) ->
 
 @torch.enable_grad()  # a caller's no_grad context must not silently stop training
 def _train_epoch(
-    model: VAE, optimizer, objective, splits: Splits, config: RunConfig, generator, epoch, progress
+    model: VAE, optimizer, objective, splits: Splits, config: RunConfig, generator, epoch, lr, averaged, progress
 ):
     """One pass over the shuffled training set; returns the epoch's mean terms and speed."""
     model.train()
@@ -243,7 +295,7 @@ def _train_epoch(
     order = torch.randperm(n, generator=generator)
     steps = math.ceil(n / batch_size)
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(config, epoch)
+        group["lr"] = lr
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.train.precision == "bf16")
     sums = torch.zeros(3, dtype=torch.float64)
     bar = tqdm(
@@ -270,6 +322,8 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         sums += _term_sums(result.terms)
         bar.update(len(x))
         if progress and step % 20 == 0:
@@ -277,47 +331,65 @@ def _train_epoch(
             bar.set_postfix_str(f"ELBO {elbo:.2f} | recon {recon:.2f} | KL {kl:.2f} nats")
     seconds = time.perf_counter() - start
     bar.close()
-    mean = MeanTerms.from_sums(sums, n)
+    elbo, recon, kl = (sums / n).tolist()
     return {
-        "train_elbo_nats": mean.elbo,
-        "train_log_p_x_given_z_nats": mean.log_p_x_given_z,
-        "train_kl_nats": mean.kl,
+        "train_elbo_nats": elbo,
+        "train_log_p_x_given_z_nats": recon,
+        "train_kl_nats": kl,
         "seconds": seconds,
         "images_per_second": n / seconds,
     }
 
 
-def _term_sums(terms: ELBOTerms) -> Tensor:
-    return torch.stack(
-        [t.detach().sum(dtype=torch.float64) for t in (terms.elbo, terms.log_p_x_given_z, terms.kl)]
-    )
+def _term_sums(terms: ELBOTerms, *extra: Tensor) -> Tensor:
+    parts = (terms.elbo, terms.log_p_x_given_z, terms.kl, *extra)
+    return torch.stack([t.detach().sum(dtype=torch.float64) for t in parts])
 
 
 @torch.no_grad()
-def dataset_terms(model: VAE, x: Tensor, *, seed: int = 0, batch_size: int = EVAL_BATCH) -> MeanTerms:
-    """Mean ELBO, E_q[log p(x|z)] and KL over a data set (one sample per example, fixed seed)."""
+def dataset_terms(
+    model: VAE,
+    x: Tensor,
+    *,
+    seed: int = 0,
+    objective: str = "elbo",
+    k: int = 1,
+    batch_size: int = EVAL_BATCH,
+) -> MeanTerms:
+    """Means over a data set (fixed seed) of the ELBO, E_q[log p(x|z)], KL and the bound of
+    `objective` at beta = 1 with `k` samples per example (the ELBO terms are then k-sample means)."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    objective = objective_for(model, "elbo")
-    sums = torch.zeros(3, dtype=torch.float64)
+    bound = objective_for(model, objective)
+    sums = torch.zeros(4, dtype=torch.float64)
     for begin in range(0, len(x), batch_size):
-        sums += _term_sums(objective(model, x[begin : begin + batch_size], generator).terms)
+        result = bound(model, x[begin : begin + batch_size], generator, k=k)
+        sums += _term_sums(result.terms, result.surrogate)
     model.train(was_training)
     return MeanTerms.from_sums(sums, len(x))
 
 
-def _checkpoint(out: Path, model, optimizer, generator, state, epoch: int) -> None:
+def _checkpoint(out: Path, model, averaged, optimizer, generator, state, epoch: int) -> None:
     """Weights first (named by epoch), then state naming them, then drop older weights."""
     weights = f"checkpoint/epoch-{epoch:05d}.safetensors"
     runs.save_weights(out / weights, model)
+    keep = {Path(weights).name}
+    if averaged is not None:
+        state["averaged_weights"] = f"checkpoint/epoch-{epoch:05d}-averaged.safetensors"
+        runs.save_weights(out / state["averaged_weights"], averaged)
+        keep.add(Path(state["averaged_weights"]).name)
     runs.write_text(out / runs.METRICS, _jsonl(state["history"]))
     state.update(
-        epoch=epoch, weights=weights, optimizer=optimizer.state_dict(), generator=generator.get_state()
+        epoch=epoch,
+        weights=weights,
+        optimizer=optimizer.state_dict(),
+        generator=generator.get_state(),
+        global_rng=torch.get_rng_state(),
     )
     runs.save_state(out / runs.STATE, state)
     for old in (out / "checkpoint").glob("epoch-*.safetensors"):
-        if old.name != Path(weights).name:
+        if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
