@@ -103,7 +103,8 @@ def _mixture_parameters(num_components=7, latent_dim=5, seed=0):
     logits = torch.randn(num_components, generator=g, dtype=torch.float64)
     loc = 3 * torch.randn(num_components, latent_dim, generator=g, dtype=torch.float64)
     # scales from 0.005 to 20: the float32 expansion would lose whole hundredths of a nat here
-    scale = torch.exp(torch.empty(num_components, latent_dim, dtype=torch.float64).uniform_(-5.3, 3.0, generator=g))
+    log_scale = torch.empty(num_components, latent_dim, dtype=torch.float64).uniform_(-5.3, 3.0, generator=g)
+    scale = torch.exp(log_scale)
     return logits, loc, scale
 
 
@@ -139,7 +140,7 @@ def test_mixture_log_prob_gradients_match_the_elementwise_mixture():
         params = [t.clone().requires_grad_() for t in (logits, loc, scale)]
         make(*params).log_prob(z).sum().backward()
         grads.append([p.grad for p in params])
-    for fast, slow in zip(*grads):
+    for fast, slow in zip(*grads, strict=True):
         torch.testing.assert_close(fast, slow, rtol=1e-8, atol=1e-10)
 
 

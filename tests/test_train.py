@@ -206,7 +206,7 @@ def test_selection_uses_the_averaged_weights_and_the_objectives_bound(tmp_path):
     raw = build_model(config.model, (1, 8, 8))
     state = runs.load_state(tmp_path / "run" / runs.STATE)
     runs.load_weights(tmp_path / "run" / state["weights"], raw)
-    assert any(not torch.equal(a, b) for a, b in zip(raw.parameters(), model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(raw.parameters(), model.parameters(), strict=True))
 
 
 def _digits_valid():

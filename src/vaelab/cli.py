@@ -265,6 +265,13 @@ def train_config(args) -> Any:
     return config.replace(**changes).validate()
 
 
+def _bound_column(record: dict[str, Any]) -> str:
+    """The bound the run selects on, when it is not the ELBO already printed."""
+    if record["bound"] == "ELBO":
+        return ""
+    return f"  valid {record['bound']} {record['valid_bound_nats']:9.3f}"
+
+
 def cmd_train(args) -> int:
     from vaelab.train import train
 
@@ -283,7 +290,7 @@ def cmd_train(args) -> int:
             f"valid ELBO {record['valid_elbo_nats']:9.3f} "
             f"(recon {record['valid_log_p_x_given_z_nats']:9.3f}, "
             f"KL {record['valid_kl_nats']:7.3f}) nats/example  {record['images_per_second']:8.0f} img/s"
-            + (f"  valid {record['bound']} {record['valid_bound_nats']:9.3f}" if record["bound"] != "ELBO" else ""),
+            + _bound_column(record),
             flush=True,
         )
 

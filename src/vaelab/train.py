@@ -3,7 +3,8 @@
 Determinism is a feature: the weights are initialized under the run's seed, and every random
 draw of training (the shuffle, dynamic binarization, the reparameterization noise) comes from
 one `torch.Generator` whose state is checkpointed with the optimizer; dropout masks, which
-PyTorch draws from the global RNG, come from that RNG seeded with the run's seed and checkpointed too. A run killed at any point
+PyTorch draws from the global RNG, come from that RNG seeded with the run's seed and
+checkpointed too. A run killed at any point
 and resumed with `resume=True` repeats the interrupted epoch from the same state and finishes
 with exactly the metrics of an uninterrupted run (on the same machine and thread count).
 """
@@ -285,7 +286,16 @@ def kl_weight(config: RunConfig, epoch: int, step: int, steps_per_epoch: int) ->
 
 @torch.enable_grad()  # a caller's no_grad context must not silently stop training
 def _train_epoch(
-    model: VAE, optimizer, objective, splits: Splits, config: RunConfig, generator, epoch, lr, averaged, progress
+    model: VAE,
+    optimizer,
+    objective,
+    splits: Splits,
+    config: RunConfig,
+    generator,
+    epoch: int,
+    lr: float,
+    averaged: AveragedModel | None,
+    progress: bool,
 ):
     """One pass over the shuffled training set; returns the epoch's mean terms and speed."""
     model.train()
