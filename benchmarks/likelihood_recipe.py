@@ -13,13 +13,18 @@ is evaluated again, not retrained. The test split is touched only by the final e
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
+
+from torch.optim.swa_utils import AveragedModel
 
 from benchmarks.common import SHARED, machine, parser
 from vaelab import runs
 from vaelab.config import RunConfig, preset
+from vaelab.data import load_data
 from vaelab.evaluate import evaluate_run
-from vaelab.train import train
+from vaelab.models import build_model
+from vaelab.train import VALID_SEED_OFFSET, dataset_terms, train
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -56,6 +61,51 @@ def variants(recipe: RunConfig, ablations: list[str] | None) -> dict[str, RunCon
     if not chosen:
         raise SystemExit(f"--ablations: none of {ablations} names an ablation; known: {', '.join(every)}")
     return out | chosen
+
+
+def within_run(out: Path) -> list[str]:
+    """What the plateau schedule and Polyak averaging bought inside one finished run, on the
+    validation split: the bound when the rate was first halved against the best, and the last
+    epoch's raw weights against their average."""
+    config, history = runs.read_config(out), runs.read_metrics(out)
+    lines = []
+
+    def bound(record):
+        return record.get("valid_bound_nats", record["valid_elbo_nats"])
+
+    halved = [r for before, r in pairwise(history) if r["lr"] < before["lr"]]
+    if halved:
+        first = halved[0]["epoch"]
+        before = max(bound(r) for r in history if r["epoch"] < first)
+        lines.append(
+            f"plateau schedule: best validation bound {before:.3f} before the first halving (epoch "
+            f"{first}), {bound(runs.best_record(history)):.3f} at the end; {len(halved)} halvings, "
+            f"last lr {history[-1]['lr']:.2e}"
+        )
+    state = runs.load_state(out / runs.STATE)
+    if config.train.ema > 0 and "averaged_weights" in state:
+        splits_valid = load_data(config.data).valid
+        values = {}
+        for name, file in (("raw", state["weights"]), ("averaged", state["averaged_weights"])):
+            model = build_model(config.model, tuple(runs.run_info(out)["x_shape"]))
+            if name == "averaged":  # saved with AveragedModel's keys
+                averaged = AveragedModel(model)
+                runs.load_weights(out / file, averaged)
+                model = averaged.module
+            else:
+                runs.load_weights(out / file, model)
+            values[name] = dataset_terms(
+                model,
+                splits_valid,
+                seed=config.train.seed + VALID_SEED_OFFSET,
+                objective=config.objective.name,
+                k=config.objective.k,
+            ).bound
+        lines.append(
+            f"Polyak averaging: last epoch's validation bound {values['raw']:.3f} with the raw weights, "
+            f"{values['averaged']:.3f} with their average ({values['averaged'] - values['raw']:+.3f} nats)"
+        )
+    return lines
 
 
 def slug(name: str) -> str:
@@ -117,6 +167,9 @@ def main() -> None:
     print("\npublished test -log p(x), MLP models on static binarized MNIST (nats):")
     for name, value in PUBLISHED:
         print(f"  {name:<52}{value:>7.2f}")
+    print("\nwithin the recipe run (validation split):")
+    for line in within_run(OUT / ("smoke" if args.smoke else "recipe") / f"recipe-{minutes:g}min"):
+        print(f"  {line}")
     target = 85.0
     nll = rows[0][5]
     print(

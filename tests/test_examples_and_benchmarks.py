@@ -24,7 +24,27 @@ def test_example_trains_and_reports(tmp_path):
 
 @pytest.mark.parametrize(
     "bench, expect",
-    [("train_throughput", "ratio vaelab (bf16) / reference"), ("nll_eval", "faster than row-at-a-time")],
+    [
+        ("train_throughput", "ratio vaelab (bf16) / reference"),
+        ("nll_eval", "faster than row-at-a-time"),
+        ("likelihood_recipe", "Polyak averaging: last epoch's validation bound"),
+    ],
 )
 def test_benchmark_smoke(bench, expect):
     assert expect in run("-m", f"benchmarks.{bench}", "--smoke", cwd=ROOT)
+
+
+def test_recipe_ablations_are_chosen_by_name():
+    from benchmarks.likelihood_recipe import variants
+
+    from vaelab.config import preset
+
+    recipe = preset("recipe")
+    assert list(variants(recipe, None)) == ["recipe"]
+    chosen = variants(recipe, ["VampPrior", "averaging"])
+    assert list(chosen) == ["recipe", "without VampPrior (N(0, I) prior)", "without Polyak averaging"]
+    assert chosen["without VampPrior (N(0, I) prior)"].model.prior == "normal"
+    assert chosen["without Polyak averaging"].train.ema == 0.0
+    assert len(variants(recipe, [])) > 5
+    with pytest.raises(SystemExit, match="names an ablation"):
+        variants(recipe, ["no such ingredient"])
