@@ -4,9 +4,9 @@ Determinism is a feature: the weights are initialized under the run's seed, and 
 draw of training (the shuffle, dynamic binarization, the reparameterization noise) comes from
 one `torch.Generator` whose state is checkpointed with the optimizer; dropout masks, which
 PyTorch draws from the global RNG, come from that RNG seeded with the run's seed and
-checkpointed too. A run killed at any point
-and resumed with `resume=True` repeats the interrupted epoch from the same state and finishes
-with exactly the metrics of an uninterrupted run (on the same machine and thread count).
+checkpointed too. A run killed at any point and resumed with `resume=True` repeats the
+interrupted epoch from the same state and finishes with exactly the metrics of an uninterrupted
+run (on the same machine and thread count).
 """
 
 from __future__ import annotations
@@ -217,7 +217,8 @@ class Trainer:
         else:
             state["bad_epochs"] += 1
             state["lr_bad_epochs"] += 1
-            if state["lr_bad_epochs"] >= config.train.lr_patience:  # the plateau schedule's step
+            plateau = config.train.lr_schedule == "plateau"
+            if plateau and state["lr_bad_epochs"] >= config.train.lr_patience:
                 state.update(lr=max(state["lr"] / 2, config.train.lr / 100), lr_bad_epochs=0)
         state["history"].append(record)
         state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + time.perf_counter() - start
