@@ -355,3 +355,12 @@ def test_cli_plot_draws_a_grid_over_the_documents_range_and_rejects_bad_flags(pa
     assert "--range" in capsys.readouterr().err
     assert main(["plot", str(pair.vae), "--kind", "traversals", "--base", "100000"]) == 2
     assert main(["plot", str(tmp_path / "missing"), "--kind", "grid"]) == 2
+
+
+@pytest.mark.parametrize(
+    "prior, name", [("normal", "N(0, I)"), ("mog", "Gaussian mixture"), ("vamp", "VampPrior")]
+)
+def test_sample_titles_name_the_models_prior(prior, name):
+    model = build_model(ModelConfig(prior=prior, prior_components=3, latent_dim=2, hidden=(8,)), (1, 8, 8))
+    for mode in ("mean", "sample"):
+        assert name in plots.sample_title(model, 16, mode)

@@ -135,9 +135,9 @@ class TrainConfig:
     turn it off; validation, model selection and the saved weights then use the averaged weights
     (the optimizer still steps the raw ones). The average spans about 1/(1 - ema) steps: 0.999 is
     two epochs of 50,000 images in batches of 100, but 25 epochs of a 4,000-image set, whose first
-    epochs it would then hold back; choose a smaller decay for small data. minutes: a wall-clock budget for training; no epoch
-    starts after it is spent (a budgeted run is reproducible only up to where the budget cut it,
-    since that depends on the machine's speed).
+    epochs it would then hold back; choose a smaller decay for small data. minutes: a wall-clock
+    budget for training; no epoch starts after it is spent (a budgeted run is reproducible only
+    up to where the budget cut it, since that depends on the machine's speed).
     """
 
     epochs: int = 30

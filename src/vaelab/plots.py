@@ -103,11 +103,15 @@ def reconstructions(model, x: Tensor) -> Tensor:
     return model.likelihood(model.posterior(x).mean).mean
 
 
+PRIOR_NAMES = {"normal": "N(0, I)", "mog": "a learned Gaussian mixture", "vamp": "the VampPrior"}
+
+
 def sample_title(model, n: int, mode: str) -> str:
+    prior = PRIOR_NAMES.get(getattr(model.config, "prior", "normal"), "p(z)")
     if mode == "mean":
-        return f"{n} prior samples z ~ N(0, I), each shown as the decoder mean E[x|z]"
+        return f"{n} prior samples z ~ {prior}, each shown as the decoder mean E[x|z]"
     family = "Bernoulli" if getattr(model.config, "likelihood", "") == "bernoulli" else "Gaussian"
-    return f"{n} prior samples z ~ N(0, I), each shown as one {family} draw x ~ p(x|z)"
+    return f"{n} prior samples z ~ {prior}, each shown as one {family} draw x ~ p(x|z)"
 
 
 def plot_prior_samples(model, path: str | Path, n: int = 64, *, mode: str = "mean", seed: int = 0) -> Path:
