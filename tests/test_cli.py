@@ -98,3 +98,9 @@ def test_commands_on_a_missing_or_foreign_run(tmp_path, capsys, command):
     (tmp_path / "plain").mkdir()
     code, _, err = run(capsys, command, tmp_path / "plain")
     assert code == 2 and "not a vaelab run" in err
+
+
+def test_a_bad_number_in_a_sweep_flag_is_one_line_naming_the_flag(tmp_path, capsys):
+    code = main(["sweep", "latent", "--values", "2", "--out", str(tmp_path / "sw"), "--lr", "abc"])
+    assert code == 2
+    assert "argument --lr: expected a number, got 'abc'" in capsys.readouterr().err

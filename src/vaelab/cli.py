@@ -8,16 +8,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from argparse import ArgumentTypeError
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vaelab.cli_types import integer, number
+from vaelab.cli_types import FlagTable, flag_changes, hidden_sizes, integer, number, sigma_or_learned
 from vaelab.errors import UserError
 
 # train flag -> (config section, field, parser of the flag's text)
-TRAIN_FLAGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {}
+TRAIN_FLAGS: FlagTable = {}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -25,23 +24,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         raise UserError(f"{message} (see '{self.prog} --help')")
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(h) for h in text.split(","))
-    except ValueError:
-        raise UserError(f"--hidden: expected sizes like 400 or 512,256, got {text!r}") from None
-    return sizes
-
-
-def _sigma(text: str) -> float | None:
-    if text == "learned":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"--sigma: expected a positive number or 'learned', got {text!r}") from None
 
 
 # (flag, config section, field, parser, help, extra argparse keywords): one row per config field
@@ -77,7 +59,7 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
         "--hidden",
         "model",
         "hidden",
-        _hidden,
+        hidden_sizes,
         "hidden sizes, e.g. 400 or 512,256 (default 512,256)",
         {"metavar": "H[,H...]"},
     ),
@@ -94,7 +76,7 @@ TRAIN_FLAG_TABLE: list[tuple[str, str, str, Callable[[str], Any], str, dict[str,
         "--sigma",
         "model",
         "sigma",
-        _sigma,
+        sigma_or_learned,
         "gaussian decoder's sigma: a number, or 'learned' (default 0.1)",
         {"metavar": "S"},
     ),
@@ -254,15 +236,7 @@ def train_config(args) -> Any:
         for section, values in raw.items():
             merged[section].update(values)
         config = RunConfig.from_dict(merged, where=str(args.config))
-    changes: dict[str, dict[str, Any]] = {}
-    for dest, (section, field, convert) in TRAIN_FLAGS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            try:
-                changes.setdefault(section, {})[field] = convert(value)
-            except ArgumentTypeError as err:
-                raise UserError(f"argument --{dest.replace('_', '-')}: {err}") from None
-    return config.replace(**changes).validate()
+    return config.replace(**flag_changes(args, TRAIN_FLAGS)).validate()
 
 
 def _bound_column(record: dict[str, Any]) -> str:

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
-from vaelab.cli_types import integer, number
+from vaelab.cli_types import FlagTable, flag_changes, hidden_sizes, integer, number, sigma_or_learned
 from vaelab.errors import UserError
 
 KINDS = (
@@ -50,13 +49,6 @@ def _dims(text: str) -> tuple[int, int]:
     except ValueError:
         raise UserError(f"--dims: expected two latent dims such as 0,1, got {text!r}") from None
     return first, second
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(h) for h in text.split(","))
-    except ValueError:
-        raise UserError(f"--hidden: expected sizes like 400 or 512,256, got {text!r}") from None
 
 
 def add_subcommands(sub) -> None:
@@ -207,14 +199,14 @@ def cmd_compare(args) -> int:
 # --------------------------------------------------------------------------------------- sweep
 
 # sweep base flag -> (config section, field, parser)
-SWEEP_FLAGS: dict[str, tuple[str, str, Any]] = {
+SWEEP_FLAGS: FlagTable = {
     "data": ("data", "source", str),
     "binarize": ("data", "binarize", str),
     "latent_dim": ("model", "latent_dim", integer),
     "net": ("model", "net", str),
-    "hidden": ("model", "hidden", _hidden),
+    "hidden": ("model", "hidden", hidden_sizes),
     "likelihood": ("model", "likelihood", str),
-    "sigma": ("model", "sigma", number),
+    "sigma": ("model", "sigma", sigma_or_learned),
     "beta": ("objective", "beta", number),
     "epochs": ("train", "epochs", integer),
     "batch_size": ("train", "batch_size", integer),
@@ -248,7 +240,7 @@ def add_sweep(sub):
     p.add_argument("--data", help="data spec (default mnist5k)", metavar="SPEC")
     p.add_argument("--binarize", choices=["none", "static", "dynamic"], help="default none")
     p.add_argument("--latent-dim", metavar="N", help="latent size of the other sweeps (default 2)")
-    p.add_argument("--net", choices=["mlp", "conv"])
+    p.add_argument("--net", choices=["mlp", "gated", "conv"])
     p.add_argument("--hidden", metavar="H[,H...]", help="hidden sizes (default 512,256)")
     p.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
     p.add_argument("--sigma", metavar="S", help="Gaussian decoder sigma of the other sweeps")
@@ -269,12 +261,7 @@ def sweep_base_config(args):
     config = (
         RunConfig.from_dict(read_json(args.config), where=str(args.config)) if args.config else RunConfig()
     )
-    changes: dict[str, dict[str, Any]] = {}
-    for dest, (section, name, parse) in SWEEP_FLAGS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            changes.setdefault(section, {})[name] = parse(value)
-    return config.replace(**changes).validate()
+    return config.replace(**flag_changes(args, SWEEP_FLAGS)).validate()
 
 
 def cmd_sweep(args) -> int:
