@@ -276,6 +276,10 @@ def test_training_curves_read_the_metrics_and_find_the_best_epoch():
     np.testing.assert_array_equal(curves.epoch, [1, 2, 3, 4])
     np.testing.assert_array_equal(curves.valid_elbo, [-110, -104, -103, -105])
     assert curves.best_epoch == 3 and curves.train_kl.shape == (4,)
+    # a run selected on its IWAE bound marks the epoch it kept, not the ELBO's best
+    for record, bound in zip(metrics, [-100.0, -99.0, -99.5, -98.0], strict=True):
+        record["valid_bound_nats"] = bound
+    assert plots.training_curves(metrics).best_epoch == 4
     with pytest.raises(UserError, match="no training metrics"):
         plots.training_curves([])
 

@@ -29,7 +29,7 @@ from torch import Tensor  # noqa: E402
 
 from vaelab.distributions import draw  # noqa: E402
 from vaelab.errors import UserError  # noqa: E402
-from vaelab.runs import atomic_write  # noqa: E402
+from vaelab.runs import atomic_write, best_record  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -737,17 +737,15 @@ def training_curves(metrics: list[dict], *, deterministic: bool = False) -> Trai
     def column(key: str) -> np.ndarray:
         return np.array([float(r[key]) for r in metrics])
 
-    valid_elbo = column("valid_elbo_nats")
-    epoch = column("epoch").astype(int)
     return TrainingCurves(
-        epoch,
+        column("epoch").astype(int),
         column("train_elbo_nats"),
-        valid_elbo,
+        column("valid_elbo_nats"),
         column("train_log_p_x_given_z_nats"),
         column("valid_log_p_x_given_z_nats"),
         column("train_kl_nats"),
         column("valid_kl_nats"),
-        int(epoch[int(np.argmax(valid_elbo))]),
+        int(best_record(metrics)["epoch"]),  # the epoch selection kept (on its bound, maybe not the ELBO)
         deterministic,
     )
 
