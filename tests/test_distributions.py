@@ -34,6 +34,31 @@ def test_analytic_kl_matches_torch_and_monte_carlo():
     assert torch.all((mc - closed).abs() < 4 * se), (mc, closed, se)
 
 
+def test_analytic_kl_closed_forms_and_the_pairs_without_one():
+    g = torch.Generator().manual_seed(3)
+    q = D.diagonal_normal(torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g))
+    p = Independent(Normal(torch.randn(3, generator=g), torch.rand(3, generator=g) + 0.5), 1)  # batch ()
+    # the diagonal pair, computed directly and broadcast over q's batch, is torch's registered formula
+    torch.testing.assert_close(D.analytic_kl(q, p), kl_divergence(q, p.expand((5,))), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        D.analytic_kl(q, D.standard_normal(3, dtype=torch.float64)),
+        D.kl_standard_normal(q.base_dist.loc, 2 * q.base_dist.scale.log()),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    # other pairs go to torch's registry, with the prior expanded to q's batch shape
+    probs = torch.rand(5, 4, generator=g)
+    q_bits, p_bits = (
+        Independent(Bernoulli(probs=probs), 1),
+        Independent(Bernoulli(probs=torch.full((4,), 0.3)), 1),
+    )
+    by_hand = (probs * (probs / 0.3).log() + (1 - probs) * ((1 - probs) / 0.7).log()).sum(-1)
+    torch.testing.assert_close(D.analytic_kl(q_bits, p_bits), by_hand)
+    mixture = D.DiagonalGaussianMixture(torch.zeros(2), torch.randn(2, 3, generator=g), torch.ones(2, 3))
+    assert D.analytic_kl(q, mixture) is None  # no closed form against a mixture
+    assert D.analytic_kl(Categorical(probs=torch.full((5, 3), 1 / 3)), q) is None  # nor for a mismatched pair
+
+
 def test_kl_is_zero_for_the_prior_itself_and_positive_otherwise():
     zeros = torch.zeros(4, 2)
     assert torch.all(D.kl_standard_normal(zeros, zeros) == 0)

@@ -32,15 +32,19 @@ from torch.distributions import (
     MultivariateNormal,
     Normal,
     constraints,
+    kl_divergence,
 )
 
 __all__ = [
     "DiagonalGaussianMixture",
     "PointMass",
+    "analytic_kl",
     "bernoulli",
     "diagonal_normal",
     "draw",
     "gaussian",
+    "is_diagonal_normal",
+    "kl_diagonal_normal",
     "kl_standard_normal",
     "standard_normal",
 ]
@@ -171,6 +175,50 @@ def kl_standard_normal(loc: Tensor, log_var: Tensor) -> Tensor:
     """
     log_var = log_var.clamp(*LOG_VAR_CLAMP)
     return 0.5 * (loc.square() + log_var.exp() - log_var - 1.0).sum(-1)
+
+
+def kl_diagonal_normal(loc0: Tensor, scale0: Tensor, loc1: Tensor, scale1: Tensor) -> Tensor:
+    """Per-dimension KL(N(loc0, scale0^2) || N(loc1, scale1^2)), (..., Z) -> (..., Z), not summed.
+
+    KL = log(s1 / s0) + (s0^2 + (m0 - m1)^2) / (2 s1^2) - 1/2 (the 1-D case of
+    `theory.kl_gaussian`). With loc1 = 0, scale1 = 1 its sum over Z is `kl_standard_normal`
+    (Kingma & Welling 2014, Appendix B).
+    """
+    return (
+        torch.log(scale1 / scale0) + (scale0.square() + (loc0 - loc1).square()) / (2 * scale1.square()) - 0.5
+    )
+
+
+def is_diagonal_normal(d: Distribution) -> bool:
+    """Whether d is a diagonal Gaussian over its last dim: Independent(Normal, 1)."""
+    return isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1
+
+
+def analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:
+    """KL(q || p) in closed form, or None when there is none; shape: the broadcast batch shape.
+
+    The VAE's own pair, two diagonal Gaussians, is computed here directly, without the lookup in
+    torch's KL registry, which `torch.compile` cannot trace (it would split a compiled training
+    step in two). No closed form exists against a mixture (`MixtureSameFamily`), so those give
+    None at once. Other pairs go to `torch.distributions.kl_divergence`, with p (batch shape ()
+    for a prior) first expanded to q's batch shape: some of torch's formulas (Bernoulli-Bernoulli
+    in torch 2.x) index with masks and fail under broadcasting.
+    """
+    if is_diagonal_normal(q) and is_diagonal_normal(p):
+        a, b = q.base_dist, p.base_dist
+        return kl_diagonal_normal(a.loc, a.scale, b.loc, b.scale).sum(-1)
+    if isinstance(p, MixtureSameFamily) or isinstance(q, MixtureSameFamily):
+        return None
+    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+    if p.batch_shape != shape:
+        try:
+            p = p.expand(shape)
+        except NotImplementedError:  # a custom family without expand: try it as it is
+            pass
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return None
 
 
 def draw(

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution
 
 import vaelab.theory  # noqa: F401  (registers the Gaussian KL pairs torch lacks, for analytic_kl)
+from vaelab.distributions import analytic_kl as closed_form_kl
 from vaelab.distributions import draw
 
 __all__ = [
@@ -161,7 +162,7 @@ def elbo_terms(
     p_z = model.prior()
     z = draw(q_z_given_x, (k,), generator)  # (k, B, Z), or (k, B) for a discrete latent
     log_p_x_given_z = model.likelihood(z).log_prob(x)  # (k, B)
-    kl = _analytic_kl(q_z_given_x, p_z) if analytic_kl else None
+    kl = closed_form_kl(q_z_given_x, p_z) if analytic_kl else None
     if kl is None:
         kl = q_z_given_x.log_prob(z) - p_z.log_prob(z)  # (k, B)
         kl = kl.mean(0)
@@ -297,24 +298,6 @@ def dataset_log_px(
     return DatasetLogPx(
         value=torch.cat(values), stderr=torch.cat(stderrs), k=k, method=method, seconds=seconds
     )
-
-
-def _analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:
-    """KL(q || p) from torch's registry, or None if the pair has no closed form there.
-
-    p (batch shape () for a prior) is first expanded to q's batch shape (B,): some of torch's KL
-    formulas (Bernoulli-Bernoulli in torch 2.x) index with masks and fail under broadcasting.
-    """
-    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
-    if p.batch_shape != shape:
-        try:
-            p = p.expand(shape)
-        except NotImplementedError:  # a custom family without expand: try it as it is
-            pass
-    try:
-        return kl_divergence(q, p)
-    except NotImplementedError:
-        return None
 
 
 def _importance_pass(

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
 
-from vaelab.distributions import draw
+from vaelab.distributions import analytic_kl, draw
 from vaelab.estimators import ELBOTerms, elbo_terms
 
 
@@ -33,7 +32,8 @@ class ObjectiveOutput:
 def beta_elbo(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> ObjectiveOutput:
     """E_q[log p(x|z)] - beta KL(q || p) (Higgins et al. 2017); beta = 1 is the ELBO."""
     terms = elbo_terms(model, x, 1, generator=generator)  # one reparameterized sample, analytic KL
-    surrogate = terms.elbo if beta == 1.0 else terms.log_p_x_given_z - beta * terms.kl
+    # (beta may be a tensor in a compiled step; at beta = 1 this is terms.elbo exactly)
+    surrogate = terms.log_p_x_given_z - beta * terms.kl
     return ObjectiveOutput(surrogate, terms)
 
 
@@ -53,9 +53,8 @@ def iwae(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> Objectiv
     # beta < 1 (KL warm-up) tempers the prior-to-posterior ratio; beta = 1 is the bound itself
     log_w = log_p_x_given_z - beta * log_ratio  # (k, B)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
-    try:
-        kl_q_p = kl_divergence(q_z_given_x, p_z)
-    except NotImplementedError:  # a mixture prior: the Monte Carlo KL of the same k samples
+    kl_q_p = analytic_kl(q_z_given_x, p_z)
+    if kl_q_p is None:  # a mixture prior: the Monte Carlo KL of the same k samples
         kl_q_p = log_ratio.mean(0)
     recon = log_p_x_given_z.mean(0)
     return ObjectiveOutput(bound, ELBOTerms(recon - kl_q_p, recon, kl_q_p))

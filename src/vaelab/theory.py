@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 from torch.distributions.kl import register_kl
 
-from vaelab.distributions import draw, kl_standard_normal
+from vaelab.distributions import draw, is_diagonal_normal, kl_diagonal_normal, kl_standard_normal
 
 __all__ = [
     "ElboDecomposition",
@@ -56,17 +56,6 @@ def kl_discrete(p: Tensor, q: Tensor) -> Tensor:
     """
     p, q = torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(q, dtype=torch.float64)
     return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)
-
-
-def kl_diagonal_normal(loc0: Tensor, scale0: Tensor, loc1: Tensor, scale1: Tensor) -> Tensor:
-    """Per-dimension KL(N(loc0, scale0^2) || N(loc1, scale1^2)), (..., Z) -> (..., Z), not summed.
-
-    KL = log(s1 / s0) + (s0^2 + (m0 - m1)^2) / (2 s1^2) - 1/2 (the 1-D case of `kl_gaussian`). With
-    loc1 = 0, scale1 = 1 its sum over Z is `kl_standard_normal` (Kingma & Welling 2014, Appendix B).
-    """
-    return (
-        torch.log(scale1 / scale0) + (scale0.square() + (loc0 - loc1).square()) / (2 * scale1.square()) - 0.5
-    )
 
 
 def kl_gaussian(mu0: Tensor, cov0: Tensor, mu1: Tensor, cov1: Tensor) -> Tensor:
@@ -112,20 +101,16 @@ def kl_monte_carlo(
     return MonteCarloKL(value=log_ratio.mean(0), stderr=log_ratio.std(0) / math.sqrt(n), n=n)
 
 
-def _is_diagonal_normal(d: Distribution) -> bool:
-    return isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1
-
-
 @register_kl(Independent, MultivariateNormal)
 def _kl_diagonal_normal_mvn(q: Independent, p: MultivariateNormal) -> Tensor:
-    if not _is_diagonal_normal(q):
+    if not is_diagonal_normal(q):
         raise NotImplementedError
     return kl_gaussian(q.mean, torch.diag_embed(q.variance), p.loc, p.covariance_matrix)
 
 
 @register_kl(MultivariateNormal, Independent)
 def _kl_mvn_diagonal_normal(q: MultivariateNormal, p: Independent) -> Tensor:
-    if not _is_diagonal_normal(p):
+    if not is_diagonal_normal(p):
         raise NotImplementedError
     return kl_gaussian(q.loc, q.covariance_matrix, p.mean, torch.diag_embed(p.variance))
 
@@ -477,7 +462,7 @@ def elbo_decomposition(
             q_z_given_x = model.posterior(x)
             z = draw(q_z_given_x, (k,), generator)  # (k, B, Z) or (k, B) for a discrete latent
             recon = model.likelihood(z).log_prob(x).mean(0)  # (B,)
-            batch_closed = _is_diagonal_normal(q_z_given_x) and _is_diagonal_normal(p_z)
+            batch_closed = is_diagonal_normal(q_z_given_x) and is_diagonal_normal(p_z)
             closed_form = closed_form and batch_closed
             if batch_closed:
                 q_loc, q_scale = q_z_given_x.base_dist.loc, q_z_given_x.base_dist.scale  # (B, Z)
