@@ -51,6 +51,18 @@ def test_binarized_mnist_from_shared_data(shared_data):
     assert s.test_labels[0] == 0 and s.test_labels[-1] == 9
 
 
+def test_column_major_files_load_row_major(tmp_path):
+    """The shared npz stores x column-major; minibatch gathers need rows contiguous in memory."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        x = np.asfortranarray((rng.random((6, 784)) < 0.2).astype(np.uint8))
+        np.savez(tmp_path / f"{split}.npz", x=x)
+    s = load(f"binarized-mnist:{tmp_path}")
+    assert all(s.split(split).is_contiguous() for split in ("train", "valid", "test"))
+    again = np.load(tmp_path / "train.npz")["x"]
+    assert np.array_equal(s.train.reshape(6, 784).numpy(), again)  # the same pixels, row-major
+
+
 def test_binarized_mnist_amat_files(tmp_path):
     rng = np.random.default_rng(0)
     for split in ("train", "valid", "test"):
