@@ -104,3 +104,30 @@ def test_a_bad_number_in_a_sweep_flag_is_one_line_naming_the_flag(tmp_path, caps
     code = main(["sweep", "latent", "--values", "2", "--out", str(tmp_path / "sw"), "--lr", "abc"])
     assert code == 2
     assert "argument --lr: expected a number, got 'abc'" in capsys.readouterr().err
+
+
+def test_compile_flag_turns_compilation_on_and_off(tmp_path, capsys):
+    from vaelab.cli import build_parser, train_config
+
+    def config(*argv):
+        return train_config(build_parser().parse_args(["train", *map(str, argv)]))
+
+    assert config().train.compile is False
+    assert config("--compile").train.compile is True
+    assert config("--preset", "recipe", "--compile").train.compile is True
+    assert (
+        config("--config", _json(tmp_path, {"train": {"compile": True}}), "--no-compile").train.compile
+        is False
+    )
+    out = tmp_path / "run"
+    code, text, _ = run(
+        capsys, "train", "--data", "digits", "--hidden", "16", "--epochs", "1", "--compile", "--out", out
+    )
+    assert code == 0 and "compiled the training step in" in text
+    assert json.loads((out / "config.json").read_text())["train"]["compile"] is True
+
+
+def _json(tmp_path, content):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(content))
+    return path

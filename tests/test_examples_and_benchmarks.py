@@ -25,7 +25,7 @@ def test_example_trains_and_reports(tmp_path):
 @pytest.mark.parametrize(
     "bench, expect",
     [
-        ("train_throughput", "ratio vaelab (bf16) / reference"),
+        ("train_throughput", "ratio vaelab (bf16, compiled) / reference"),
         ("nll_eval", "faster than row-at-a-time"),
         ("likelihood_recipe", "Polyak averaging: last epoch's validation bound"),
     ],

@@ -4,7 +4,8 @@ Determinism is a feature: the weights are initialized under the run's seed, and 
 draw of training (the shuffle, dynamic binarization, the reparameterization noise) comes from
 one `torch.Generator` whose state is checkpointed with the optimizer; dropout masks, which
 PyTorch draws from the global RNG, come from that RNG seeded with the run's seed and
-checkpointed too. A run killed at any point and resumed with `resume=True` repeats the
+checkpointed too (a compiled step, `train.compile`, draws its noise and its masks from the run's
+generator). A run killed at any point and resumed with `resume=True` repeats the
 interrupted epoch from the same state and finishes with exactly the metrics of an uninterrupted
 run (on the same machine and thread count).
 """
@@ -16,6 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,7 @@ class Trainer:
         self.averaged = averaged_model(model, config.train.ema)
         self.generator = torch.Generator().manual_seed(config.train.seed)
         self.objective = objective_for(model, config.objective.name)
+        self.step_loss = StepLoss(config.train.compile)
         self.stopped_early = False
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -183,10 +186,14 @@ class Trainer:
         start = time.perf_counter()
         lr = state["lr"] if config.train.lr_schedule == "plateau" else learning_rate(config, epoch)
         record: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        if self.step_loss.needs_warm_up:
+            seconds = self.step_loss.warm_up(model, self.objective, self.splits.train, config)
+            record["compile_seconds"] = seconds
         record.update(
             _train_epoch(
                 model,
                 self.optimizer,
+                self.step_loss,
                 self.objective,
                 self.splits,
                 config,
@@ -289,6 +296,7 @@ def kl_weight(config: RunConfig, epoch: int, step: int, steps_per_epoch: int) ->
 def _train_epoch(
     model: VAE,
     optimizer,
+    step_loss: StepLoss,
     objective,
     splits: Splits,
     config: RunConfig,
@@ -307,7 +315,7 @@ def _train_epoch(
     steps = math.ceil(n / batch_size)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.train.precision == "bf16")
+    bf16, k = config.train.precision == "bf16", config.objective.k
     sums = torch.zeros(3, dtype=torch.float64)
     bar = tqdm(
         total=n,
@@ -322,20 +330,19 @@ def _train_epoch(
         x = x_train[order[begin : begin + batch_size]]
         if dynamic:
             x = torch.bernoulli(x, generator=generator)
-        with autocast:
-            beta = kl_weight(config, epoch, step, steps)
-            result = objective(model, x, generator, beta=beta, k=config.objective.k)
-        loss = -result.surrogate.mean()
-        if not torch.isfinite(loss):
+        beta = kl_weight(config, epoch, step, steps)
+        loss, term_sums = step_loss(model, objective, x, generator, beta, k, bf16)
+        loss_value = loss.item()  # (cheaper than torch.isfinite on a CPU)
+        if not math.isfinite(loss_value):
             raise UserError(
-                f"training diverged at epoch {epoch}, step {step} (loss {loss.item()}); try a smaller --lr"
+                f"training diverged at epoch {epoch}, step {step} (loss {loss_value}); try a smaller --lr"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if averaged is not None:
             averaged.update_parameters(model)
-        sums += _term_sums(result.terms)
+        sums += term_sums
         bar.update(len(x))
         if progress and step % 20 == 0:
             elbo, recon, kl = (sums / min(n, begin + len(x))).tolist()
@@ -350,6 +357,78 @@ def _train_epoch(
         "seconds": seconds,
         "images_per_second": n / seconds,
     }
+
+
+def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, bf16: bool):
+    """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
+    the batch sums of the ELBO and its two terms, in float64, for the epoch's means."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        result = objective(model, x, generator, beta=beta, k=k)
+    return -result.surrogate.mean(), _term_sums(result.terms)
+
+
+class StepLoss:
+    """`step_loss`, run eagerly or compiled by `torch.compile` into one graph (train.compile).
+
+    The compiled graph covers the networks, the distributions and the objective, and
+    AOTAutograd compiles the backward pass with it; on a CPU that removes the per-operation
+    dispatch and fuses the element-wise work (benchmarks/train_throughput.py measures it).
+    Random draws cannot take a `torch.Generator` inside a graph, so a compiled step draws from
+    the global RNG with the run's generator state swapped in for the step and swapped back out
+    after it (`generator_as_global_rng`), and inductor's `fallback_random` makes those draws
+    PyTorch's own: the stream, and the resumed run, are exactly those of the eager step.
+    Shapes are static: one graph for the full batches and one for a smaller last batch, both
+    compiled by `warm_up` before the first epoch.
+    """
+
+    def __init__(self, compiled: bool) -> None:
+        self.compiled = (
+            torch.compile(step_loss, dynamic=False, options={"fallback_random": True}) if compiled else None
+        )
+        self.needs_warm_up = compiled
+
+    def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, bf16: bool):
+        if self.compiled is None:
+            return step_loss(model, objective, x, generator, beta, k, bf16)
+        with generator_as_global_rng(generator):  # beta is a tensor so that KL warm-up does not recompile
+            return self.compiled(model, objective, x, None, torch.tensor(beta), k, bf16)
+
+    def warm_up(self, model: VAE, objective, x_train: Tensor, config: RunConfig) -> float:
+        """Compile the step (forward and backward) for the batch shapes of an epoch; changes no
+        state of the run (weights, gradients, RNG streams). Returns the seconds it took."""
+        n, batch_size = len(x_train), config.train.batch_size
+        k, bf16 = config.objective.k, config.train.precision == "bf16"
+        sizes = sorted({min(batch_size, n), n % batch_size} - {0}, reverse=True)
+        start = time.perf_counter()
+        model.train()
+        try:
+            for size in sizes:  # batches made as the epoch makes them; a throwaway generator
+                x = x_train[torch.arange(size)]
+                loss, _ = self(model, objective, x, torch.Generator(), 1.0, k, bf16)
+                loss.backward()
+        except Exception as error:  # no C++ compiler, an unsupported operation, ...
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UserError(
+                f"train.compile: torch.compile failed ({type(error).__name__}: {first_line[:200]}); "
+                "train without --compile"
+            ) from error
+        finally:
+            model.zero_grad(set_to_none=True)
+        self.needs_warm_up = False
+        return time.perf_counter() - start
+
+
+@contextmanager
+def generator_as_global_rng(generator: torch.Generator):
+    """Let the global RNG stand in for `generator` inside the block: its state goes in, the
+    advanced state comes back out to the generator, and the global RNG is restored."""
+    saved = torch.get_rng_state()
+    torch.set_rng_state(generator.get_state())
+    try:
+        yield
+    finally:
+        generator.set_state(torch.get_rng_state())
+        torch.set_rng_state(saved)
 
 
 def _term_sums(terms: ELBOTerms, *extra: Tensor) -> Tensor:
