@@ -77,7 +77,7 @@ def _first_record(run):
     return json.loads((run / runs.METRICS).read_text().splitlines()[0])
 
 
-def test_the_warm_up_compiles_both_batch_shapes_and_changes_no_state():
+def test_the_warm_up_compiles_the_full_batch_and_changes_no_state():
     config = SMALL.replace(train={"compile": True})
     torch.manual_seed(0)
     model = build_model(config.model, (1, 8, 8))
@@ -93,7 +93,7 @@ def test_the_warm_up_compiles_both_batch_shapes_and_changes_no_state():
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), global_rng)
     generator = torch.Generator().manual_seed(1)
-    with torch._dynamo.config.patch(error_on_recompile=True):  # both shapes are compiled already
+    with torch._dynamo.config.patch(error_on_recompile=True):  # compiled already; the last batch is eager
         for size in (64, 36):
             step(model, objective, x_train[torch.arange(size)], generator, 0.3, 1, False)[0].backward()
 

@@ -377,8 +377,9 @@ class StepLoss:
     the global RNG with the run's generator state swapped in for the step and swapped back out
     after it (`generator_as_global_rng`), and inductor's `fallback_random` makes those draws
     PyTorch's own: the stream, and the resumed run, are exactly those of the eager step.
-    Shapes are static: one graph for the full batches and one for a smaller last batch, both
-    compiled by `warm_up` before the first epoch.
+    Shapes are static and one graph is compiled, for the full batch, by `warm_up` before the
+    first epoch; a smaller last batch runs eagerly (one step an epoch does not repay a second
+    compile, which would double the wait).
     """
 
     def __init__(self, compiled: bool) -> None:
@@ -386,26 +387,32 @@ class StepLoss:
             torch.compile(step_loss, dynamic=False, options={"fallback_random": True}) if compiled else None
         )
         self.needs_warm_up = compiled
+        self.batch_size: int | None = None  # the compiled batch size, set by warm_up
 
     def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, bf16: bool):
-        if self.compiled is None:
+        if self.compiled is None or len(x) != self.batch_size:
             return step_loss(model, objective, x, generator, beta, k, bf16)
         with generator_as_global_rng(generator):  # beta is a tensor so that KL warm-up does not recompile
             return self.compiled(model, objective, x, None, torch.tensor(beta), k, bf16)
 
     def warm_up(self, model: VAE, objective, x_train: Tensor, config: RunConfig) -> float:
-        """Compile the step (forward and backward) for the batch shapes of an epoch; changes no
-        state of the run (weights, gradients, RNG streams). Returns the seconds it took."""
-        n, batch_size = len(x_train), config.train.batch_size
-        k, bf16 = config.objective.k, config.train.precision == "bf16"
-        sizes = sorted({min(batch_size, n), n % batch_size} - {0}, reverse=True)
+        """Compile the step (forward and backward) for the epoch's full batches; changes no state
+        of the run (weights, gradients, RNG streams). Returns the seconds it took."""
+        self.batch_size = min(config.train.batch_size, len(x_train))
         start = time.perf_counter()
         model.train()
-        try:
-            for size in sizes:  # batches made as the epoch makes them; a throwaway generator
-                x = x_train[torch.arange(size)]
-                loss, _ = self(model, objective, x, torch.Generator(), 1.0, k, bf16)
-                loss.backward()
+        try:  # a batch made as the epoch makes them, and a throwaway generator
+            x = x_train[torch.arange(self.batch_size)]
+            loss, _ = self(
+                model,
+                objective,
+                x,
+                torch.Generator(),
+                1.0,
+                config.objective.k,
+                config.train.precision == "bf16",
+            )
+            loss.backward()
         except Exception as error:  # no C++ compiler, an unsupported operation, ...
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise UserError(
