@@ -11,6 +11,7 @@ import torch
 from vaelab import runs
 from vaelab.config import RunConfig
 from vaelab.data import load_data
+from vaelab.errors import UserError
 from vaelab.models import build_model
 from vaelab.objectives import objective_for
 from vaelab.train import StepLoss, Trainer, step_loss, train
@@ -88,7 +89,7 @@ def test_the_warm_up_compiles_the_full_batch_and_changes_no_state():
     step = StepLoss(compiled=True)
     torch._dynamo.reset()
     step.warm_up(model, objective, x_train, config)
-    assert not step.needs_warm_up
+    assert step.batch_size == 64
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), global_rng)
@@ -108,3 +109,15 @@ def test_a_compiled_run_resumes_exactly(tmp_path):
     assert (tmp_path / "resumed" / runs.WEIGHTS).read_bytes() == (
         tmp_path / "straight" / runs.WEIGHTS
     ).read_bytes()
+
+
+def test_a_failed_compile_leaves_no_run_behind(tmp_path, monkeypatch):
+    def fail(*args):
+        raise UserError(
+            "train.compile: torch.compile failed (InvalidCxxCompiler: ...); train without --compile"
+        )
+
+    monkeypatch.setattr(StepLoss, "warm_up", fail)
+    with pytest.raises(UserError, match="without --compile"):
+        Trainer(SMALL.replace(train={"compile": True}), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -140,6 +140,11 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.train.seed)
         self.objective = objective_for(model, config.objective.name)
         self.step_loss = StepLoss(config.train.compile)
+        self.compile_seconds = None  # compiled before anything is written: a failure leaves no run behind
+        if config.train.compile:
+            if progress:
+                tqdm.write("compiling the training step (torch.compile; ~20 s the first time) ...")
+            self.compile_seconds = self.step_loss.warm_up(model, self.objective, splits.train, config)
         self.stopped_early = False
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -186,9 +191,8 @@ class Trainer:
         start = time.perf_counter()
         lr = state["lr"] if config.train.lr_schedule == "plateau" else learning_rate(config, epoch)
         record: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        if self.step_loss.needs_warm_up:
-            seconds = self.step_loss.warm_up(model, self.objective, self.splits.train, config)
-            record["compile_seconds"] = seconds
+        if self.compile_seconds is not None:  # reported with the first epoch this process trains
+            record["compile_seconds"], self.compile_seconds = self.compile_seconds, None
         record.update(
             _train_epoch(
                 model,
@@ -377,16 +381,15 @@ class StepLoss:
     the global RNG with the run's generator state swapped in for the step and swapped back out
     after it (`generator_as_global_rng`), and inductor's `fallback_random` makes those draws
     PyTorch's own: the stream, and the resumed run, are exactly those of the eager step.
-    Shapes are static and one graph is compiled, for the full batch, by `warm_up` before the
-    first epoch; a smaller last batch runs eagerly (one step an epoch does not repay a second
-    compile, which would double the wait).
+    Shapes are static and one graph is compiled, for the full batch, by `warm_up` (which the
+    Trainer calls before it writes anything); a smaller last batch runs eagerly (one step an
+    epoch does not repay a second compile, which would double the wait).
     """
 
     def __init__(self, compiled: bool) -> None:
         self.compiled = (
             torch.compile(step_loss, dynamic=False, options={"fallback_random": True}) if compiled else None
         )
-        self.needs_warm_up = compiled
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
 
     def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, bf16: bool):
@@ -421,7 +424,6 @@ class StepLoss:
             ) from error
         finally:
             model.zero_grad(set_to_none=True)
-        self.needs_warm_up = False
         return time.perf_counter() - start
 
 
