@@ -3,6 +3,7 @@ the validation split only, then report test -log p(x) (importance sampling, all 
 
     python -m benchmarks.likelihood_recipe --minutes 60              # the recipe (~75 min)
     python -m benchmarks.likelihood_recipe --minutes 5 --k 1000 --ablations  # what each ingredient buys
+    python -m benchmarks.likelihood_recipe --minutes 60 --compile    # the same with --compile
     python -m benchmarks.likelihood_recipe --smoke                   # seconds, embedded data
 
 The recipe is the preset `vaelab train --preset recipe` (see vaelab/config.py). With
@@ -123,17 +124,21 @@ def main() -> None:
         help="also train each ablation under the same budget (those whose name contains a WORD, "
         "e.g. --ablations VampPrior IWAE; all without a WORD)",
     )
+    p.add_argument(
+        "--compile", action="store_true", help="train with the step compiled (train.compile; same recipe)"
+    )
     args = p.parse_args()
     source = "mnist5k" if args.smoke or not (SHARED / "test.npz").is_file() else f"binarized-mnist:{SHARED}"
     binarize = "static" if source == "mnist5k" else "none"
     minutes, k = (0.05, 50) if args.smoke else (args.minutes, args.k)
     recipe = preset("recipe").replace(
-        data={"source": source, "binarize": binarize}, train={"minutes": minutes}
+        data={"source": source, "binarize": binarize}, train={"minutes": minutes, "compile": args.compile}
     )
+    suffix = "-compiled" if args.compile else ""
 
     rows = []
     for name, config in variants(recipe, args.ablations).items():
-        out = OUT / ("smoke" if args.smoke else "recipe") / f"{slug(name)}-{minutes:g}min"
+        out = OUT / ("smoke" if args.smoke else "recipe") / f"{slug(name)}-{minutes:g}min{suffix}"
         info = runs.run_info(out) if (out / runs.RUN).is_file() else {}
         if info.get("status") != "finished":
             print(f"training {name!r} for up to {minutes:g} min -> {out}", flush=True)
