@@ -173,7 +173,7 @@ def main() -> None:
     for name, value in PUBLISHED:
         print(f"  {name:<52}{value:>7.2f}")
     print("\nwithin the recipe run (validation split):")
-    for line in within_run(OUT / ("smoke" if args.smoke else "recipe") / f"recipe-{minutes:g}min"):
+    for line in within_run(OUT / ("smoke" if args.smoke else "recipe") / f"recipe-{minutes:g}min{suffix}"):
         print(f"  {line}")
     target = 85.0
     nll = rows[0][5]
