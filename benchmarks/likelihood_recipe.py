@@ -136,9 +136,12 @@ def main() -> None:
     )
     suffix = "-compiled" if args.compile else ""
 
+    def run_dir(name: str) -> Path:  # one place, so the table and the within-run lines read one run
+        return OUT / ("smoke" if args.smoke else "recipe") / f"{slug(name)}-{minutes:g}min{suffix}"
+
     rows = []
     for name, config in variants(recipe, args.ablations).items():
-        out = OUT / ("smoke" if args.smoke else "recipe") / f"{slug(name)}-{minutes:g}min{suffix}"
+        out = run_dir(name)
         info = runs.run_info(out) if (out / runs.RUN).is_file() else {}
         if info.get("status") != "finished":
             print(f"training {name!r} for up to {minutes:g} min -> {out}", flush=True)
@@ -173,7 +176,7 @@ def main() -> None:
     for name, value in PUBLISHED:
         print(f"  {name:<52}{value:>7.2f}")
     print("\nwithin the recipe run (validation split):")
-    for line in within_run(OUT / ("smoke" if args.smoke else "recipe") / f"recipe-{minutes:g}min{suffix}"):
+    for line in within_run(run_dir("recipe")):
         print(f"  {line}")
     target = 85.0
     nll = rows[0][5]

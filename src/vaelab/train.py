@@ -417,9 +417,10 @@ class StepLoss:
             )
             loss.backward()
         except Exception as error:  # no C++ compiler, an unsupported operation, ...
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = str(error).strip()
+            first_line = message.splitlines()[0][:200] if message else ""
             raise UserError(
-                f"train.compile: torch.compile failed ({type(error).__name__}: {first_line[:200]}); "
+                f"train.compile: torch.compile failed ({type(error).__name__}: {first_line}); "
                 "train without --compile"
             ) from error
         finally:
