@@ -76,9 +76,9 @@ def _bad_inputs(tmp_path):
         (["--data", f"npz:{corrupt}"], "corrupt or truncated .npz"),
         (["--data", f"npy:{nan}"], "NaN"),
         (["--data", f"npy:{wide}"], "--likelihood gaussian"),
-        (["--data", "digits", "--latent-dim", "0"], "latent_dim: must be an integer >= 1"),
+        (["--data", "digits", "--latent-dim", "0"], "argument --latent-dim: Input should be greater than or equal to 1"),
         (["--data", "digits", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
-        (["--data", "digits", "--config", str(config)], "unknown key(s) epocs"),
+        (["--data", "digits", "--config", str(config)], "train.epocs: unknown key; known: epochs, batch_size"),
     ]
 
 
@@ -107,10 +107,7 @@ def test_a_bad_number_in_a_sweep_flag_is_one_line_naming_the_flag(tmp_path, caps
 
 
 def test_compile_flag_turns_compilation_on_and_off(tmp_path, capsys):
-    from vaelab.cli import build_parser, train_config
-
-    def config(*argv):
-        return train_config(build_parser().parse_args(["train", *map(str, argv)]))
+    from test_config import parse_train as config
 
     assert config().train.compile is False
     assert config("--compile").train.compile is True

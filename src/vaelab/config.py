@@ -1,94 +1,167 @@
-"""Frozen configuration dataclasses: one per pipeline stage, strict about unknown keys.
+"""Configuration: one frozen, strict pydantic model per pipeline stage, the single source of options.
 
-A run is fully described by a `RunConfig` (data, model, objective, training). The CLI maps its
-flags one-to-one onto these fields; `RunConfig.from_dict` rejects unknown keys with the key's
-path, so a typo in a JSON config is an error, never silently ignored. `validate()` checks values
-without side effects and raises `UserError` naming the offending field.
+A run is fully described by a `RunConfig` (data, model, objective, training). Each field's type,
+range, default and description are declared once, here, and drive everything else:
+
+- validation of config files and of a run directory's config.json (`RunConfig.from_dict`): strict
+  types (no "0.1" for a number, no `true` for an integer), no NaN or infinity, ranges, and unknown
+  keys refused, each error one line naming the field (`model.dropout: ...`);
+- the command line (`vaelab.cli.options` turns every field into a flag with its help, choices,
+  metavar and parser; `Flag` metadata renames a flag where the field's name is not the flag's);
+- library errors, which name config fields; only the CLI speaks of flags.
+
+Options that several commands share (a seed, a precision, a sample count) are declared once as
+annotated types below (`Seed`, `Samples`, ...) and used by the command option models too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field, fields
-from typing import Any
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from vaelab.errors import UserError
 
-BINARIZATIONS = ("none", "static", "dynamic")
-PRECISIONS = ("fp32", "bf16")
-LR_SCHEDULES = ("constant", "cosine", "plateau")
-PRIORS = ("normal", "mog", "vamp")
+# --------------------------------------------------------------------------- shared metadata
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class Flag:
+    """How a field appears on the command line, where the default (`--field-name`) does not fit.
+
+    name: the flag (e.g. "--data" for `data.source`), or a positional's metavar with positional.
+    metavar: the placeholder in --help. none: the word that stands for None (e.g. "learned" for a
+    learned sigma). repeat: the flag may be given several times, each adding one item.
+    choices: the names of a registry, read when the parser is built (for a `str` field whose
+    values are a registry's keys; the registry's own lookup validates them in the library).
+    """
+
+    name: str | None = None
+    metavar: str | None = None
+    none: str | None = None
+    positional: bool = False
+    repeat: bool = False
+    choices: Callable[[], Iterable[str]] | None = None
+
+
+class Options(BaseModel):
+    """Base of every options model: strict types, frozen, finite numbers, unknown keys refused."""
+
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True
+    )
+
+
+SEED_LIMIT = 2**32
+"""Seeds are below 2^32: NumPy and scikit-learn's seeds are 32-bit, and every stream derives from one."""
+
+Seed = Annotated[
+    int,
+    Field(ge=0, lt=SEED_LIMIT, description="seed of the weights, the order and every random draw"),
+    Flag(metavar="N"),
+]
+Split = Annotated[Literal["train", "valid", "test"], Field(description="data split")]
+Precision = Annotated[
+    Literal["fp32", "bf16"],
+    Field(description="fp32, or bf16: matrix products in bfloat16, log-probabilities in float32"),
+]
+Samples = Annotated[
+    int, Field(ge=1, le=10**6, description="importance samples per example"), Flag(metavar="K")
+]
+Count = Annotated[int, Field(ge=1, le=10**6), Flag(metavar="N")]
+Positive = Annotated[float, Field(gt=0)]
+Hidden = Annotated[
+    tuple[Annotated[int, Strict(), Field(ge=1)], ...],
+    # a JSON list is the natural spelling of a tuple, so the outer container alone is lax
+    Field(min_length=1, strict=False),
+    Flag(metavar="H[,H...]"),
+]
+
+# ---------------------------------------------------------------------------- the run config
+
+BINARIZATIONS = ("none", "static", "dynamic")
+PRIORS = ("normal", "mog", "vamp")
+
+
+class DataConfig(Options):
     """Where the data come from and how they are binarized.
 
-    source: a spec string such as `mnist5k`, `digits`, `binarized-mnist:DIR`, `npz:FILE`.
     binarize: `none`; `static` (one fixed Bernoulli draw x' ~ Bernoulli(x) of every split);
     `dynamic` (a fresh draw of each training batch every epoch; validation and test are drawn
     once, statically, so evaluation numbers are on a fixed set).
     """
 
-    source: str = "mnist5k"
-    binarize: str = "none"
+    source: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=4096,
+            description="data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, fashion-mnist:DIR, "
+            "npz:FILE, npy:FILE, csv:FILE, folder:DIR",
+        ),
+        Flag(name="--data", metavar="SPEC"),
+    ] = "mnist5k"
+    binarize: Annotated[
+        Literal["none", "static", "dynamic"],
+        Field(description="binarize [0, 1] data: once (static) or per training batch (dynamic)"),
+    ] = "none"
 
-    def validate(self) -> None:
-        if self.binarize not in BINARIZATIONS:
-            raise UserError(f"data.binarize: {self.binarize!r} is not one of {', '.join(BINARIZATIONS)}")
 
-
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Options):
     """Encoder, decoder, prior and likelihood.
 
     kind: `vae` (Gaussian q(z|x)) or `ae` (deterministic code, reconstruction term only).
-    net: `mlp` (hidden sizes `hidden`, mirrored in the decoder) or `conv` (a small conv net for
-    images; `hidden` sizes the fully connected layer). likelihood: `bernoulli` (from logits) or
-    `gaussian` with a fixed `sigma`, or a learned per-dimension sigma when `sigma` is None.
-    prior: `normal` (N(0, I)), `mog` (a learned mixture of `prior_components` diagonal Gaussians)
-    or `vamp` (the VampPrior, Tomczak & Welling 2018: p(z) = (1/K) sum_k q(z | u_k) with K =
-    `prior_components` learned pseudo-inputs u_k). dropout: the drop probability after every hidden
-    layer of both networks during training (0: none; off at evaluation).
+    net: `mlp` (hidden sizes `hidden`, mirrored in the decoder), `gated` (gated MLP, Dauphin et al.
+    2017; its gates replace the activation) or `conv` (a small conv net for images; `hidden` sizes
+    the fully connected layer). likelihood: `bernoulli` (from logits) or `gaussian` with a fixed
+    `sigma`, or a learned per-dimension sigma when `sigma` is None. prior: `normal` (N(0, I)),
+    `mog` (a learned mixture of `prior_components` diagonal Gaussians) or `vamp` (the VampPrior,
+    Tomczak & Welling 2018: p(z) = (1/K) sum_k q(z | u_k) with K = `prior_components` learned
+    pseudo-inputs u_k). dropout: the drop probability after every hidden layer of both networks
+    during training (0: none; off at evaluation).
     """
 
-    kind: str = "vae"
-    latent_dim: int = 2
-    net: str = "mlp"
-    hidden: tuple[int, ...] = (512, 256)
-    activation: str = "relu"
-    likelihood: str = "bernoulli"
-    sigma: float | None = 0.1
-    prior: str = "normal"
-    prior_components: int = 500
-    dropout: float = 0.0
+    kind: Annotated[
+        Literal["vae", "ae"],
+        Field(description="vae, or ae: a deterministic code trained on the reconstruction term only"),
+        Flag(name="--model"),
+    ] = "vae"
+    latent_dim: Annotated[int, Field(ge=1, description="latent size Z"), Flag(metavar="N")] = 2
+    net: Annotated[Literal["mlp", "gated", "conv"], Field(description="mlp, gated (gated MLP) or conv")] = (
+        "mlp"
+    )
+    hidden: Annotated[Hidden, Field(description="hidden layer sizes, e.g. 400 or 512,256")] = (512, 256)
+    activation: Annotated[
+        Literal["relu", "elu", "tanh", "gelu"],
+        Field(description="activation of the mlp and conv nets (a gated net has gates instead)"),
+    ] = "relu"
+    likelihood: Annotated[
+        Literal["bernoulli", "gaussian"], Field(description="p(x|z): bernoulli (from logits) or gaussian")
+    ] = "bernoulli"
+    sigma: Annotated[
+        Positive | None,
+        Field(description="the gaussian likelihood's sigma: a number, or 'learned' (per dimension)"),
+        Flag(metavar="S", none="learned"),
+    ] = 0.1
+    prior: Annotated[
+        Literal["normal", "mog", "vamp"],
+        Field(description="p(z): normal (N(0, I)), mog (learned mixture) or vamp (VampPrior)"),
+    ] = "normal"
+    prior_components: Annotated[
+        int, Field(ge=1, description="components or pseudo-inputs of a mog or vamp prior"), Flag(metavar="K")
+    ] = 500
+    dropout: Annotated[
+        float,
+        Field(ge=0.0, lt=1.0, description="dropout probability after every hidden layer while training"),
+        Flag(metavar="P"),
+    ] = 0.0
 
-    def validate(self) -> None:
-        from vaelab.models import MODELS
-        from vaelab.nets import ACTIVATIONS, NETS
 
-        _one_of("model.kind", self.kind, MODELS)
-        _one_of("model.net", self.net, NETS)
-        _one_of("model.activation", self.activation, ACTIVATIONS)
-        _one_of("model.likelihood", self.likelihood, ("bernoulli", "gaussian"))
-        if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
-            raise UserError(f"model.latent_dim: must be an integer >= 1, got {self.latent_dim!r}")
-        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise UserError(f"model.hidden: must be one or more positive integers, got {self.hidden!r}")
-        _one_of("model.prior", self.prior, PRIORS)
-        if not isinstance(self.prior_components, int) or self.prior_components < 1:
-            raise UserError(f"model.prior_components: must be an integer >= 1, got {self.prior_components!r}")
-        if not (0.0 <= self.dropout < 1.0):
-            raise UserError(f"model.dropout: must be a probability in [0, 1), got {self.dropout!r}")
-        if self.sigma is not None and not (self.sigma > 0 and math.isfinite(self.sigma)):
-            raise UserError(
-                f"model.sigma: must be a positive number (or null for learned), got {self.sigma!r}"
-            )
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
+class ObjectiveConfig(Options):
     """What training maximizes, per example (the trainer averages over the batch).
 
     `elbo`: E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)) with one reparameterized sample
@@ -96,29 +169,24 @@ class ObjectiveConfig:
     `iwae`: the importance-weighted bound with `k` samples (Burda et al. 2015, eq. 8).
     kl_warmup_epochs: the KL weight ramps linearly from 0 to beta over that many epochs
     (Sønderby et al. 2016; Bowman et al. 2016), then stays at beta. Logged ELBOs are always the
-    true bound (weight 1).
-    An `ae` model trains on the reconstruction term log p(x|z = encoder(x)) whatever is set here.
+    true bound (weight 1). An `ae` model trains on the reconstruction term log p(x|z = f(x)).
     """
 
-    name: str = "elbo"
-    beta: float = 1.0
-    k: int = 1
-    kl_warmup_epochs: int = 0
-
-    def validate(self) -> None:
-        from vaelab.objectives import OBJECTIVES
-
-        _one_of("objective.name", self.name, OBJECTIVES)
-        if not (self.beta >= 0 and math.isfinite(self.beta)):
-            raise UserError(f"objective.beta: must be a finite number >= 0, got {self.beta!r}")
-        if not isinstance(self.k, int) or self.k < 1:
-            raise UserError(f"objective.k: must be an integer >= 1, got {self.k!r}")
-        if not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
-            raise UserError(f"objective.kl_warmup_epochs: must be >= 0, got {self.kl_warmup_epochs!r}")
+    name: Annotated[
+        Literal["elbo", "iwae"],
+        Field(description="elbo, or iwae: the importance-weighted bound"),
+        Flag(name="--objective"),
+    ] = "elbo"
+    beta: Annotated[
+        float, Field(ge=0.0, description="weight of the KL term (1: the ELBO)"), Flag(metavar="B")
+    ] = 1.0
+    k: Annotated[int, Field(ge=1, description="samples of the iwae bound"), Flag(metavar="K")] = 1
+    kl_warmup_epochs: Annotated[
+        int, Field(ge=0, description="ramp the KL weight from 0 to beta over N epochs"), Flag(metavar="N")
+    ] = 0
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Options):
     """Optimization with Adam.
 
     Model selection is on the validation value of the bound the objective trains (the ELBO, or
@@ -146,106 +214,170 @@ class TrainConfig:
     the run's generator.
     """
 
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    patience: int | None = None
-    threads: int | None = None
-    precision: str = "fp32"
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    lr_patience: int = 10
-    ema: float = 0.0
-    minutes: float | None = None
-    compile: bool = False
+    epochs: Annotated[Count, Field(description="epochs")] = 30
+    batch_size: Annotated[Count, Field(description="minibatch size")] = 128
+    lr: Annotated[Positive, Field(description="Adam learning rate"), Flag(metavar="F")] = 1e-3
+    seed: Seed = 0
+    patience: Annotated[
+        Count | None, Field(description="early stopping: stop after N epochs without validation improvement")
+    ] = None
+    threads: Annotated[Count | None, Field(description="CPU threads (default: PyTorch's)")] = None
+    precision: Precision = "fp32"
+    weight_decay: Annotated[
+        float, Field(ge=0.0, description="decoupled weight decay, AdamW"), Flag(metavar="F")
+    ] = 0.0
+    lr_schedule: Annotated[
+        Literal["constant", "cosine", "plateau"],
+        Field(
+            description="constant; cosine decay to lr/100; or plateau: halve after lr-patience epochs "
+            "without validation improvement"
+        ),
+    ] = "constant"
+    lr_patience: Annotated[
+        Count, Field(description="epochs without improvement before the plateau schedule halves lr")
+    ] = 10
+    ema: Annotated[
+        float,
+        Field(
+            ge=0.0, lt=1.0, description="Polyak averaging of the weights with this decay per step (0: off)"
+        ),
+        Flag(metavar="D"),
+    ] = 0.0
+    minutes: Annotated[
+        Positive | None, Field(description="wall-clock budget for training"), Flag(metavar="M")
+    ] = None
+    compile: Annotated[
+        bool,
+        Field(
+            description="compile the training step with torch.compile: faster epochs after a one-time "
+            "compile of seconds to tens of seconds (needs a C++ compiler)"
+        ),
+    ] = False
 
-    def validate(self) -> None:
-        if not isinstance(self.compile, bool):
-            raise UserError(f"train.compile: must be true or false, got {self.compile!r}")
-        if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
-            raise UserError(f"train.minutes: must be a positive number, got {self.minutes!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"train.{name}: must be an integer >= 1, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"train.lr: must be a positive number, got {self.lr!r}")
-        if self.patience is not None and self.patience < 1:
-            raise UserError(f"train.patience: must be >= 1, got {self.patience!r}")
-        if self.threads is not None and self.threads < 1:
-            raise UserError(f"train.threads: must be >= 1, got {self.threads!r}")
-        _one_of("train.precision", self.precision, PRECISIONS)
-        _one_of("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        if not isinstance(self.lr_patience, int) or self.lr_patience < 1:
-            raise UserError(f"train.lr_patience: must be an integer >= 1, got {self.lr_patience!r}")
-        if not (0.0 <= self.ema < 1.0):
-            raise UserError(f"train.ema: must be a decay in [0, 1) (0 turns averaging off), got {self.ema!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise UserError(f"train.weight_decay: must be a finite number >= 0, got {self.weight_decay!r}")
+
+SECTIONS = ("data", "model", "objective", "train")
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class RunConfig(Options):
+    """Everything that defines a run; `config.json` of a run directory is its `to_dict()`."""
 
-    def validate(self) -> RunConfig:
-        for part in (self.data, self.model, self.objective, self.train):
-            part.validate()
-        return self
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    train: TrainConfig = TrainConfig()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON types (tuples become lists), for config.json."""
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str = "config") -> RunConfig:
-        """Build from nested dicts; unknown sections or keys raise UserError naming them."""
+    def from_dict(cls, raw: Any, where: str = "config") -> RunConfig:
+        """Validate nested dicts (a config file, a run's config.json); every problem is a
+        UserError naming `where` and the field, e.g. "run/config.json: model.dropout: ..."."""
         if not isinstance(raw, dict):
-            raise UserError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-        sections = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
-        unknown = sorted(set(raw) - set(sections))
-        if unknown:
-            raise UserError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
-        parts = {}
-        for name, factory in sections.items():
-            parts[name] = _section_from_dict(type(factory()), raw.get(name, {}), f"{where}: {name}")
-        return cls(**parts)
+            raise UserError(f"{where}: expected a JSON object with sections {', '.join(SECTIONS)}")
+        return validated(cls, raw, where)
 
     def replace(self, **sections: dict[str, Any]) -> RunConfig:
-        """A copy with fields of the named sections replaced, e.g. replace(train={"epochs": 5})."""
-        parts = {}
-        for name, changes in sections.items():
-            current = getattr(self, name)
-            unknown = sorted(set(changes) - {f.name for f in fields(current)})
-            if unknown:
-                raise UserError(f"{name}: unknown key(s) {', '.join(unknown)}")
-            parts[name] = dataclasses.replace(current, **changes)
-        return dataclasses.replace(self, **parts)
+        """A validated copy with fields of the named sections replaced, e.g.
+        replace(train={"epochs": 5})."""
+        return merged(self, sections)
+
+    def ignored_settings(self, given: set[str]) -> list[str]:
+        """The fields in `given` (dotted names a user set) that this config would ignore, each with
+        why; a user's setting that would have no effect is refused rather than dropped silently."""
+        why = {
+            "model.sigma": self.model.likelihood != "gaussian" and "it applies to the gaussian likelihood",
+            "model.activation": self.model.net == "gated" and "a gated net has gates instead",
+            "model.prior_components": self.model.prior == "normal" and "the normal prior has no components",
+            "objective.k": self.objective.name != "iwae" and "the elbo objective draws one sample",
+            "train.lr_patience": self.train.lr_schedule != "plateau" and "it applies to lr_schedule plateau",
+        }
+        if self.model.kind == "ae":
+            for name in ("objective.name", "objective.beta", "objective.k", "objective.kl_warmup_epochs"):
+                why[name] = "an ae trains on the reconstruction term only"
+            why["model.prior"] = why["model.prior_components"] = "an ae has no prior"
+        return [f"{name}: ignored ({reason})" for name, reason in why.items() if reason and name in given]
 
 
-def _section_from_dict(kind: type, raw: Any, where: str):
+def validated(kind: type[Options], raw: dict[str, Any], where: str):
+    """`kind.model_validate(raw)`, with the first problem as one UserError line."""
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as err:
+        raise config_error(err, where, kind) from None
+
+
+def merged(config: RunConfig, *layers: dict[str, dict[str, Any]]) -> RunConfig:
+    """`config` with each layer's section fields laid over it in turn, validated once."""
+    base = config.model_dump()
+    for layer in layers:
+        for section, values in layer.items():
+            if section not in SECTIONS:
+                raise UserError(f"{section}: unknown section; known: {', '.join(SECTIONS)}")
+            if not isinstance(values, dict):
+                raise UserError(f"{section}: expected an object of fields")
+            base[section] = {**base[section], **values}
+    return validated(RunConfig, base, "config")
+
+
+class ConfigError(UserError):
+    """A value that fails validation; `field` is its dotted name, so the CLI can name the flag."""
+
+    def __init__(self, where: str, field: str, problem: str) -> None:
+        self.where, self.field, self.problem = where, field, problem
+        super().__init__(f"{where}: {field}: {problem}" if where else f"{field}: {problem}")
+
+
+def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> ConfigError:
+    """One line for the first of pydantic's errors, with the value that failed (or, for an
+    unknown key, the keys that are known there)."""
+    first = err.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    problem = first["msg"]
+    if first["type"] == "extra_forbidden":
+        for part in first["loc"][:-1]:
+            kind = kind.model_fields[str(part)].annotation  # type: ignore[assignment]
+        problem = f"unknown key; known: {', '.join(kind.model_fields)}"
+    elif first["type"] != "missing":
+        shown = repr(first.get("input"))
+        problem += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+    more = err.error_count() - 1
+    if more:
+        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(where, field, problem)
+
+
+# ------------------------------------------------------------------------------ config files
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is a few hundred bytes; anything above a megabyte is not one."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A JSON config file as a dict, refusing what is not one (size, nesting, syntax) in one line."""
+    if not path.is_file():
+        raise UserError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes is too large for a config file")
+    try:
+        raw = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise UserError(f"{path}: not valid JSON ({reason})") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a JSON object")
-    names = {f.name for f in fields(kind)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    values = dict(raw)
-    if "hidden" in values and isinstance(values["hidden"], list):
-        values["hidden"] = tuple(values["hidden"])
-    return kind(**values)
+        raise UserError(f"{path}: expected a JSON object with sections {', '.join(SECTIONS)}")
+    return raw
 
 
-def _one_of(name: str, value: str, choices) -> None:
-    if value not in choices:
-        raise UserError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+# ----------------------------------------------------------------------------------- presets
 
+PresetName = Literal["classic", "recipe"]
+"""The names of `PRESETS` (a test checks that the two agree)."""
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The classic MLP VAE of pytorch/examples, Kingma & Welling (2014) and the peers' benchmarks.
+    # The classic MLP VAE of pytorch/examples and Kingma & Welling (2014), the figure other VAE
+    # libraries (pythae, Pyro) report.
     "classic": {
         "model": {"net": "mlp", "hidden": (400,), "latent_dim": 20},
         "train": {"batch_size": 128, "lr": 1e-3},
@@ -286,4 +418,4 @@ def preset(name: str) -> RunConfig:
     """The RunConfig of a named preset (defaults for every field it does not set)."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return RunConfig().replace(**PRESETS[name])
+    return merged(RunConfig(), PRESETS[name])

@@ -150,7 +150,7 @@ def evaluate_run(
     result = evaluate_model(
         model, x, k=k, batch_size=batch_size, seed=seed, run=str(run_dir), split=split, precision=precision
     )
-    name = "eval.json" if split == "test" else f"eval-{split}.json"
+    name = eval_path(run_dir, split).name
     runs.write_json(run_dir / name, result.to_dict())
     return result
 
@@ -182,3 +182,8 @@ def format_evaluation(e: Evaluation) -> str:
         top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]
         lines.append(f"  {'KL per latent dim, top':<26} " + ", ".join(f"z{i} {v:.2f}" for i, v in top))
     return "\n".join(lines)
+
+
+def eval_path(run_dir: str | Path, split: str = "test") -> Path:
+    """Where `evaluate_run` writes: RUN/eval.json for the test split, RUN/eval-<split>.json else."""
+    return Path(run_dir) / ("eval.json" if split == "test" else f"eval-{split}.json")

@@ -143,5 +143,4 @@ MODELS: dict[str, type[VAE]] = {"vae": VAE, "ae": AE}
 
 
 def build_model(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
-    config.validate()
     return MODELS[config.kind](config, x_shape)

@@ -212,7 +212,7 @@ def point_config(base: RunConfig, kind: str, value: float) -> RunConfig:
     sweep = _kind(kind)
     changes = {section: dict(fields_) for section, fields_ in sweep.fixed.items()}
     changes.setdefault(sweep.section, {})[sweep.field] = value
-    return base.replace(**changes).validate()
+    return base.replace(**changes)
 
 
 def point_dir(out_dir: Path, kind: str, value: float) -> Path:
@@ -243,7 +243,7 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
     from vaelab.plots import latent_statistics
     from vaelab.train import train
 
-    config = RunConfig.from_dict(config_dict).validate()
+    config = RunConfig.from_dict(config_dict)
     out = Path(run_dir)
     status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
     if status is not None and runs.read_config(out) != config:
@@ -309,7 +309,6 @@ def run_sweep(
     if k < 2:
         raise UserError(f"--k must be >= 2, got {k}")
     out_dir = Path(out_dir)
-    base = base.validate()
     values = [sweep.parse(str(v)) for v in values]
     configs = [point_config(base, kind, v) for v in values]
     if out_dir.exists() and (out_dir / runs.CONFIG).is_file():

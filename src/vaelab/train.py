@@ -117,7 +117,6 @@ class Trainer:
         splits: Splits | None = None,
     ) -> None:
         out = Path(out)
-        config.validate()
         if resume:
             runs.check_run_dir(out)
             config = runs.read_config(out)

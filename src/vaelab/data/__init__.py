@@ -82,7 +82,6 @@ def load_data(config: DataConfig) -> Splits:
     """Load, check and (statically) binarize the splits that `config` names."""
     from vaelab.data import embedded, files  # noqa: F401  (fill the registry)
 
-    config.validate()
     name, _, arg = config.source.partition(":")
     if name not in SOURCES:
         raise UserError(f"unknown data source {name!r}; known: {', '.join(sorted(SOURCES))}")

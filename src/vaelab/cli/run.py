@@ -1,0 +1,251 @@
+"""Commands on one run: `train`, `evaluate`, `sample`, `reconstruct`.
+
+vaelab train --data mnist5k --latent-dim 2 --epochs 30 --out runs/vae
+vaelab evaluate runs/vae --k 1000
+vaelab sample runs/vae --n 64
+vaelab reconstruct runs/vae
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from vaelab.cli.options import Fields, add_fields, add_run_config, build, run_config
+from vaelab.config import (
+    PRESETS,
+    Count,
+    Flag,
+    Options,
+    Precision,
+    PresetName,
+    RunConfig,
+    Samples,
+    Seed,
+    Split,
+    preset,
+)
+from vaelab.errors import UserError
+
+RunDir = Annotated[Path, Field(description="run directory"), Flag(name="RUN", positional=True)]
+
+
+def add_subcommands(sub) -> None:
+    for add in (add_train, add_evaluate, add_sample, add_reconstruct):
+        add(sub)
+
+
+# ------------------------------------------------------------------------------------- train
+
+
+class TrainOptions(Options):
+    """What `train` takes besides the run's config."""
+
+    preset: Annotated[
+        PresetName | None, Field(description=f"start from a named config: {', '.join(PRESETS)}")
+    ] = None
+    config: Annotated[
+        Path | None,
+        Field(description="JSON config with sections data, model, objective, train (flags override it)"),
+        Flag(metavar="FILE"),
+    ] = None
+    out: Annotated[
+        Path | None,
+        Field(description="run directory to create (default runs/<data>-<model>)"),
+        Flag(metavar="DIR"),
+    ] = None
+    resume: Annotated[
+        Path | None,
+        Field(description="continue an interrupted run from its last checkpoint"),
+        Flag(metavar="RUN"),
+    ] = None
+    overwrite: Annotated[bool, Field(description="replace an existing run at --out")] = False
+    quiet: Annotated[bool, Field(description="no progress bar or per-epoch lines")] = False
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a VAE or an AE into a run directory",
+        description="Train a model into the run directory --out. Flags override --config, which "
+        "overrides --preset, which overrides the defaults.",
+    )
+    p.set_defaults(func=cmd_train, fields=add_run_config(p), own=add_fields(p, TrainOptions))
+
+
+def train_config(fields: Fields, args: argparse.Namespace, options: TrainOptions) -> RunConfig:
+    """Defaults, then --preset, then --config JSON, then flags, validated once. A setting the user
+    gave that the config would ignore (e.g. --sigma with the bernoulli likelihood) is refused."""
+    base = preset(options.preset) if options.preset else RunConfig()
+    config, user_set = run_config(fields, args, base, options.config)
+    for problem in config.ignored_settings(user_set):
+        field, _, reason = problem.partition(": ")
+        name = fields[field].flag if hasattr(args, fields[field].dest) else f"{options.config}: {field}"
+        raise UserError(f"{name}: {reason}; drop it or change what it depends on")
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vaelab.train import train
+
+    options: TrainOptions = build(TrainOptions, args, args.own)
+    if options.resume is not None:
+        given = [args.fields[f].flag for f in args.fields.given(args)]
+        if options.preset:
+            given.append("--preset")
+        if given or options.config:
+            raise UserError(f"--resume uses the run's own config; drop {', '.join(given) or '--config'}")
+        out, config = options.resume, RunConfig()
+    else:
+        config = train_config(args.fields, args, options)
+        out = options.out or Path("runs") / f"{config.data.source.split(':')[0]}-{config.model.kind}"
+    result = train(
+        config,
+        out,
+        resume=options.resume is not None,
+        overwrite=options.overwrite,
+        progress=not options.quiet and sys.stderr.isatty(),
+        on_epoch=None if options.quiet else print_epoch,
+    )
+    print(
+        f"run: {result.run_dir}  (best validation {result.bound} {result.best_valid_bound:.3f} nats at epoch "
+        f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})"
+    )
+    return 0
+
+
+def print_epoch(record: dict[str, Any]) -> None:
+    """One line per epoch: the ELBO and its terms for a VAE (plus the bound selected on, when it
+    is not the ELBO), the reconstruction term alone for an AE, which has no ELBO."""
+    if "compile_seconds" in record:
+        print(f"compiled the training step in {record['compile_seconds']:.1f} s", flush=True)
+    speed = f"{record['images_per_second']:8.0f} img/s"
+    if record["bound"] == "reconstruction":
+        line = (
+            f"train recon {record['train_log_p_x_given_z_nats']:9.3f}  "
+            f"valid recon {record['valid_log_p_x_given_z_nats']:9.3f} nats/example  {speed}"
+        )
+    else:
+        line = (
+            f"train ELBO {record['train_elbo_nats']:9.3f}  valid ELBO {record['valid_elbo_nats']:9.3f} "
+            f"(recon {record['valid_log_p_x_given_z_nats']:9.3f}, KL {record['valid_kl_nats']:7.3f}) "
+            f"nats/example  {speed}"
+        )
+        if record["bound"] != "ELBO":
+            line += f"  valid {record['bound']} {record['valid_bound_nats']:9.3f}"
+    print(f"epoch {record['epoch']:>3}  {line}", flush=True)
+
+
+# ---------------------------------------------------------------------------------- evaluate
+
+
+class EvaluateOptions(Options):
+    run: RunDir
+    k: Samples = 1000
+    split: Split = "test"
+    batch_size: Annotated[Count, Field(description="examples per importance-sampling batch")] = 100
+    seed: Seed = 0
+    precision: Annotated[
+        Precision, Field(description="importance sampling's network products in fp32 or bf16 (~2x faster)")
+    ] = "fp32"
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="ELBO, its terms and an importance-sampled log p(x) of a run on a split",
+        description="Evaluate a run on a data split; writes RUN/eval.json (RUN/eval-SPLIT.json for "
+        "another split than test).",
+    )
+    p.set_defaults(func=cmd_evaluate, own=add_fields(p, EvaluateOptions))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vaelab.evaluate import eval_path, evaluate_run, format_evaluation
+
+    options: EvaluateOptions = build(EvaluateOptions, args, args.own)
+    result = evaluate_run(
+        options.run,
+        k=options.k,
+        split=options.split,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        precision=options.precision,
+    )
+    print(format_evaluation(result))
+    print(f"written: {eval_path(options.run, options.split)}")
+    return 0
+
+
+# ----------------------------------------------------------------------- sample, reconstruct
+
+
+class SampleOptions(Options):
+    run: RunDir
+    n: Annotated[Count, Field(description="number of samples")] = 64
+    mode: Annotated[
+        Literal["mean", "sample"],
+        Field(description="show the decoder mean E[x|z] or a draw x ~ p(x|z)"),
+    ] = "mean"
+    seed: Seed = 0
+    out: Annotated[
+        Path | None, Field(description="PNG file (default RUN/samples.png)"), Flag(metavar="FILE")
+    ] = None
+
+
+class ReconstructOptions(Options):
+    run: RunDir
+    n: Annotated[Count, Field(description="number of examples")] = 32
+    split: Split = "test"
+    seed: Annotated[Seed, Field(description="seed of the random choice of examples")] = 0
+    out: Annotated[
+        Path | None, Field(description="PNG file (default RUN/reconstructions.png)"), Flag(metavar="FILE")
+    ] = None
+
+
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="decode samples z ~ p(z) into a PNG grid")
+    p.set_defaults(func=cmd_sample, own=add_fields(p, SampleOptions))
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import vaelab
+    from vaelab.plots import plot_prior_samples
+
+    options: SampleOptions = build(SampleOptions, args, args.own)
+    path = plot_prior_samples(
+        vaelab.load(options.run),
+        options.out or options.run / "samples.png",
+        options.n,
+        mode=options.mode,
+        seed=options.seed,
+    )
+    print(f"written: {path}")
+    return 0
+
+
+def add_reconstruct(sub) -> None:
+    p = sub.add_parser("reconstruct", help="originals over their reconstructions, as a PNG")
+    p.set_defaults(func=cmd_reconstruct, own=add_fields(p, ReconstructOptions))
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    import vaelab
+    from vaelab.data import load_data
+    from vaelab.plots import plot_reconstructions
+    from vaelab.runs import check_run_dir, read_config
+
+    options: ReconstructOptions = build(ReconstructOptions, args, args.own)
+    model = vaelab.load(options.run)
+    x = load_data(read_config(check_run_dir(options.run)).data).split(options.split)
+    # a random subset: test files are often sorted by class, so a prefix would show one digit
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(options.seed))[: options.n]
+    path = plot_reconstructions(model, x[pick], options.out or options.run / "reconstructions.png")
+    print(f"written: {path}")
+    return 0
