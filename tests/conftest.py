@@ -24,3 +24,17 @@ def tiny_npz(tmp_path) -> Path:
     path = tmp_path / "tiny.npz"
     np.savez(path, x=(rng.random((120, 8, 8)) < 0.3).astype(np.float32), y=np.repeat(np.arange(4), 30))
     return path
+
+
+@pytest.fixture
+def parse_train():
+    """`vaelab train FLAGS` parsed into its RunConfig, without training."""
+    from vaelab.cli import build_parser
+    from vaelab.cli.options import build
+    from vaelab.cli.run import TrainOptions, train_config
+
+    def parse(*argv):
+        args = build_parser().parse_args(["train", *map(str, argv)])
+        return train_config(args.fields, args, build(TrainOptions, args, args.own))
+
+    return parse

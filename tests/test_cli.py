@@ -76,9 +76,15 @@ def _bad_inputs(tmp_path):
         (["--data", f"npz:{corrupt}"], "corrupt or truncated .npz"),
         (["--data", f"npy:{nan}"], "NaN"),
         (["--data", f"npy:{wide}"], "--likelihood gaussian"),
-        (["--data", "digits", "--latent-dim", "0"], "argument --latent-dim: Input should be greater than or equal to 1"),
+        (
+            ["--data", "digits", "--latent-dim", "0"],
+            "argument --latent-dim: Input should be greater than or equal to 1",
+        ),
         (["--data", "digits", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
-        (["--data", "digits", "--config", str(config)], "train.epocs: unknown key; known: epochs, batch_size"),
+        (
+            ["--data", "digits", "--config", str(config)],
+            "train.epocs: unknown key; known: epochs, batch_size",
+        ),
     ]
 
 
@@ -106,8 +112,8 @@ def test_a_bad_number_in_a_sweep_flag_is_one_line_naming_the_flag(tmp_path, caps
     assert "argument --lr: expected a number, got 'abc'" in capsys.readouterr().err
 
 
-def test_compile_flag_turns_compilation_on_and_off(tmp_path, capsys):
-    from test_config import parse_train as config
+def test_compile_flag_turns_compilation_on_and_off(tmp_path, capsys, parse_train):
+    config = parse_train
 
     assert config().train.compile is False
     assert config("--compile").train.compile is True

@@ -10,15 +10,8 @@ from typing import get_args
 import pytest
 
 from vaelab.cli import build_parser, main
-from vaelab.cli.options import build
-from vaelab.cli.run import TrainOptions, train_config
 from vaelab.config import PRESETS, SECTIONS, PresetName, RunConfig, preset, read_config_file
 from vaelab.errors import UserError
-
-
-def parse_train(*argv) -> RunConfig:
-    args = build_parser().parse_args(["train", *map(str, argv)])
-    return train_config(args.fields, args, build(TrainOptions, args, args.own))
 
 
 def test_round_trip_through_json():
@@ -89,12 +82,14 @@ def test_every_config_field_is_a_train_flag():
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()  # noqa: SLF001
     for section in SECTIONS:
         for name, info in type(getattr(RunConfig(), section)).model_fields.items():
-            flag = {"source": "--data", "kind": "--model", "name": "--objective"}.get(name, "--" + name.replace("_", "-"))
+            flag = {"source": "--data", "kind": "--model", "name": "--objective"}.get(
+                name, "--" + name.replace("_", "-")
+            )
             assert flag in text, f"{section}.{name} has no flag"
             assert info.description, f"{section}.{name} has no description for --help"
 
 
-def test_flags_files_and_presets_layer_in_order(tmp_path):
+def test_flags_files_and_presets_layer_in_order(tmp_path, parse_train):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"train": {"epochs": 7, "lr": 0.01}}))
     config = parse_train("--preset", "classic", "--config", path, "--lr", "0.5")
