@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(STAMP)
 
@@ -35,10 +35,14 @@ demo: $(STAMP)
 	$(BIN)/vaelab plot $(DEMO)/ae --kind all
 	$(BIN)/vaelab compare $(DEMO)/vae $(DEMO)/ae --out $(DEMO)/compare
 	$(BIN)/vaelab report $(DEMO)/compare
-	@echo "report: $(DEMO)/compare/report.html"
 
+# Everything, as CI runs it (a few minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The edit-run loop: every test not marked slow, in under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
