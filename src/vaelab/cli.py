@@ -345,7 +345,7 @@ def add_sample(sub) -> None:
 
 def cmd_sample(args) -> int:
     import vaelab
-    from vaelab.plots import plot_prior_samples
+    from vaelab.viz.plot import plot_prior_samples
 
     if args.n < 1:
         raise UserError("--n must be >= 1")
@@ -371,8 +371,8 @@ def cmd_reconstruct(args) -> int:
 
     import vaelab
     from vaelab.data import load_data
-    from vaelab.plots import plot_reconstructions
     from vaelab.runs import check_run_dir, read_config
+    from vaelab.viz.plot import plot_reconstructions
 
     if args.n < 1:
         raise UserError("--n must be >= 1")

@@ -1,7 +1,7 @@
 """CLI commands that show what a model learned: `plot`, `compare`, `sweep` and `report`.
 
 `vaelab.cli` registers them through `add_subcommands(sub)`. Like the rest of the CLI they parse
-flags and call the library (`vaelab.plots`, `vaelab.compare`, `vaelab.sweep`, `vaelab.report`);
+flags and call the library (`vaelab.viz`, `vaelab.experiments.compare`, `.sweep`, `.report`);
 bad input is a `UserError`, printed as one line with exit status 2.
 
     vaelab plot RUN --kind grid --range -10,5,-5,5 --n 21
@@ -18,18 +18,9 @@ from pathlib import Path
 
 from vaelab.cli_types import FlagTable, flag_changes, hidden_sizes, integer, number, sigma_or_learned
 from vaelab.errors import UserError
+from vaelab.viz.figures import FIGURE_KINDS
 
-KINDS = (
-    "reconstructions",
-    "samples",
-    "scatter",
-    "grid",
-    "interpolation",
-    "traversals",
-    "curves",
-    "decomposition",
-    "all",
-)
+KINDS = (*FIGURE_KINDS, "all")
 
 
 def _range(text: str) -> tuple[float, float, float, float]:
@@ -78,7 +69,8 @@ def add_plot(sub):
         "--out",
         type=Path,
         metavar="PNG",
-        help="PNG path (default RUN/figures/<kind>.png); for --kind all, a directory (default RUN/figures)",
+        help="PNG path (default RUN/figures/<kind>.png, named after any non-default options, e.g. "
+        "grid-n11.png); for --kind all, a directory (default RUN/figures)",
     )
     p.add_argument(
         "--n",
@@ -128,8 +120,9 @@ def add_plot(sub):
 
 
 def cmd_plot(args) -> int:
-    from vaelab.plots import FigureOptions, plot_all, plot_run
     from vaelab.runs import check_run_dir
+    from vaelab.viz.figures import FigureOptions
+    from vaelab.viz.plot import plot_all, plot_run
 
     run = check_run_dir(args.run)
     options = FigureOptions(
@@ -147,7 +140,7 @@ def cmd_plot(args) -> int:
         for path in written.values():
             print(f"written: {path}")
         return 0
-    path = plot_run(run, args.kind, args.out or run / "figures" / f"{args.kind}.png", options)
+    path = plot_run(run, args.kind, args.out, options)
     print(f"written: {path}")
     return 0
 
@@ -185,7 +178,7 @@ def add_compare(sub):
 
 
 def cmd_compare(args) -> int:
-    from vaelab.compare import compare_runs, format_comparison
+    from vaelab.experiments.compare import compare_runs, format_comparison
 
     out = args.out or args.run_a.parent / "compare"
     result = compare_runs(
@@ -265,11 +258,15 @@ def sweep_base_config(args):
 
 
 def cmd_sweep(args) -> int:
-    from vaelab.sweep import parse_values, run_sweep, sweep_markdown
+    from vaelab.experiments.sweep import parse_values, run_sweep, sweep_markdown
 
+    try:
+        values = parse_values(args.kind, args.values)
+    except UserError as err:
+        raise UserError(f"--{err}") from None  # the library names the field `values`
     result = run_sweep(
         args.kind,
-        parse_values(args.kind, args.values),
+        values,
         sweep_base_config(args),
         args.out,
         jobs=args.jobs,
@@ -303,7 +300,7 @@ def add_report(sub):
 
 
 def cmd_report(args) -> int:
-    from vaelab.report import write_report
+    from vaelab.experiments.report import write_report
 
     path = write_report(args.target, out=args.out, k=args.k, refresh=args.refresh)
     print(f"report: {path}")

@@ -83,6 +83,9 @@ class FigureOptions:
             raise UserError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
 
 
+DEFAULT_OPTIONS = FigureOptions()
+
+
 def _always(run_dir: Path, config: RunConfig) -> str | None:
     return None
 
@@ -257,7 +260,7 @@ class FigureFile:
 
     @property
     def options(self) -> FigureOptions:
-        return dataclasses.replace(FigureOptions(), **self.changes)
+        return dataclasses.replace(DEFAULT_OPTIONS, **self.changes)
 
     def caption_for(self, deterministic: bool) -> str:
         return self.caption_ae if deterministic and self.caption_ae else self.caption
@@ -361,7 +364,7 @@ def _suffix(name: str, value: Any) -> str:
     return f"{name}{value}"  # n12, seed3, base7
 
 
-def figure_file_name(kind: str, options: FigureOptions = FigureOptions()) -> str:
+def figure_file_name(kind: str, options: FigureOptions = DEFAULT_OPTIONS) -> str:
     """The file name of figure `kind` drawn with `options`.
 
     The name `ALL_FIGURES` registers for these options (e.g. grid-wide.png for the wide range), else
@@ -374,12 +377,12 @@ def figure_file_name(kind: str, options: FigureOptions = FigureOptions()) -> str
     for entry in ALL_FIGURES:
         if entry.kind == kind and _relevant(kind, entry.options) == relevant:
             return entry.file_name
-    default = _relevant(kind, FigureOptions())
+    default = _relevant(kind, DEFAULT_OPTIONS)
     parts = [_suffix(name, value) for name, value in relevant.items() if value != default[name]]
     return "-".join([kind, *parts]) + ".png"
 
 
-def figure_path(run_dir: str | Path, kind: str, options: FigureOptions = FigureOptions()) -> Path:
+def figure_path(run_dir: str | Path, kind: str, options: FigureOptions = DEFAULT_OPTIONS) -> Path:
     """Where figure `kind` of a run goes by default: RUN/figures/<figure_file_name(kind, options)>."""
     return Path(run_dir) / FIGURES_DIR / figure_file_name(kind, options)
 

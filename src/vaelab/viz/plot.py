@@ -16,6 +16,7 @@ from vaelab.errors import UserError
 from vaelab.viz.draw import render, save_figure
 from vaelab.viz.figures import (
     ALL_FIGURES,
+    DEFAULT_OPTIONS,
     FIGURE_KINDS,
     FIGURES_DIR,
     FigureOptions,
@@ -28,7 +29,7 @@ from vaelab.viz.run import Run
 log = logging.getLogger(__name__)
 
 
-def draw_figure(run: Run, kind: str, path: str | Path, options: FigureOptions = FigureOptions()) -> Path:
+def draw_figure(run: Run, kind: str, path: str | Path, options: FigureOptions = DEFAULT_OPTIONS) -> Path:
     """Draw figure `kind` of a loaded run into the PNG `path`; a UserError says why it cannot."""
     if kind not in FIGURE_KINDS:
         raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
@@ -43,7 +44,7 @@ def plot_run(
     run_dir: str | Path,
     kind: str,
     path: str | Path | None = None,
-    options: FigureOptions = FigureOptions(),
+    options: FigureOptions = DEFAULT_OPTIONS,
 ) -> Path:
     """Draw one figure kind of a run into the PNG `path` (default `figure_path(run_dir, kind, options)`)."""
     if kind not in FIGURE_KINDS:
@@ -55,7 +56,7 @@ def plot_run(
 def plot_all(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
-    options: FigureOptions = FigureOptions(),
+    options: FigureOptions = DEFAULT_OPTIONS,
     *,
     only_missing: bool = False,
 ) -> dict[str, Path]:
