@@ -99,8 +99,8 @@ class SweepPoint:
     elbo, log_p_x_given_z, kl: the ELBO (beta = 1, whatever the training objective) and its terms;
     log_px: importance-sampled with `log_px_k` samples, standard error `log_px_stderr`;
     squared_error_per_pixel: of the decoder mean at the posterior mean (intensity^2);
-    active_units: dims with A_u = Cov_x(E_q[z_u]) > 0.01 (`vaelab.diagnostics`); best_valid_elbo:
-    the validation ELBO of the kept weights; train_seconds: summed epoch times.
+    active_units: the active dims of `vaelab.diagnostics.latent_statistics`; best_valid_elbo: the
+    validation ELBO of the kept weights; train_seconds: summed epoch times.
     """
 
     value: float
@@ -343,12 +343,14 @@ def run_sweep(
     with tqdm(
         total=len(tasks), desc=f"{kind} sweep", unit="point", disable=None if progress else True
     ) as bar:
+        done: list[SweepPoint] = []  # a disabled bar counts nothing, so count here
 
         def finished(point: SweepPoint) -> SweepPoint:
+            done.append(point)
             bar.update()
             log.info(
                 "%s sweep: point %d of %d done (%s = %g): ELBO %.2f nats",
-                kind, bar.n, len(tasks), sweep.field, point.value, point.elbo,
+                kind, len(done), len(tasks), sweep.field, point.value, point.elbo,
             )  # fmt: skip
             return point
 
