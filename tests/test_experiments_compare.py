@@ -102,7 +102,10 @@ def test_config_differences_and_different_data_are_reported(pair, tmp_path):
 
 @pytest.mark.slow
 def test_cli_compare_prints_the_table(pair, comparison, tmp_path, capsys):
-    assert main(["compare", str(pair.vae), str(pair.ae), "--out", str(tmp_path / "c"), "--n", "5"]) == 0
+    assert (
+        main(["compare", str(pair.vae), str(pair.ae), "--out", str(tmp_path / "c"), "--n", "5", "--k", "20"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "probe accuracy" in out and "written:" in out and (tmp_path / "c" / "compare-grid.png").is_file()
     assert main(["compare", str(pair.vae), str(tmp_path / "nope")]) == 2

@@ -127,7 +127,8 @@ def test_a_grid_drawn_with_other_options_is_not_captioned_as_the_default(pair, t
         (run / name).write_bytes((pair.vae / name).read_bytes())
     assert main(["plot", str(run), "--kind", "grid", "--range", "-3,3,-3,3", "--n", "5"]) == 0
     custom = (run / "figures" / "grid-n5-range_-3_3_-3_3.png").read_bytes()
-    text, tags = parse(report.write_report(run, k=50))
+    k = json.loads((run / "eval.json").read_text())["k"]  # the evaluation stays current
+    text, tags = parse(report.write_report(run, k=k))
     grid_caption = {e.file_name: e for e in ALL_FIGURES}["grid.png"].caption
     images = {attrs["alt"]: attrs["src"] for tag, attrs in tags if tag == "img"}
     assert base64.b64decode(images[grid_caption].split(",", 1)[1]) != custom
