@@ -36,7 +36,7 @@ from vaelab.viz.run import SPLITS, Run
 
 FIGURES_DIR = "figures"
 
-DOCUMENTS_RANGE = (-10.0, 5.0, -5.0, 5.0)
+WIDE_RANGE = (-10.0, 5.0, -5.0, 5.0)
 """z1 in [-10, 5], z2 in [-5, 5]: the latent range of the decoded grid in the VAE lecture notes this
 project follows (a wider window than the quantile grid, where an AE's codes may lie)."""
 
@@ -319,7 +319,7 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         "The same decoder over the wider range z1 in [-10, 5], z2 in [-5, 5] of the VAE lecture notes "
         "this project follows: a VAE's codes stay near the prior's bulk, so its outer cells repeat the "
         "edge digits; an AE's codes may spread this far.",
-        {"z_range": DOCUMENTS_RANGE},
+        {"z_range": WIDE_RANGE},
     ),
     FigureFile(
         "interpolation.png",
