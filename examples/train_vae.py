@@ -16,7 +16,7 @@ from vaelab.data import load_data
 from vaelab.estimators import log_px_importance
 from vaelab.models import build_model
 from vaelab.objectives import beta_elbo
-from vaelab.plots import plot_prior_samples
+from vaelab.viz.plot import plot_prior_samples
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, default=10)

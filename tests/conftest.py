@@ -1,8 +1,11 @@
-"""Shared fixtures: the shared reference data (skipped with a reason where absent) and tiny data."""
+"""Shared fixtures: the shared reference data (skipped with a reason where absent), tiny data and a
+trained VAE/AE pair."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,3 +41,67 @@ def parse_train():
         return train_config(args.fields, args, build(TrainOptions, args, args.own))
 
     return parse
+
+
+# ------------------------------------------------------------------ a trained VAE and AE pair
+
+# Small and quick, yet a 2-D code that separates digits well beyond chance (test_experiments_compare).
+PAIR_OVERRIDES = {
+    "data": {"source": "mnist5k", "binarize": "none"},
+    "model": {"latent_dim": 2, "hidden": (256, 128)},
+    "train": {"epochs": 6, "batch_size": 32, "lr": 1e-3, "seed": 0},
+}
+
+
+@dataclass(frozen=True)
+class TrainedPair:
+    """Run directories of a VAE and an AE: same networks, data and budget, both evaluated (k = 50)."""
+
+    vae: Path
+    ae: Path
+    config: Any  # the VAE's RunConfig; the AE's differs in model.kind only
+
+
+@pytest.fixture(scope="session")
+def pair(tmp_path_factory) -> TrainedPair:
+    """Trained once per session (a few seconds each) and shared by the figure, compare and report tests."""
+    import torch
+
+    from vaelab import runs
+    from vaelab.config import RunConfig
+    from vaelab.data import load_data
+    from vaelab.evaluate import evaluate_run
+    from vaelab.train import train
+
+    config = RunConfig().replace(**PAIR_OVERRIDES)
+    base = tmp_path_factory.getbasetemp() / "trained-pair"
+    pair = TrainedPair(base / "vae", base / "ae", config)
+    splits = None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # other jobs share the 2 cores; a second thread mostly spins under load
+    try:
+        for kind, out in (("vae", pair.vae), ("ae", pair.ae)):
+            if (out / runs.RUN).is_file() and runs.run_info(out)["status"] == "finished":
+                continue
+            splits = splits or load_data(config.data)
+            train(config.replace(model={"kind": kind}), out, overwrite=True, progress=False, splits=splits)
+            evaluate_run(out, k=50)
+    finally:
+        torch.set_num_threads(threads)
+    return pair
+
+
+@pytest.fixture
+def tiny_model():
+    """A factory of small untrained models on 8x8 images: tiny_model(kind, latent_dim, prior=...)."""
+    import torch
+
+    from vaelab.config import ModelConfig
+    from vaelab.models import build_model
+
+    def build(kind: str = "vae", latent_dim: int = 2, x_shape=(1, 8, 8), seed: int = 0, **model):
+        torch.manual_seed(seed)
+        config = ModelConfig(kind=kind, latent_dim=latent_dim, hidden=(16,), **model)
+        return build_model(config, x_shape)
+
+    return build

@@ -38,8 +38,10 @@ def test_train_evaluate_sample_reconstruct(tmp_path, capsys):
     result = json.loads((out / "eval.json").read_text())
     assert result["k"] == 50 and result["log_px"] >= result["elbo"] - 3 * result["log_px_stderr"]
     assert result["nll"] == -result["log_px"] and "nats per example" in result["units"]
-    assert run(capsys, "sample", out, "--n", "16")[0] == 0 and (out / "samples.png").stat().st_size > 1000
-    assert run(capsys, "reconstruct", out, "--n", "8")[0] == 0 and (out / "reconstructions.png").is_file()
+    code, text, _ = run(capsys, "sample", out, "--n", "16")
+    assert code == 0 and (out / "figures" / "samples-n16.png").stat().st_size > 1000
+    assert f"written: {out / 'figures' / 'samples-n16.png'}" in text
+    assert run(capsys, "reconstruct", out)[0] == 0 and (out / "figures" / "reconstructions.png").is_file()
 
 
 def test_ae_evaluation_says_why_there_is_no_elbo(tmp_path, capsys):

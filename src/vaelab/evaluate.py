@@ -17,6 +17,7 @@ import torch
 
 from vaelab import runs
 from vaelab.data import load_data
+from vaelab.diagnostics import latent_name
 from vaelab.errors import UserError
 from vaelab.estimators import bits_per_dim, dataset_log_px
 from vaelab.theory import elbo_decomposition
@@ -180,7 +181,8 @@ def format_evaluation(e: Evaluation) -> str:
         )
     if e.kl_per_dim is not None:
         top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]
-        lines.append(f"  {'KL per latent dim, top':<26} " + ", ".join(f"z{i} {v:.2f}" for i, v in top))
+        top_dims = ", ".join(f"{latent_name(i)} {v:.2f}" for i, v in top)
+        lines.append(f"  {'KL per latent dim, top':<26} " + top_dims)
     return "\n".join(lines)
 
 

@@ -18,16 +18,17 @@ from pydantic import Field
 from vaelab.cli.options import add_fields, add_run_config, build, run_config
 from vaelab.cli.run import RunDir
 from vaelab.config import Count, Flag, Options, RunConfig, Samples, Seed, Split
+from vaelab.errors import UserError
 
 
 def _figure_kinds():
-    from vaelab.plots import FIGURES
+    from vaelab.viz.figures import FIGURE_KINDS
 
-    return (*FIGURES, "all")
+    return (*FIGURE_KINDS, "all")
 
 
 def _sweep_kinds():
-    from vaelab.sweep import SWEEPS
+    from vaelab.experiments.sweep import SWEEPS
 
     return tuple(SWEEPS)
 
@@ -104,8 +105,9 @@ def add_plot(sub) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from vaelab.plots import FigureOptions, plot_all, plot_run
     from vaelab.runs import check_run_dir
+    from vaelab.viz.figures import FigureOptions
+    from vaelab.viz.plot import plot_all, plot_run
 
     options: PlotOptions = build(PlotOptions, args, args.own)
     run = check_run_dir(options.run)
@@ -124,7 +126,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         for path in written.values():
             print(f"written: {path}")
         return 0
-    path = plot_run(run, options.kind, options.out or run / "figures" / f"{options.kind}.png", figure_options)
+    path = plot_run(run, options.kind, options.out, figure_options)
     print(f"written: {path}")
     return 0
 
@@ -159,7 +161,7 @@ def add_compare(sub) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vaelab.compare import compare_runs, format_comparison
+    from vaelab.experiments.compare import compare_runs, format_comparison
 
     options: CompareOptions = build(CompareOptions, args, args.own)
     out = options.out or options.run_a.parent / "compare"
@@ -229,13 +231,17 @@ def add_sweep(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from vaelab.sweep import parse_values, run_sweep, sweep_markdown
+    from vaelab.experiments.sweep import parse_values, run_sweep, sweep_markdown
 
     options: SweepOptions = build(SweepOptions, args, args.own)
     base, _ = run_config(args.fields, args, RunConfig(), options.config)
+    try:
+        values = parse_values(options.kind, options.values)
+    except UserError as err:
+        raise UserError(f"argument --{err}") from None  # the library names the field `values`
     result = run_sweep(
         options.kind,
-        parse_values(options.kind, options.values),
+        values,
         base,
         options.out,
         jobs=options.jobs,
@@ -274,7 +280,7 @@ def add_report(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vaelab.report import write_report
+    from vaelab.experiments.report import write_report
 
     options: ReportOptions = build(ReportOptions, args, args.own)
     path = write_report(options.target, out=options.out, k=options.k, refresh=options.refresh)

@@ -186,24 +186,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 class SampleOptions(Options):
     run: RunDir
-    n: Annotated[Count, Field(description="number of samples")] = 64
+    n: Annotated[Count | None, Field(description="number of samples (default 64)")] = None
     mode: Annotated[
         Literal["mean", "sample"],
         Field(description="show the decoder mean E[x|z] or a draw x ~ p(x|z)"),
     ] = "mean"
     seed: Seed = 0
     out: Annotated[
-        Path | None, Field(description="PNG file (default RUN/samples.png)"), Flag(metavar="FILE")
+        Path | None,
+        Field(description="PNG file (default RUN/figures/samples.png, named after non-default options)"),
+        Flag(metavar="FILE"),
     ] = None
 
 
 class ReconstructOptions(Options):
     run: RunDir
-    n: Annotated[Count, Field(description="number of examples")] = 32
+    n: Annotated[Count | None, Field(description="number of examples (default 32)")] = None
     split: Split = "test"
     seed: Annotated[Seed, Field(description="seed of the random choice of examples")] = 0
     out: Annotated[
-        Path | None, Field(description="PNG file (default RUN/reconstructions.png)"), Flag(metavar="FILE")
+        Path | None,
+        Field(
+            description="PNG file (default RUN/figures/reconstructions.png, named after non-default options)"
+        ),
+        Flag(metavar="FILE"),
     ] = None
 
 
@@ -213,18 +219,12 @@ def add_sample(sub) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import vaelab
-    from vaelab.plots import plot_prior_samples
+    from vaelab.viz.figures import FigureOptions
+    from vaelab.viz.plot import plot_run
 
     options: SampleOptions = build(SampleOptions, args, args.own)
-    path = plot_prior_samples(
-        vaelab.load(options.run),
-        options.out or options.run / "samples.png",
-        options.n,
-        mode=options.mode,
-        seed=options.seed,
-    )
-    print(f"written: {path}")
+    figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed)
+    print(f"written: {plot_run(options.run, 'samples', options.out, figure)}")
     return 0
 
 
@@ -234,18 +234,10 @@ def add_reconstruct(sub) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
-
-    import vaelab
-    from vaelab.data import load_data
-    from vaelab.plots import plot_reconstructions
-    from vaelab.runs import check_run_dir, read_config
+    from vaelab.viz.figures import FigureOptions
+    from vaelab.viz.plot import plot_run
 
     options: ReconstructOptions = build(ReconstructOptions, args, args.own)
-    model = vaelab.load(options.run)
-    x = load_data(read_config(check_run_dir(options.run)).data).split(options.split)
-    # a random subset: test files are often sorted by class, so a prefix would show one digit
-    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(options.seed))[: options.n]
-    path = plot_reconstructions(model, x[pick], options.out or options.run / "reconstructions.png")
-    print(f"written: {path}")
+    figure = FigureOptions(n=options.n, split=options.split, seed=options.seed)
+    print(f"written: {plot_run(options.run, 'reconstructions', options.out, figure)}")
     return 0

@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from test_plots import PAIR_CONFIG, tiny_model, trained_pair
-from vaelab import compare, runs
+from vaelab import runs
 from vaelab.cli import main
 from vaelab.data import Splits, load_data
 from vaelab.errors import UserError
-
-
-@pytest.fixture(scope="session")
-def pair(tmp_path_factory):
-    return trained_pair(tmp_path_factory)
+from vaelab.experiments import compare
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +22,9 @@ def comparison(pair, tmp_path_factory):
     return compare.compare_runs(pair.vae, pair.ae, out, k=20)
 
 
+@pytest.mark.slow
 def test_probe_on_a_trained_vae_code_beats_chance_by_a_wide_margin(pair):
-    splits = load_data(PAIR_CONFIG.data)
+    splits = load_data(pair.config.data)
     probe = compare.probe_codes(runs.load_model(pair.vae), splits)
     # 10 balanced classes: chance is 0.1; a 2-D code after six short epochs separates far better
     assert probe.chance_accuracy == pytest.approx(0.1, abs=0.01)
@@ -41,6 +37,7 @@ def test_probe_on_a_trained_vae_code_beats_chance_by_a_wide_margin(pair):
     assert "train-split codes" in probe.protocol
 
 
+@pytest.mark.slow
 def test_comparison_measures_both_and_says_why_the_ae_has_no_elbo(comparison, pair):
     vae, ae = comparison.a, comparison.b
     assert (vae.kind, ae.kind) == ("vae", "ae") and comparison.differences == ()
@@ -50,11 +47,12 @@ def test_comparison_measures_both_and_says_why_the_ae_has_no_elbo(comparison, pa
     for s in (vae, ae):
         assert 0 < s.squared_error_per_pixel < 0.2 and len(s.code_mean) == len(s.code_std) == 2
         assert s.probe is not None and s.probe.accuracy > 2 * s.probe.chance_accuracy
-        assert s.epochs == PAIR_CONFIG.train.epochs
+        assert s.epochs == pair.config.train.epochs
     # the VAE's KL pulls its codes towards N(0, I); nothing holds the AE's code to that scale
     assert max(abs(m) for m in vae.code_mean) < 1.0
 
 
+@pytest.mark.slow
 def test_comparison_files_round_trip_and_the_table_names_units(comparison):
     out = comparison.out_dir
     raw = json.loads((Path(out) / "compare.json").read_text())
@@ -62,14 +60,15 @@ def test_comparison_files_round_trip_and_the_table_names_units(comparison):
     assert raw["b"]["elbo"] is None and "nats per example" in raw["units"]
     for name in comparison.figures.values():
         assert (Path(out) / name).stat().st_size > 10_000
-    assert set(comparison.figures) == {"reconstructions", "scatter", "grid", "samples"}
+    assert comparison.figures == {name: f.file_name for name, f in compare.COMPARE_FIGURES.items()}
     table = (Path(out) / "compare.md").read_text(encoding="utf-8")
     assert "| ELBO | nats per example |" in table and "E_q[log p(x\\|z)]" in table
     assert "no ELBO or log p(x)" in table and "Same networks, data and training budget" in table
+    assert "| active units (A_u = Cov_x(E_q[z_u]) > 0.01) | count |" in table and "| z1 " in table
     assert compare.resolve_run(Path(out), comparison.a.run) == Path(out).parent / "vae"
 
 
-def test_probe_splits_the_test_rows_when_only_they_carry_labels():
+def test_probe_splits_the_test_rows_when_only_they_carry_labels(tiny_model):
     model = tiny_model()
     rng = torch.Generator().manual_seed(0)
     y = torch.arange(80) % 4
@@ -88,20 +87,25 @@ def test_linear_probe_separates_separable_codes_perfectly():
     assert compare.linear_probe(z[::2], y[::2], z[1::2], y[1::2]) == 1.0
 
 
+@pytest.mark.slow
 def test_config_differences_and_different_data_are_reported(pair, tmp_path):
-    a = PAIR_CONFIG.to_dict()
-    b = PAIR_CONFIG.replace(model={"kind": "ae"}, train={"epochs": 9}).to_dict()
+    a = pair.config.to_dict()
+    b = pair.config.replace(model={"kind": "ae"}, train={"epochs": 9}).to_dict()
     assert compare.config_differences(a, b) == ("train.epochs: 6 vs 9",)
     other = tmp_path / "other"
     other.mkdir()
-    runs.write_json(other / "config.json", PAIR_CONFIG.replace(data={"source": "digits"}).to_dict())
+    runs.write_json(other / "config.json", pair.config.replace(data={"source": "digits"}).to_dict())
     runs.write_json(other / "run.json", runs.run_info(pair.vae))
     with pytest.raises(UserError, match="different data"):
         compare.compare_runs(pair.vae, other, tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_cli_compare_prints_the_table(pair, comparison, tmp_path, capsys):
-    assert main(["compare", str(pair.vae), str(pair.ae), "--out", str(tmp_path / "c"), "--n", "5"]) == 0
+    assert (
+        main(["compare", str(pair.vae), str(pair.ae), "--out", str(tmp_path / "c"), "--n", "5", "--k", "20"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "probe accuracy" in out and "written:" in out and (tmp_path / "c" / "compare-grid.png").is_file()
     assert main(["compare", str(pair.vae), str(tmp_path / "nope")]) == 2

@@ -9,29 +9,35 @@
     compare-grid.png              both decoders on the same latent grid (N(0, I) quantiles by default)
     compare-samples.png           both decoders on the same prior samples z ~ N(0, I)
 
-The contrast the documents draw: an AE's code is not matched to p(z) = N(0, I), so decoding prior
-samples or a grid at the prior's quantiles shows regions no training image was coded to; a VAE's
-KL term pulls its codes to the prior, so every prior draw decodes to something digit-like. An AE has
-no ELBO or log p(x) (a point-mass code has an infinite KL to any density); the table says so
-instead of printing a number. The downstream probe (x -> z -> y) is a logistic regression on the
-posterior means E_q[z|x] (the code itself for an AE).
+The contrast the VAE lecture notes this project follows draw: an AE's code is not matched to
+p(z) = N(0, I), so decoding prior samples or a grid at the prior's quantiles shows regions no
+training image was coded to; a VAE's KL term pulls its codes to the prior, so every prior draw
+decodes to something digit-like. An AE has no ELBO or log p(x) (a point-mass code has an infinite
+KL to any density); the table says so instead of printing a number. The downstream probe
+(x -> z -> y) is a logistic regression on the posterior means E_q[z|x] (the code itself for an AE).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
-from vaelab import plots, runs
+from vaelab import runs
 from vaelab.data import Splits, load_data
+from vaelab.diagnostics import active_units_rule, latent_name, latent_statistics, posterior_means
 from vaelab.errors import UserError
+from vaelab.experiments.evaluation import current_evaluation
+from vaelab.viz.draw import draw_image_grid, draw_latent_grid, draw_latent_scatter, render, save_figure
+from vaelab.viz.images import image_rows, reconstructions, sample_grid
+from vaelab.viz.latent import grid_box, latent_grid, latent_scatter
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +91,12 @@ def probe_codes(model, splits: Splits, *, binarize: str = "none", seed: int = 0)
     y_test = splits.test_labels
     if y_test is None:
         return None
-    z_test = plots.posterior_means(model, splits.test).double().numpy()
+    z_test = posterior_means(model, splits.test).double().numpy()
     if splits.train_labels is not None:
         x_train = splits.train
         if binarize == "dynamic":
             x_train = torch.bernoulli(x_train, generator=torch.Generator().manual_seed(seed))
-        z_fit, y_fit = plots.posterior_means(model, x_train).double().numpy(), splits.train_labels.numpy()
+        z_fit, y_fit = posterior_means(model, x_train).double().numpy(), splits.train_labels.numpy()
         z_score, y_score = z_test, y_test.numpy()
         protocol = (
             f"fitted on the {len(y_fit)} train-split codes, scored on the {len(y_score)} test-split codes"
@@ -206,21 +212,8 @@ def squared_error_per_pixel(model, x: Tensor, batch_size: int = 1000) -> float:
     """Mean of (x - E[x | z = E_q[z|x]])^2 over examples and pixels: x (N, *x_shape) -> float."""
     total = 0.0
     for chunk in x.split(batch_size):
-        total += float((plots.reconstructions(model, chunk) - chunk).square().sum(dtype=torch.float64))
+        total += float((reconstructions(model, chunk) - chunk).square().sum(dtype=torch.float64))
     return total / x.numel()
-
-
-def _evaluation(run_dir: Path, k: int, seed: int) -> dict[str, Any]:
-    """RUN/eval.json if it is newer than the weights and covers the test split, else a fresh one."""
-    from vaelab.evaluate import evaluate_run
-
-    path = run_dir / "eval.json"
-    if path.is_file() and path.stat().st_mtime >= (run_dir / runs.WEIGHTS).stat().st_mtime:
-        evaluation = runs.read_json(path)
-        if evaluation.get("split") == "test":
-            return evaluation
-    log.info("%s: evaluating on the test split (k = %d)", run_dir, k)
-    return evaluate_run(run_dir, k=k, split="test", seed=seed).to_dict()
 
 
 def summarize_run(run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0) -> ModelSummary:
@@ -229,9 +222,9 @@ def summarize_run(run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0
     config = runs.read_config(run_dir)
     info = runs.run_info(run_dir)
     metrics = runs.read_metrics(run_dir)
-    evaluation = _evaluation(run_dir, k, seed)
-    stats = plots.latent_statistics(model, splits.test)
-    codes = plots.posterior_means(model, splits.test).double()
+    evaluation = current_evaluation(run_dir, k, seed)
+    stats = latent_statistics(model, splits.test)
+    codes = posterior_means(model, splits.test).double()
     probe = probe_codes(model, splits, binarize=config.data.binarize, seed=seed)
     best = runs.best_record(metrics)["epoch"] if metrics else 0
     return ModelSummary(
@@ -307,8 +300,6 @@ def compare_runs(
 
 
 def _with_run(summary: ModelSummary, run: str) -> ModelSummary:
-    from dataclasses import replace
-
     return replace(summary, run=run)
 
 
@@ -321,12 +312,37 @@ def resolve_run(comparison_dir: Path, run: str) -> Path:
 # ------------------------------------------------------------------------------------- figures
 
 
-def grid_box(n_grid: int, z_range) -> tuple[float, float, float, float]:
-    """The latent rectangle a grid covers: the quantile grid's extreme points, or the user's range."""
-    if z_range is not None:
-        return tuple(z_range)
-    _, z = plots.quantile_coordinates(n_grid)
-    return float(z[0]), float(z[-1]), float(z[0]), float(z[-1])
+@dataclass(frozen=True)
+class CompareFigure:
+    """A figure of the comparison: its file in the comparison directory and the report's caption."""
+
+    file_name: str
+    caption: str
+
+
+COMPARE_FIGURES: dict[str, CompareFigure] = {
+    "reconstructions": CompareFigure(
+        "compare-reconstructions.png",
+        "The same test images reconstructed by both models (decoder mean at the posterior mean); the row "
+        "labels give each model's test-set squared error per pixel.",
+    ),
+    "scatter": CompareFigure(
+        "compare-scatter.png",
+        "Test-set codes E_q[z|x] of both models, coloured by label. The dashed box is the latent range the "
+        "grids below decode: the VAE's codes fill the prior's bulk, the AE's sit wherever training put them.",
+    ),
+    "grid": CompareFigure(
+        "compare-grid.png",
+        "Both decoders on the same latent grid. Where the AE's code space has no training codes, its "
+        "decoder shows whatever it extrapolates to.",
+    ),
+    "samples": CompareFigure(
+        "compare-samples.png",
+        "Both decoders on the same codes z ~ N(0, I) (decoder means): prior samples of the VAE; for the AE, "
+        "which has no prior and was never asked to make N(0, I) meaningful, decoded codes that cover fewer "
+        "digits or are malformed.",
+    ),
+}
 
 
 def draw_comparison(
@@ -340,8 +356,6 @@ def draw_comparison(
     z_range=None,
 ) -> dict[str, str]:
     """The four side-by-side figures; returns name -> file name in out_dir."""
-    import matplotlib.pyplot as plt
-
     names = [s.label for s in summaries]
     x_shape = models[0].x_shape
     figures = {}
@@ -349,70 +363,50 @@ def draw_comparison(
     # reconstructions: the same test images, one row per model
     pick = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(seed))[:12]
     x = splits.test[pick]
-    rows = [plots.as_images(x, x_shape)] + [
-        plots.as_images(plots.reconstructions(m, x), x_shape) for m in models
-    ]
-    canvas = plots.tile(torch.cat(rows), len(x))
-    h, w = rows[0].shape[-2:]
-    fig, ax = plt.subplots(figsize=(0.72 * len(x) + 2.2, 3.2))
-    ax.imshow(np.clip(canvas, 0, 1), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks([i * (h + 2) + (h - 1) / 2 for i in range(3)])
-    ax.set_yticklabels(
-        ["original"]
-        + [f"{n}: {s.squared_error_per_pixel:.4f}" for n, s in zip(names, summaries, strict=True)],
-        fontsize=8,
-    )
-    ax.set_xticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_title(
+    rows = image_rows(
+        [x] + [reconstructions(m, x) for m in models],
+        x_shape,
         "the same test images reconstructed: decoder mean E[x | z = E_q[z|x]]; row labels give the "
         "test-set squared error per pixel",
-        fontsize=9,
+        row_labels=["original"]
+        + [f"{n}: {s.squared_error_per_pixel:.4f}" for n, s in zip(names, summaries, strict=True)],
+        cell_inches=0.72,
+        margin_inches=(2.2, 3.2 - 3 * 0.72),
     )
-    figures["reconstructions"] = _save(fig, out_dir / "compare-reconstructions.png")
+    figures["reconstructions"] = _save(render(rows), out_dir, "reconstructions")
 
     # latent scatter, with the rectangle the decoded grid covers
     box = grid_box(n_grid, z_range)
-    fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.6))
-    for ax, model, name in zip(axes, models, names, strict=True):
-        scatter = plots.latent_scatter(model, splits.test, splits.test_labels)
-        plots.draw_latent_scatter(ax, scatter, f"{name}: {plots.scatter_title(scatter)}", box=box)
+    fig = Figure(figsize=(13.5, 5.6))
+    for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
+        scatter = latent_scatter(model, splits.test, splits.test_labels)
+        draw_latent_scatter(ax, scatter, f"{name}: {scatter.title}", box=box)
     fig.tight_layout()
-    figures["scatter"] = _save(fig, out_dir / "compare-scatter.png")
+    figures["scatter"] = _save(fig, out_dir, "scatter")
 
     # both decoders on the same grid
     if all(m.latent_dim >= 2 for m in models):
-        fig, axes = plt.subplots(1, 2, figsize=(14.0, 7.6))
-        for ax, model, name in zip(axes, models, names, strict=True):
-            grid = plots.latent_grid(model, n_grid, z_range=z_range)
-            plots.draw_latent_grid(ax, grid, f"{name}\n{plots.grid_title(grid, model.latent_dim)}")
-            ax.title.set_fontsize(8)
+        fig = Figure(figsize=(14.0, 7.6))
+        for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
+            grid = latent_grid(model, n_grid, z_range=z_range)
+            draw_latent_grid(ax, grid, f"{name}\n{grid.title}", fontsize=8)
         fig.tight_layout()
-        figures["grid"] = _save(fig, out_dir / "compare-grid.png")
+        figures["grid"] = _save(fig, out_dir, "grid")
 
     # both decoders on the same prior samples (same seed, so the same z when Z agrees)
-    fig, axes = plt.subplots(1, 2, figsize=(12.0, 6.4))
-    for ax, model, name in zip(axes, models, names, strict=True):
-        x_mean = plots.prior_samples(model, 64, mode="mean", seed=seed)
-        ax.imshow(
-            np.clip(plots.tile(plots.as_images(x_mean, x_shape)), 0, 1),
-            cmap="gray_r",
-            vmin=0,
-            vmax=1,
-            interpolation="nearest",
-        )
-        ax.set_title(f"{name}: {plots.sample_title(model, 64, 'mean')}", fontsize=8)
-        ax.axis("off")
+    fig = Figure(figsize=(12.0, 6.4))
+    for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
+        samples = sample_grid(model, 64, mode="mean", seed=seed)
+        draw_image_grid(ax, replace(samples, title=f"{name}: {samples.title}"), fontsize=8)
     fig.tight_layout(w_pad=4.0)
-    figures["samples"] = _save(fig, out_dir / "compare-samples.png")
+    figures["samples"] = _save(fig, out_dir, "samples")
     return figures
 
 
-def _save(fig, path: Path) -> str:
-    plots.save_figure(fig, path)
-    return path.name
+def _save(fig, out_dir: Path, name: str) -> str:
+    file_name = COMPARE_FIGURES[name].file_name
+    save_figure(fig, out_dir / file_name)
+    return file_name
 
 
 # --------------------------------------------------------------------------------------- table
@@ -433,7 +427,8 @@ def comparison_rows(c: Comparison) -> list[tuple[str, str, str, str]]:
 
     def codes(s: ModelSummary) -> str:
         return ", ".join(
-            f"{m:.2f} ± {sd:.2f}" for m, sd in list(zip(s.code_mean, s.code_std, strict=True))[:4]
+            f"{latent_name(u)} {m:.2f} ± {sd:.2f}"
+            for u, (m, sd) in enumerate(list(zip(s.code_mean, s.code_std, strict=True))[:4])
         ) + (", ..." if s.latent_dim > 4 else "")
 
     def both(fn) -> tuple[str, str]:
@@ -478,11 +473,11 @@ def comparison_rows(c: Comparison) -> list[tuple[str, str, str, str]]:
             *both(lambda s: _nats(None if s.log_px is None or s.elbo is None else s.log_px - s.elbo)),
         ),
         (
-            "active units (Var_x E_q[z_d] > 0.01)",
+            f"active units ({active_units_rule()})",
             "count",
             *both(lambda s: f"{s.active_units} of {s.latent_dim}"),
         ),
-        ("code E_q[z_d|x] over the test set: mean ± s.d.", "prior s.d. units", *both(codes)),
+        ("code E_q[z_u|x] over the test set: mean ± s.d.", "prior s.d. units", *both(codes)),
         (
             "probe accuracy, logistic regression on E_q[z|x]",
             "fraction of scored rows",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
-from vaelab import runs, sweep
+from vaelab import runs
 from vaelab.cli import main
 from vaelab.config import RunConfig
 from vaelab.errors import UserError
+from vaelab.experiments import sweep
 from vaelab.train import train
 
 TINY = RunConfig().replace(
@@ -34,14 +36,15 @@ def test_values_and_point_configs():
     assert sweep.parse_values("latent", "2, 4,8") == [2, 4, 8]
     assert sweep.parse_values("beta", "0.5,1,4") == [0.5, 1.0, 4.0]
     for kind, text, message in [
-        ("latent", "2,x", "integers"),
+        ("latent", "2,x", "values: expected integers"),
         ("lr", "1e-3,1e-3", "repeated"),
         ("sigma", "", "at least one"),
         ("beta", "nan", "finite"),
         ("width", "1", "not one"),
     ]:
-        with pytest.raises(UserError, match=message):
+        with pytest.raises(UserError, match=message) as err:
             sweep.parse_values(kind, text)
+        assert "--" not in str(err.value)  # the library names the field; the CLI names the flag
     config = sweep.point_config(TINY, "sigma", 0.3)
     assert config.model.likelihood == "gaussian" and config.model.sigma == 0.3
     assert sweep.point_config(TINY, "beta", 4.0).objective.beta == 4.0
@@ -52,9 +55,15 @@ def test_values_and_point_configs():
     assert sweep.point_dir(Path("s"), "latent", 16).name == "latent-16"
 
 
-def test_latent_sweep_writes_csv_table_plot_and_does_not_rerun_finished_points(tmp_path):
+@pytest.mark.slow
+def test_latent_sweep_writes_csv_table_plot_and_does_not_rerun_finished_points(tmp_path, caplog, capsys):
     out = tmp_path / "latent"
-    result = sweep.run_sweep("latent", [1, 3], TINY, out, k=10)
+    with caplog.at_level(logging.INFO, logger="vaelab.experiments.sweep"):
+        result = sweep.run_sweep("latent", [1, 3], TINY, out, k=10)
+    # regression: a sweep showed no progress. Each point is logged; the bar stays off a non-terminal
+    done = [r.getMessage() for r in caplog.records if "done" in r.getMessage()]
+    assert [m.split(" done")[0] for m in done] == ["latent sweep: point 1 of 2", "latent sweep: point 2 of 2"]
+    assert "latent_dim = 3" in done[1] and capsys.readouterr().err == ""
     assert [p.value for p in result.points] == [1, 3] and result.missing == ()
     assert [p.latent_dim for p in result.points] == [1, 3]
     for p in result.points:
@@ -75,6 +84,7 @@ def test_latent_sweep_writes_csv_table_plot_and_does_not_rerun_finished_points(t
     assert weights == {p.value: (out / p.run / runs.WEIGHTS).stat().st_mtime_ns for p in again.points}
 
 
+@pytest.mark.slow
 def test_an_interrupted_point_resumes_and_matches_an_uninterrupted_one(tmp_path):
     config = sweep.point_config(TINY, "beta", 0.5)
 
@@ -95,6 +105,7 @@ def test_an_interrupted_point_resumes_and_matches_an_uninterrupted_one(tmp_path)
     assert _training_record(interrupted) == _training_record(tmp_path / "b" / reference.points[0].run)
 
 
+@pytest.mark.slow
 def test_a_point_directory_of_another_config_is_refused(tmp_path):
     train(
         sweep.point_config(TINY, "lr", 1e-3).replace(train={"epochs": 1}),
@@ -107,6 +118,7 @@ def test_a_point_directory_of_another_config_is_refused(tmp_path):
         sweep.run_sweep("lr", [1e-3], TINY, tmp_path / "lr-0.001", k=10)
 
 
+@pytest.mark.slow
 def test_parallel_points_run_in_spawned_single_thread_workers(tmp_path):
     threads = torch.get_num_threads()
     result = sweep.run_sweep(
@@ -120,6 +132,7 @@ def test_parallel_points_run_in_spawned_single_thread_workers(tmp_path):
     assert json.loads((tmp_path / "sweep.json").read_text())["kind"] == "beta"
 
 
+@pytest.mark.slow
 def test_cli_sweep(tmp_path, capsys):
     out = tmp_path / "s"
     argv = [
@@ -145,3 +158,4 @@ def test_cli_sweep(tmp_path, capsys):
     assert main(["sweep", "latent", "--values", "2,two", "--out", str(out)]) == 2
     assert "--values" in capsys.readouterr().err
     assert main(["sweep", "latent", "--values", "2", "--out", str(out), "--jobs", "0"]) == 2
+    assert "argument --jobs: Input should be greater than or equal to 1" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Sweeps: the documents' questions answered with numbers, one training run per value.
+"""Sweeps: how a VAE responds to one knob, answered with numbers, one training run per value.
 
     run_sweep("latent", [2, 4, 8, 16], RunConfig(...), "runs/sweep-latent", jobs=2)
 
@@ -11,12 +11,13 @@ Kinds (registered in `SWEEPS`):
   a regularization knob (small sigma: sharp reconstructions, large KL; large sigma: blur, small KL).
 - `beta`: the KL weight of the beta-ELBO (Higgins et al. 2017). The rate-distortion curve
   (Alemi et al. 2018): rate = KL(q(z|x) || p(z)), distortion = -E_q[log p(x|z)], both in nats.
-- `lr`: the Adam learning rate, the documents' "tune it by repeated training".
+- `lr`: the Adam learning rate, tuned by repeated training.
 
 Layout: every point is a run directory `OUT/<kind>-<value>` (the usual run format). A finished point
 is never re-run; an interrupted one continues from its last checkpoint (`train(resume=True)`), so a
 sweep resumes by being started again with the same arguments. Points run in parallel processes with
-`jobs > 1` (spawned, one PyTorch thread each). Results go to `OUT/sweep.csv`, `OUT/sweep.md`,
+`jobs > 1` (spawned, one PyTorch thread each); a progress bar counts finished points on a terminal
+and each point is logged. Results go to `OUT/sweep.csv`, `OUT/sweep.md`,
 `OUT/sweep.png` and `OUT/sweep.json`. Every evaluation is on the test split; nats per example.
 """
 
@@ -29,17 +30,25 @@ import logging
 import math
 import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from tqdm import tqdm
 
 from vaelab import runs
 from vaelab.config import RunConfig
+from vaelab.data import load_data
+from vaelab.diagnostics import active_units_rule, latent_statistics
 from vaelab.errors import UserError
+from vaelab.experiments.compare import squared_error_per_pixel
+from vaelab.experiments.evaluation import current_evaluation
+from vaelab.train import train
+from vaelab.viz.draw import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +99,8 @@ class SweepPoint:
     elbo, log_p_x_given_z, kl: the ELBO (beta = 1, whatever the training objective) and its terms;
     log_px: importance-sampled with `log_px_k` samples, standard error `log_px_stderr`;
     squared_error_per_pixel: of the decoder mean at the posterior mean (intensity^2);
-    active_units: dims with Var_x E_q[z_d|x] > 0.01; best_valid_elbo: the validation ELBO of the kept
-    weights; train_seconds: summed epoch times.
+    active_units: the active dims of `vaelab.diagnostics.latent_statistics`; best_valid_elbo: the
+    validation ELBO of the kept weights; train_seconds: summed epoch times.
     """
 
     value: float
@@ -177,9 +186,9 @@ def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UserError(f"--values: expected numbers separated by commas, got {text!r}") from None
+        raise UserError(f"values: expected numbers separated by commas, got {text!r}") from None
     if not math.isfinite(value):
-        raise UserError(f"--values: {text!r} is not a finite number")
+        raise UserError(f"values: {text!r} is not a finite number")
     return value
 
 
@@ -187,7 +196,7 @@ def _integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise UserError(f"--values: expected integers separated by commas, got {text!r}") from None
+        raise UserError(f"values: expected integers separated by commas, got {text!r}") from None
 
 
 def parse_values(kind: str, text: str) -> list[float]:
@@ -195,9 +204,9 @@ def parse_values(kind: str, text: str) -> list[float]:
     sweep = _kind(kind)
     values = [sweep.parse(part.strip()) for part in text.split(",") if part.strip()]
     if not values:
-        raise UserError("--values: give at least one value, e.g. --values 2,4,8")
+        raise UserError("values: give at least one value, e.g. 2,4,8")
     if len(set(values)) != len(values):
-        raise UserError(f"--values {text}: a value is repeated")
+        raise UserError(f"values {text}: a value is repeated")
     return values
 
 
@@ -221,33 +230,16 @@ def point_dir(out_dir: Path, kind: str, value: float) -> Path:
     return Path(out_dir) / f"{kind}-{text}"
 
 
-def _evaluation(run_dir: Path, k: int, seed: int) -> dict[str, Any]:
-    """RUN/eval.json when it is newer than the weights and used `k` samples, else a fresh evaluation."""
-    from vaelab.evaluate import evaluate_run
-
-    path = run_dir / "eval.json"
-    if path.is_file() and path.stat().st_mtime >= (run_dir / runs.WEIGHTS).stat().st_mtime:
-        evaluation = runs.read_json(path)
-        if evaluation.get("split") == "test" and evaluation.get("k") == k:
-            return evaluation
-    return evaluate_run(run_dir, k=k, split="test", seed=seed).to_dict()
-
-
 def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, seed: int = 0) -> SweepPoint:
     """Train (or resume, or skip if finished) one point, evaluate it and measure its latent use.
 
     A module-level function of plain arguments, so that spawned worker processes can run it.
     """
-    from vaelab.compare import squared_error_per_pixel
-    from vaelab.data import load_data
-    from vaelab.plots import latent_statistics
-    from vaelab.train import train
-
     config = RunConfig.from_dict(config_dict)
     out = Path(run_dir)
     status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
     if status is not None and runs.read_config(out) != config:
-        raise UserError(f"{out}: holds a run of another configuration; use another --out for this sweep")
+        raise UserError(f"{out}: holds a run of another configuration; use another directory for this sweep")
     splits = load_data(config.data)
     if status == "finished":
         log.info("%s: finished earlier, not re-run", out)
@@ -257,7 +249,7 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
     else:  # new, or killed before its first file was written
         log.info("%s: training", out)
         train(config, out, overwrite=True, progress=False, splits=splits)
-    evaluation = _evaluation(out, k, seed)
+    evaluation = current_evaluation(out, k, seed)
     if evaluation.get("elbo") is None:
         raise UserError(f"{out}: a sweep point needs a model with an ELBO (model.kind vae)")
     model = runs.load_model(out)
@@ -288,6 +280,32 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # jobs processes share the cores; more threads each would oversubscribe
 
 
+def _run_in_processes(tasks: list[tuple], jobs: int, finished: Callable[[SweepPoint], SweepPoint]):
+    """run_point(*task) for every task in `jobs` spawned processes; the points in task order."""
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)), mp_context=context, initializer=_init_worker
+    )
+    try:
+        futures = [pool.submit(run_point, *task) for task in tasks]
+        for future in as_completed(futures):
+            finished(future.result())
+        points = [future.result() for future in futures]
+    except KeyboardInterrupt:
+        # Stop the workers now, so that a resumed sweep never races a point still being trained;
+        # a kill cannot corrupt a run (every file is written atomically, checkpoints each epoch).
+        workers = getattr(pool, "_processes", None) or {}  # pid -> Process of this pool
+        for process in list(workers.values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return points
+
+
 def run_sweep(
     kind: str,
     values: Sequence[float],
@@ -297,17 +315,19 @@ def run_sweep(
     jobs: int = 1,
     k: int = 100,
     seed: int = 0,
+    progress: bool = True,
 ) -> SweepResult:
     """Train and evaluate one run per value under out_dir, then write sweep.csv/.md/.png/.json.
 
     Points already finished are read, not re-run; interrupted ones resume. With jobs > 1 the
-    remaining points run in `jobs` spawned processes with one PyTorch thread each.
+    remaining points run in `jobs` spawned processes with one PyTorch thread each. progress: a
+    bar of finished points on a terminal (none when stderr is not one); each point is also logged.
     """
     sweep = _kind(kind)
     if jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {jobs}")
+        raise UserError(f"jobs must be >= 1, got {jobs}")
     if k < 2:
-        raise UserError(f"--k must be >= 2, got {k}")
+        raise UserError(f"k must be >= 2, got {k}")
     out_dir = Path(out_dir)
     values = [sweep.parse(str(v)) for v in values]
     configs = [point_config(base, kind, v) for v in values]
@@ -318,28 +338,25 @@ def run_sweep(
         (c.to_dict(), str(point_dir(out_dir, kind, v)), v, k, seed)
         for c, v in zip(configs, values, strict=True)
     ]
-    if jobs == 1 or len(tasks) == 1:
-        points = [run_point(*task) for task in tasks]
-    else:
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(
-            max_workers=min(jobs, len(tasks)), mp_context=context, initializer=_init_worker
-        )
-        try:
-            futures = [pool.submit(run_point, *task) for task in tasks]
-            points = [future.result() for future in futures]
-        except KeyboardInterrupt:
-            # Stop the workers now, so that a resumed sweep never races a point still being trained;
-            # a kill cannot corrupt a run (every file is written atomically, checkpoints each epoch).
-            workers = getattr(pool, "_processes", None) or {}  # pid -> Process of this pool
-            for process in list(workers.values()):
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown()
+    # disable=None: a bar on a terminal only, nothing in logs or pipes (the log lines stay)
+    with tqdm(
+        total=len(tasks), desc=f"{kind} sweep", unit="point", disable=None if progress else True
+    ) as bar:
+        done: list[SweepPoint] = []  # a disabled bar counts nothing, so count here
+
+        def finished(point: SweepPoint) -> SweepPoint:
+            done.append(point)
+            bar.update()
+            log.info(
+                "%s sweep: point %d of %d done (%s = %g): ELBO %.2f nats",
+                kind, len(done), len(tasks), sweep.field, point.value, point.elbo,
+            )  # fmt: skip
+            return point
+
+        if jobs == 1 or len(tasks) == 1:
+            points = [finished(run_point(*task)) for task in tasks]
+        else:
+            points = _run_in_processes(tasks, jobs, finished)
     base_dict = json.loads(json.dumps(base.to_dict()))  # as sweep.json will hold it (lists, not tuples)
     result = SweepResult(kind, str(out_dir), tuple(values), base_dict, tuple(points), k)
     write_sweep(result)
@@ -442,10 +459,8 @@ def sweep_arrays(result: SweepResult) -> dict[str, np.ndarray]:
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
-    from vaelab.plots import plt, save_figure  # (plots selects the Agg backend first)
-
     sweep = _kind(result.kind)
-    fig = plt.figure(figsize=(12.5, 4.2))
+    fig = Figure(figsize=(12.5, 4.2))
     if result.points:
         sweep.draw(fig, sweep_arrays(result), sweep, Path(result.out_dir))
     base = result.base_config
@@ -491,7 +506,7 @@ def _draw_latent(fig, a: dict[str, np.ndarray], sweep: SweepKind, out_dir: Path)
     twin = right.twinx()
     twin.plot(v, a["active_units"], marker="s", color="C4", linestyle="--", label="active units (right axis)")
     twin.plot(v, v, color="0.6", linestyle=":", linewidth=1, label="all dims active (= Z)")
-    twin.set_ylabel("active units (Var_x E_q[z_d] > 0.01), count", fontsize=9)
+    twin.set_ylabel(f"active units ({active_units_rule()}), count", fontsize=9)
     twin.yaxis.set_major_locator(MaxNLocator(integer=True))
     twin.tick_params(labelsize=8)
     handles = right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]

@@ -23,19 +23,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_plots import trained_pair
-from vaelab import compare, report, sweep
 from vaelab.cli import main
 from vaelab.config import RunConfig
 from vaelab.errors import UserError
+from vaelab.experiments import compare, report, sweep
+from vaelab.viz.figures import ALL_FIGURES
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = os.access(CHROMIUM, os.X_OK)
 
 
 @pytest.fixture(scope="session")
-def compare_report(tmp_path_factory) -> Path:
-    pair = trained_pair(tmp_path_factory)
+def compare_report(pair, tmp_path_factory) -> Path:
     out = tmp_path_factory.getbasetemp() / "trained-pair" / "compare"
     if not (out / "compare.json").is_file():
         compare.compare_runs(pair.vae, pair.ae, out, k=20)
@@ -60,6 +59,7 @@ def parse(path: Path) -> tuple[str, list[tuple[str, dict[str, str]]]]:
     return text, parser.tags
 
 
+@pytest.mark.slow
 def test_report_is_one_self_contained_file(compare_report):
     text, tags = parse(compare_report)
     images = [attrs for tag, attrs in tags if tag == "img"]
@@ -76,6 +76,7 @@ def test_report_is_one_self_contained_file(compare_report):
     assert "@media print" in text and "break-inside: avoid" in text
 
 
+@pytest.mark.slow
 def test_report_has_the_tables_with_units_and_the_elbo_gap(compare_report):
     text, tags = parse(compare_report)
     for phrase in (
@@ -97,16 +98,41 @@ def test_report_has_the_tables_with_units_and_the_elbo_gap(compare_report):
     assert {"comparison", "run0-overview", "run1-overview", "run0-evaluation"} <= anchors
 
 
-def test_run_and_sweep_reports(tmp_path_factory, tmp_path):
-    pair = trained_pair(tmp_path_factory)
+@pytest.mark.slow
+def test_run_and_sweep_reports(pair, tmp_path):
     path = report.write_report(pair.ae, out=tmp_path / "ae.html", k=20)
     text, tags = parse(path)
     assert "No ELBO or log p(x)" in text and sum(tag == "img" for tag, _ in tags) == 10
+    # an AE has no prior: its decoded N(0, I) codes are not captioned as prior samples, and the
+    # missing ELBO decomposition says why it is missing
+    captions = [attrs["alt"] for tag, attrs in tags if tag == "img"]
+    samples = {e.file_name: e for e in ALL_FIGURES}["samples.png"]
+    assert samples.caption_for(True) in captions and samples.caption not in captions
+    assert not any(c.startswith("Prior samples") for c in captions)
+    assert "No decomposition figure: an autoencoder has no ELBO to decompose" in text
 
     base = RunConfig().replace(data={"source": "digits"}, model={"hidden": (16,)}, train={"epochs": 1})
     sweep.run_sweep("beta", [1.0], base, tmp_path / "sweep", k=5)
     text, tags = parse(report.write_report(tmp_path / "sweep"))
     assert "The beta sweep" in text and "KL (nats)" in text and sum(tag == "img" for tag, _ in tags) == 1
+
+
+@pytest.mark.slow
+def test_a_grid_drawn_with_other_options_is_not_captioned_as_the_default(pair, tmp_path):
+    # regression: `plot --kind grid --range ...` overwrote figures/grid.png and the report then
+    # captioned it as the default quantile grid
+    run = tmp_path / "run"
+    for name in ("config.json", "run.json", "model.safetensors", "metrics.jsonl", "eval.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes((pair.vae / name).read_bytes())
+    assert main(["plot", str(run), "--kind", "grid", "--range", "-3,3,-3,3", "--n", "5"]) == 0
+    custom = (run / "figures" / "grid-n5-range_-3_3_-3_3.png").read_bytes()
+    k = json.loads((run / "eval.json").read_text())["k"]  # the evaluation stays current
+    text, tags = parse(report.write_report(run, k=k))
+    grid_caption = {e.file_name: e for e in ALL_FIGURES}["grid.png"].caption
+    images = {attrs["alt"]: attrs["src"] for tag, attrs in tags if tag == "img"}
+    assert base64.b64decode(images[grid_caption].split(",", 1)[1]) != custom
+    assert base64.b64encode(custom).decode() not in text  # the custom grid is not in the report at all
 
 
 def test_report_of_something_else_is_a_one_line_error(tmp_path, capsys):
@@ -116,6 +142,7 @@ def test_report_of_something_else_is_a_one_line_error(tmp_path, capsys):
     assert "directory not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_report_prints_the_path(compare_report, capsys):
     assert main(["report", str(compare_report.parent), "--k", "20"]) == 0
     assert capsys.readouterr().out.strip() == f"report: {compare_report}"
@@ -238,6 +265,7 @@ def console_errors(events: list[dict]) -> list[str]:
 @pytest.mark.skipif(
     not HAVE_CHROMIUM, reason=f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
 )
+@pytest.mark.slow
 def test_report_in_headless_chromium_loads_every_image_without_console_errors(compare_report, tmp_path):
     browser = DevTools(tmp_path / "profile", tmp_path / "chromium.log")
     try:

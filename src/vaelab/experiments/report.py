@@ -5,7 +5,8 @@
 DIR is recognized by what it holds: `sweep.json` (a sweep), `compare.json` (a comparison, whose two
 runs get their own sections too) or `config.json` + `run.json` (a run). For a run the page has its
 configuration, data, the evaluation table with units and the ELBO gap, the training curves and
-every figure of `vaelab.plots.plot_all` (missing figures and a missing evaluation are made first).
+every figure of `vaelab.viz.plot.plot_all` with its caption from the figure registry (missing figures
+and a missing evaluation are made first; a figure that does not apply says why).
 
 The page opens offline: images are embedded as base64 `data:` URIs, the style sheet is inline,
 fonts are the system's, there is no script and no external URL at all. It reads on a laptop screen
@@ -25,7 +26,20 @@ from typing import Any
 
 import vaelab
 from vaelab import runs
+from vaelab.diagnostics import active_units_rule
 from vaelab.errors import UserError
+from vaelab.estimators import bits_per_dim
+from vaelab.experiments.compare import (
+    COMPARE_FIGURES,
+    Comparison,
+    comparison_rows,
+    format_comparison,
+    resolve_run,
+)
+from vaelab.experiments.evaluation import current_evaluation
+from vaelab.experiments.sweep import load_sweep, plot_sweep, sweep_rows
+from vaelab.viz.figures import ALL_FIGURES, FIGURE_KINDS
+from vaelab.viz.plot import plot_all
 
 log = logging.getLogger(__name__)
 
@@ -73,43 +87,6 @@ footer { margin-top: 3rem; color: var(--muted); font-size: 0.85rem; border-top: 
   .grid2 { display: block; }
 }
 """
-
-FIGURE_CAPTIONS: dict[str, str] = {
-    "curves.png": "Training curves: train (running mean over each epoch) and validation ELBO, "
-    "reconstruction term and KL per epoch, nats per example. The run keeps the weights of the best "
-    "validation epoch (dotted).",
-    "reconstructions.png": "Reconstructions: random test images (odd rows) over the decoder mean "
-    "E[x | z = E_q[z|x]] at their posterior mean (even rows). These are means, not samples.",
-    "samples.png": "Prior samples: z ~ N(0, I) decoded, each shown as the decoder mean E[x|z].",
-    "samples-draw.png": "Prior samples: the same z ~ N(0, I), each shown as one draw x ~ p(x|z) "
-    "(for a Bernoulli decoder, independent pixel coin flips around the mean above).",
-    "scatter.png": "Latent scatter: test-set posterior means E_q[z|x] coloured by label (PCA to 2-D "
-    "when the latent has more than two dims; the axis labels say so).",
-    "grid.png": "Latent manifold: decoder means on a grid of latent points (Kingma & Welling 2014, "
-    "Figure 4); by default the grid sits at Gaussian quantiles of the prior, so each cell stands for "
-    "equal prior mass.",
-    "grid-wide.png": "The same decoder over the wider range z1 in [-10, 5], z2 in [-5, 5] that the source "
-    "documents use: a VAE's codes stay near the prior's bulk, so its outer cells repeat the edge digits; "
-    "an AE's codes may spread this far.",
-    "interpolation.png": "Linear interpolation between the posterior means of pairs of test images, decoded.",
-    "interpolation-spherical.png": "Spherical interpolation (slerp) between the same pairs, decoded.",
-    "traversals.png": "Latent traversals: one latent dim at a time swept over ±3 prior s.d., the others at "
-    "the prior mean; rows sorted by the dim's mean KL (an AE: by the variance of its code).",
-    "decomposition.png": "ELBO decomposition on the test split, nats per example, and the KL of each latent "
-    "dim. The gap log p(x) − ELBO estimates E_x KL(q(z|x) || p(z|x)).",
-}
-
-COMPARE_CAPTIONS: dict[str, str] = {
-    "reconstructions": "The same test images reconstructed by both models (decoder mean at the posterior "
-    "mean); the row labels give each model's test-set squared error per pixel.",
-    "scatter": "Test-set codes E_q[z|x] of both models, coloured by label. The dashed box is the latent "
-    "range the grids below decode: the VAE's codes fill the prior's bulk, the AE's sit wherever training put "
-    "them.",
-    "grid": "Both decoders on the same latent grid. Where the AE's code space has no training codes, its "
-    "decoder shows whatever it extrapolates to.",
-    "samples": "Both decoders on the same prior samples z ~ N(0, I) (decoder means). The AE was never asked "
-    "to make N(0, I) meaningful, so its samples cover fewer digits or are malformed.",
-}
 
 
 @dataclass
@@ -178,8 +155,6 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def evaluation_rows(evaluation: dict[str, Any]) -> list[list[str]]:
     """(quantity, value, unit, bits per dim) rows of the evaluation table."""
-    from vaelab.estimators import bits_per_dim
-
     dims = evaluation.get("num_dims") or 1
 
     def bpd(nats: float | None) -> str:
@@ -219,7 +194,7 @@ def evaluation_rows(evaluation: dict[str, Any]) -> list[list[str]]:
     if active is None and isinstance(evaluation.get("decomposition"), dict):
         active = evaluation["decomposition"].get("active_units")
     if active is not None:
-        rows.append(["active units", str(active), "count", ""])
+        rows.append([f"active units ({active_units_rule()})", str(active), "count", ""])
     return rows
 
 
@@ -232,16 +207,6 @@ def _config_rows(config: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _ensure_evaluation(run_dir: Path, k: int) -> dict[str, Any]:
-    path = run_dir / "eval.json"
-    if path.is_file() and path.stat().st_mtime >= (run_dir / runs.WEIGHTS).stat().st_mtime:
-        return runs.read_json(path)
-    from vaelab.evaluate import evaluate_run
-
-    log.info("%s: no current eval.json; evaluating the test split (k = %d)", run_dir, k)
-    return evaluate_run(run_dir, k=k, split="test").to_dict()
-
-
 def add_run(
     page: Page,
     run_dir: Path,
@@ -252,14 +217,13 @@ def add_run(
     heading: str | None = None,
 ) -> None:
     """Sections of one run: overview, data, config, evaluation, curves and every figure."""
-    from vaelab.plots import ALL_FIGURES, plot_all
-
     run_dir = runs.check_run_dir(run_dir)
-    config = runs.read_config(run_dir).to_dict()
+    run_config = runs.read_config(run_dir)
+    config = run_config.to_dict()
     info = runs.run_info(run_dir)
     kind = config["model"]["kind"].upper()
     name = heading or f"{kind} run {run_dir.name}"
-    evaluation = _ensure_evaluation(run_dir, k)
+    evaluation = current_evaluation(run_dir, k)
     figures = plot_all(run_dir, only_missing=not refresh)
 
     page.section(f"{prefix}overview", name)
@@ -306,9 +270,16 @@ def add_run(
         )
 
     page.section(f"{prefix}figures", "Figures", 3)
-    for file_name in ALL_FIGURES:
-        if file_name in figures:
-            page.figure(figures[file_name], FIGURE_CAPTIONS.get(file_name, file_name))
+    deterministic = run_config.model.kind == "ae"
+    skipped: set[str] = set()
+    for entry in ALL_FIGURES:
+        if entry.file_name in figures:
+            page.figure(figures[entry.file_name], entry.caption_for(deterministic))
+            continue
+        reason = FIGURE_KINDS[entry.kind].applies(run_dir, run_config)
+        if reason is not None and entry.kind not in skipped:
+            skipped.add(entry.kind)
+            page.text(f"No {entry.kind} figure: {reason}.", "note")
 
 
 def run_report(run_dir: Path, *, k: int = 1000, refresh: bool = False) -> Page:
@@ -324,8 +295,6 @@ def run_report(run_dir: Path, *, k: int = 1000, refresh: bool = False) -> Page:
 
 
 def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False) -> Page:
-    from vaelab.compare import Comparison, comparison_rows, format_comparison, resolve_run
-
     comparison = Comparison.from_dict(runs.read_json(compare_dir / "compare.json"))
     a, b = comparison.a, comparison.b
     page = Page(f"vaelab report: {a.label} vs {b.label} on {comparison.data}")
@@ -344,9 +313,9 @@ def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False) -
     notes = [line[2:] for line in format_comparison(comparison).splitlines() if line.startswith("- ")]
     for note in notes:
         page.text(note, "note")
-    for name in ("reconstructions", "scatter", "grid", "samples"):
+    for name, figure in COMPARE_FIGURES.items():
         if name in comparison.figures and (compare_dir / comparison.figures[name]).is_file():
-            page.figure(compare_dir / comparison.figures[name], COMPARE_CAPTIONS[name])
+            page.figure(compare_dir / comparison.figures[name], figure.caption)
     for i, summary in enumerate((a, b)):
         run_dir = resolve_run(compare_dir, summary.run)
         if not run_dir.is_dir():
@@ -360,8 +329,6 @@ def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False) -
 
 
 def sweep_report(sweep_dir: Path) -> Page:
-    from vaelab.sweep import load_sweep, plot_sweep, sweep_rows
-
     result = load_sweep(sweep_dir)
     page = Page(f"vaelab report: {result.kind} sweep on {result.base_config['data']['source']}")
     page.section("sweep", f"The {result.kind} sweep")

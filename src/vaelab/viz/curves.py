@@ -1,0 +1,149 @@
+"""Numbers over training and evaluation as arrays: training curves and the ELBO decomposition.
+
+No plotting here (`vaelab.viz.draw` draws these). All values are dataset means in nats per example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vaelab.diagnostics import ACTIVE_THRESHOLD, LatentStatistics
+from vaelab.errors import UserError
+from vaelab.runs import best_record
+
+
+@dataclass(frozen=True)
+class TrainingCurves:
+    """Per-epoch dataset means from metrics.jsonl, nats per example, each (E,).
+
+    panels: (title, train values, validation values) of each panel to draw: ELBO, reconstruction
+    term and KL for a VAE; the reconstruction term alone for an AE, which has no KL and no ELBO.
+    """
+
+    epoch: np.ndarray
+    train_elbo: np.ndarray
+    valid_elbo: np.ndarray
+    train_log_p_x_given_z: np.ndarray
+    valid_log_p_x_given_z: np.ndarray
+    train_kl: np.ndarray
+    valid_kl: np.ndarray
+    best_epoch: int
+    deterministic: bool
+    title: str = "training curves"
+
+    @property
+    def panels(self) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
+        if self.deterministic:
+            return (
+                (
+                    "reconstruction term log p(x | z = f(x)): an AE has no KL term and no ELBO",
+                    self.train_log_p_x_given_z,
+                    self.valid_log_p_x_given_z,
+                ),
+            )
+        return (
+            ("ELBO (higher is better)", self.train_elbo, self.valid_elbo),
+            ("reconstruction term E_q[log p(x|z)]", self.train_log_p_x_given_z, self.valid_log_p_x_given_z),
+            ("KL(q(z|x) || p(z))", self.train_kl, self.valid_kl),
+        )
+
+
+def training_curves(
+    metrics: list[dict], *, deterministic: bool = False, title: str = "training curves"
+) -> TrainingCurves:
+    """Arrays of the per-epoch records that `vaelab.train` writes (keys *_nats)."""
+    if not metrics:
+        raise UserError("no training metrics: metrics.jsonl is missing or empty")
+
+    def column(key: str) -> np.ndarray:
+        return np.array([float(r[key]) for r in metrics])
+
+    return TrainingCurves(
+        column("epoch").astype(int),
+        column("train_elbo_nats"),
+        column("valid_elbo_nats"),
+        column("train_log_p_x_given_z_nats"),
+        column("valid_log_p_x_given_z_nats"),
+        column("train_kl_nats"),
+        column("valid_kl_nats"),
+        int(best_record(metrics)["epoch"]),  # the epoch selection kept (on its bound, maybe not the ELBO)
+        deterministic,
+        title,
+    )
+
+
+# ------------------------------------------------------------------------- ELBO decomposition
+
+
+DECOMPOSITION_KEYS = ("decomposition", "elbo_decomposition")
+
+
+def _evaluation_value(evaluation: dict, key: str):
+    """A key of eval.json, at the top level or inside a nested decomposition section."""
+    if evaluation.get(key) is not None:
+        return evaluation[key]
+    for section in DECOMPOSITION_KEYS:
+        nested = evaluation.get(section)
+        if isinstance(nested, dict) and nested.get(key) is not None:
+            return nested[key]
+    return None
+
+
+@dataclass(frozen=True)
+class ElboChart:
+    """The bars of the ELBO-decomposition figure, nats per example (dataset means).
+
+    terms: (name, value) pairs; the identities they illustrate are
+    ELBO = E_q[log p(x|z)] - KL(q || p(z)) = E_q[log p(x, z)] + H(q) and log p(x) = ELBO + gap.
+    kl_per_dim: (Z,) mean KL per latent dim in nats, or None; kl_per_dim_source says where it came from.
+    """
+
+    terms: tuple[tuple[str, float], ...]
+    kl_per_dim: np.ndarray | None
+    kl_per_dim_source: str
+    active_units: int | None
+    active_threshold: float | None
+    split: str
+    num_examples: int
+
+
+def elbo_chart(evaluation: dict, stats: LatentStatistics | None = None) -> ElboChart | None:
+    """Bars from an eval.json dict; None for an AE (no ELBO). Per-dim KL from the evaluation when it
+    has one (`kl_per_dim`), else from `stats` (the closed form over the same split), else absent."""
+    elbo = evaluation.get("elbo")
+    if elbo is None:
+        return None
+    terms = [
+        ("E_q[log p(x|z)]", evaluation["log_p_x_given_z"]),
+        ("-KL(q(z|x) || p(z))", -evaluation["kl"]),
+        ("ELBO", elbo),
+    ]
+    log_p_xz, entropy = _evaluation_value(evaluation, "log_p_xz"), _evaluation_value(evaluation, "entropy")
+    if log_p_xz is not None and entropy is not None:
+        terms += [("E_q[log p(x, z)]", log_p_xz), ("H(q(z|x))", entropy)]
+    if evaluation.get("log_px") is not None:
+        terms += [
+            (f"log p(x), IS k={evaluation.get('k')}", evaluation["log_px"]),
+            ("gap log p(x) - ELBO\n(≈ KL(q(z|x) || p(z|x)))", evaluation["log_px"] - elbo),
+        ]
+    kl_dims = _evaluation_value(evaluation, "kl_per_dim")
+    active = _evaluation_value(evaluation, "active_units")
+    threshold = _evaluation_value(evaluation, "active_threshold") or ACTIVE_THRESHOLD
+    source = "the evaluation (eval.json)"
+    if kl_dims is None and stats is not None and stats.kl_per_dim is not None:
+        kl_dims, source = (
+            stats.kl_per_dim,
+            f"the closed form over the {evaluation.get('split', 'test')} split",
+        )
+        active, threshold = stats.active_units, stats.threshold
+    return ElboChart(
+        tuple((name, float(v)) for name, v in terms),
+        None if kl_dims is None else np.asarray(kl_dims, dtype=float),
+        source if kl_dims is not None else "",
+        active,
+        threshold,
+        evaluation.get("split", "test"),
+        int(evaluation.get("num_examples", 0)),
+    )

@@ -1,0 +1,393 @@
+"""The figure registry: every figure of a run, defined once, without drawing anything.
+
+Each figure kind (`FIGURE_KINDS`, filled by `@figure_kind`) names the function that computes its
+data from a `Run` and `FigureOptions`, the options it reads, its default size `n`, and whether it
+applies to a run (and why not). `ALL_FIGURES` lists the files `plot_all` writes into RUN/figures,
+each with its caption (the report's). `figure_file_name` / `figure_path` give a figure's file: the
+registered name for the options `ALL_FIGURES` draws it with, a name that spells out any other
+options (`grid-range_-3_3_-3_3.png`), so that a figure made with other options never replaces, nor
+is captioned as, the default one. This module imports no plotting library, so a command line can
+take its choices from it cheaply; `vaelab.viz.plot` draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaelab import runs
+from vaelab.config import RunConfig
+from vaelab.diagnostics import latent_name
+from vaelab.errors import UserError
+from vaelab.viz.curves import elbo_chart, training_curves
+from vaelab.viz.images import reconstruction_rows, sample_grid
+from vaelab.viz.latent import (
+    interpolations,
+    latent_grid,
+    latent_scatter,
+    latent_traversals,
+    pick_pairs,
+    top_dims,
+)
+from vaelab.viz.run import SPLITS, Run
+
+FIGURES_DIR = "figures"
+
+WIDE_RANGE = (-10.0, 5.0, -5.0, 5.0)
+"""z1 in [-10, 5], z2 in [-5, 5]: the latent range of the decoded grid in the VAE lecture notes this
+project follows (a wider window than the quantile grid, where an AE's codes may lie)."""
+
+MODES = ("mean", "sample")
+METHODS = ("linear", "spherical")
+
+
+@dataclass(frozen=True)
+class FigureOptions:
+    """What a figure shows, beyond the run. Each kind reads only some fields (`FigureKind.reads`).
+
+    split: rows the figure draws from; seed: of its random choices (images, samples); n: images
+    (reconstructions, samples), grid points per axis (grid), path points (interpolation) or steps
+    (traversals), None for each kind's default; z_range: (z1min, z1max, z2min, z2max) of a grid,
+    None for the prior's quantiles; dims: the two latent dims (0-based) a grid varies, None for the
+    two most used; base: row of `split` whose posterior mean holds the dims a grid or traversal
+    does not vary, None for the prior mean 0; mode: samples as decoder means or draws; method:
+    interpolation path.
+    """
+
+    split: str = "test"
+    seed: int = 0
+    n: int | None = None
+    z_range: tuple[float, float, float, float] | None = None
+    dims: tuple[int, int] | None = None
+    base: int | None = None
+    mode: str = "mean"
+    method: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise UserError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
+        if self.n is not None and self.n < 1:
+            raise UserError(f"n must be >= 1 (or None for each figure's default), got {self.n}")
+        if self.z_range is not None and len(self.z_range) != 4:
+            raise UserError(f"z_range must be (z1min, z1max, z2min, z2max), got {self.z_range}")
+        if self.dims is not None and len(self.dims) != 2:
+            raise UserError(f"dims must be two latent dims, got {self.dims}")
+        if self.base is not None and self.base < 0:
+            raise UserError(f"base must be a row index >= 0, got {self.base}")
+        if self.mode not in MODES:
+            raise UserError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.method not in METHODS:
+            raise UserError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+
+
+DEFAULT_OPTIONS = FigureOptions()
+
+
+def _always(run_dir: Path, config: RunConfig) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """One kind of figure: `make(run, options)` returns its data (drawn by `vaelab.viz.draw.render`).
+
+    reads: the FigureOptions fields the figure depends on (others do not change it); default_n:
+    the n used when options.n is None; applies(run_dir, config): None, or why the figure does not
+    apply to that run (checked without loading the model); help: one line for a command's help.
+    """
+
+    name: str
+    make: Callable[[Run, FigureOptions], Any]
+    reads: tuple[str, ...]
+    help: str
+    default_n: int | None = None
+    applies: Callable[[Path, RunConfig], str | None] = _always
+
+    def n(self, options: FigureOptions) -> int:
+        return options.n if options.n is not None else self.default_n
+
+
+FIGURE_KINDS: dict[str, FigureKind] = {}
+
+
+def figure_kind(name: str, *, reads: tuple[str, ...], help: str, default_n: int | None = None, applies=None):
+    """Register the decorated `make(run, options)` as the figure kind `name`."""
+
+    def register(make):
+        FIGURE_KINDS[name] = FigureKind(name, make, reads, help, default_n, applies or _always)
+        return make
+
+    return register
+
+
+@figure_kind(
+    "reconstructions",
+    reads=("split", "seed", "n"),
+    help="random images over their reconstructions E[x | z = E_q[z|x]]",
+    default_n=32,
+)
+def _reconstructions(run: Run, options: FigureOptions):
+    x = run.x[run.random_rows(FIGURE_KINDS["reconstructions"].n(options), options.seed)]
+    return reconstruction_rows(run.model, x, min(8, len(x)))
+
+
+@figure_kind(
+    "samples",
+    reads=("seed", "n", "mode"),
+    help="prior samples z ~ p(z) decoded (an AE: codes z ~ N(0, I) decoded)",
+    default_n=64,
+)
+def _samples(run: Run, options: FigureOptions):
+    n = FIGURE_KINDS["samples"].n(options)
+    return sample_grid(run.model, n, mode=options.mode, seed=options.seed)
+
+
+@figure_kind("scatter", reads=("split",), help="posterior means E_q[z|x] of a split, coloured by label")
+def _scatter(run: Run, options: FigureOptions):
+    return latent_scatter(run.model, run.x, run.labels, split=run.split)
+
+
+@figure_kind(
+    "grid",
+    reads=("split", "n", "z_range", "dims", "base"),
+    help="decoder means on a grid of latent points (Kingma & Welling 2014, Figure 4)",
+    default_n=21,
+)
+def _grid(run: Run, options: FigureOptions):
+    base, where = run.base_code(options.base)
+    if options.dims is not None:
+        dims = options.dims
+    else:
+        dims = (0, 1) if run.model.latent_dim <= 2 else top_dims(run.stats, 2)
+    n = FIGURE_KINDS["grid"].n(options)
+    return latent_grid(run.model, n, z_range=options.z_range, dims=dims, base=base, base_description=where)
+
+
+@figure_kind(
+    "interpolation",
+    reads=("split", "seed", "n", "method"),
+    help="decoded paths between the posterior means of pairs of images",
+    default_n=10,
+)
+def _interpolation(run: Run, options: FigureOptions):
+    pairs = pick_pairs(run.labels, len(run.x), 4, options.seed)
+    if not pairs:
+        raise UserError(f"interpolation needs two {run.split} images of different labels")
+    a, b = zip(*pairs, strict=True)
+    n = FIGURE_KINDS["interpolation"].n(options)
+    return interpolations(
+        run.model,
+        run.x[list(a)],
+        run.x[list(b)],
+        n,
+        method=options.method,
+        indices=tuple(pairs),
+        split=run.split,
+    )
+
+
+@figure_kind(
+    "traversals",
+    reads=("split", "n", "base"),
+    help="one latent dim at a time swept over +-3 prior s.d., decoded",
+    default_n=9,
+)
+def _traversals(run: Run, options: FigureOptions):
+    base, where = run.base_code(options.base)
+    steps = FIGURE_KINDS["traversals"].n(options)
+    return latent_traversals(
+        run.model, run.x, steps=steps, base=base, base_description=where, stats=run.stats, split=run.split
+    )
+
+
+@figure_kind("curves", reads=(), help="training curves per epoch")
+def _curves(run: Run, options: FigureOptions):
+    what = "AE" if run.deterministic else "VAE"
+    title = (
+        f"training curves of run {run.dir.name} ({what}, Z = {run.model.latent_dim}, "
+        f"{run.config.data.source}); dotted line: best validation epoch"
+    )
+    return training_curves(run.metrics, deterministic=run.deterministic, title=title)
+
+
+NO_ELBO = "an autoencoder has no ELBO to decompose (its point-mass code has an infinite KL to any density)"
+
+
+def _decomposition_applies(run_dir: Path, config: RunConfig) -> str | None:
+    if config.model.kind == "ae":
+        return NO_ELBO
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        return f"{path}: not found; evaluate the run first (vaelab evaluate)"
+    if runs.read_json(path).get("elbo") is None:
+        return f"{path}: holds no ELBO to decompose"
+    return None
+
+
+@figure_kind(
+    "decomposition",
+    reads=(),
+    help="the ELBO's terms on the test split (eval.json) and the KL of each latent dim",
+    applies=_decomposition_applies,
+)
+def _decomposition(run: Run, options: FigureOptions):
+    evaluation = run.evaluation()
+    chart = None if evaluation is None else elbo_chart(evaluation, run.stats)
+    if chart is None:
+        raise UserError(_decomposition_applies(run.dir, run.config) or NO_ELBO)
+    return chart
+
+
+# ------------------------------------------------------------------------------- all figures
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """One file of `plot_all`: figure `kind` drawn with the default options changed by `changes`.
+
+    caption: what the report says under it; caption_ae: the caption for an autoencoder where it
+    must differ (an AE has no prior, KL or ELBO), else None.
+    """
+
+    file_name: str
+    kind: str
+    caption: str
+    changes: dict[str, Any] = field(default_factory=dict)
+    caption_ae: str | None = None
+
+    @property
+    def options(self) -> FigureOptions:
+        return dataclasses.replace(DEFAULT_OPTIONS, **self.changes)
+
+    def caption_for(self, deterministic: bool) -> str:
+        return self.caption_ae if deterministic and self.caption_ae else self.caption
+
+
+ALL_FIGURES: tuple[FigureFile, ...] = (
+    FigureFile(
+        "curves.png",
+        "curves",
+        "Training curves: train (running mean over each epoch) and validation ELBO, reconstruction term "
+        "and KL per epoch, nats per example. The run keeps the weights of the best validation epoch "
+        "(dotted).",
+        caption_ae="Training curves: train (running mean over each epoch) and validation reconstruction "
+        "term log p(x | z = f(x)) per epoch, nats per example (an AE has no KL and no ELBO). The run keeps "
+        "the weights of the best validation epoch (dotted).",
+    ),
+    FigureFile(
+        "reconstructions.png",
+        "reconstructions",
+        "Reconstructions: random test images (odd rows) over the decoder mean E[x | z = E_q[z|x]] at "
+        "their posterior mean (even rows). These are means, not samples.",
+    ),
+    FigureFile(
+        "samples.png",
+        "samples",
+        "Prior samples: z ~ p(z) decoded, each shown as the decoder mean E[x|z].",
+        {"mode": "mean"},
+        caption_ae="Decoded codes: z ~ N(0, I) through the AE's decoder, each shown as the decoder mean "
+        "E[x|z]. An AE has no prior, so these are not samples of the model: they show what its decoder "
+        "makes of the region a VAE's prior covers.",
+    ),
+    FigureFile(
+        "samples-draw.png",
+        "samples",
+        "Prior samples: the same z ~ p(z), each shown as one draw x ~ p(x|z) (for a Bernoulli decoder, "
+        "independent pixel coin flips around the mean above).",
+        {"mode": "sample"},
+        caption_ae="The same decoded codes z ~ N(0, I), each shown as one draw x ~ p(x|z) (an AE has no "
+        "prior, so these are not samples of the model).",
+    ),
+    FigureFile(
+        "scatter.png",
+        "scatter",
+        "Latent scatter: test-set posterior means E_q[z|x] coloured by label (PCA to 2-D when the latent "
+        "has more than two dims; the axis labels say so).",
+    ),
+    FigureFile(
+        "grid.png",
+        "grid",
+        "Latent manifold: decoder means on a grid of latent points (Kingma & Welling 2014, Figure 4), "
+        "at Gaussian quantiles of the prior, so each cell stands for equal prior mass.",
+    ),
+    FigureFile(
+        "grid-wide.png",
+        "grid",
+        "The same decoder over the wider range z1 in [-10, 5], z2 in [-5, 5] of the VAE lecture notes "
+        "this project follows: a VAE's codes stay near the prior's bulk, so its outer cells repeat the "
+        "edge digits; an AE's codes may spread this far.",
+        {"z_range": WIDE_RANGE},
+    ),
+    FigureFile(
+        "interpolation.png",
+        "interpolation",
+        "Linear interpolation between the posterior means of pairs of test images, decoded.",
+        {"method": "linear"},
+    ),
+    FigureFile(
+        "interpolation-spherical.png",
+        "interpolation",
+        "Spherical interpolation (slerp) between the same pairs, decoded.",
+        {"method": "spherical"},
+    ),
+    FigureFile(
+        "traversals.png",
+        "traversals",
+        "Latent traversals: one latent dim at a time swept over ±3 prior s.d., the others at the prior "
+        "mean; rows sorted by the dim's mean KL (an AE: by the variance of its code).",
+    ),
+    FigureFile(
+        "decomposition.png",
+        "decomposition",
+        "ELBO decomposition on the test split, nats per example, and the KL of each latent dim. The gap "
+        "log p(x) − ELBO estimates E_x KL(q(z|x) || p(z|x)).",
+    ),
+)
+
+
+def _relevant(kind: str, options: FigureOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in FIGURE_KINDS[kind].reads}
+
+
+def _suffix(name: str, value: Any) -> str:
+    if name == "z_range":
+        return "range_" + "_".join(f"{v:g}" for v in value)
+    if name == "dims":
+        return "-".join(latent_name(d) for d in value)
+    if name == "mode":
+        return "draw" if value == "sample" else value
+    if name in ("method", "split"):
+        return value
+    return f"{name}{value}"  # n12, seed3, base7
+
+
+def figure_file_name(kind: str, options: FigureOptions = DEFAULT_OPTIONS) -> str:
+    """The file name of figure `kind` drawn with `options`.
+
+    The name `ALL_FIGURES` registers for these options (e.g. grid-wide.png for the wide range), else
+    the kind followed by every option it reads that differs from the default (grid-n11.png,
+    scatter-valid.png), so a figure's file name always says how it was made.
+    """
+    if kind not in FIGURE_KINDS:
+        raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
+    relevant = _relevant(kind, options)
+    for entry in ALL_FIGURES:
+        if entry.kind == kind and _relevant(kind, entry.options) == relevant:
+            return entry.file_name
+    default = _relevant(kind, DEFAULT_OPTIONS)
+    parts = [_suffix(name, value) for name, value in relevant.items() if value != default[name]]
+    return "-".join([kind, *parts]) + ".png"
+
+
+def figure_path(run_dir: str | Path, kind: str, options: FigureOptions = DEFAULT_OPTIONS) -> Path:
+    """Where figure `kind` of a run goes by default: RUN/figures/<figure_file_name(kind, options)>."""
+    return Path(run_dir) / FIGURES_DIR / figure_file_name(kind, options)
+
+
+def not_applicable(run_dir: str | Path, kind: str) -> str | None:
+    """Why figure `kind` does not apply to the run (an AE has no ELBO, ...), or None if it does."""
+    run_dir = runs.check_run_dir(run_dir)
+    return FIGURE_KINDS[kind].applies(run_dir, runs.read_config(run_dir))

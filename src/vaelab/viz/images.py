@@ -1,0 +1,213 @@
+"""Pictures of examples as arrays: tiling, labelled rows of images, prior samples, reconstructions.
+
+Everything here returns tensors or numpy arrays (no matplotlib): `vaelab.viz.draw` draws them.
+Image values are intensities in [0, 1], drawn with an inverted grey map (0 white, 1 black).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaelab.distributions import draw
+from vaelab.errors import UserError
+
+
+def tile(
+    images: Tensor | np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: float = 0.0
+) -> np.ndarray:
+    """(N, C, H, W) or (N, H, W) images -> one (rows*(H+pad)-pad, cols*(W+pad)-pad[, 3]) array.
+
+    Grey images (C = 1) give a 2-D array. Padding is background (0.0, drawn white by the
+    inverted grey map), so digits stay separate without grid lines.
+    """
+    x = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise UserError(f"cannot tile images of shape {x.shape}: expected (N, C, H, W)")
+    n, c, h, w = x.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    canvas = np.full((c, nrows * (h + pad) - pad, ncols * (w + pad) - pad), pad_value, dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        canvas[:, r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = x[i]
+    return canvas[0] if c == 1 else canvas.transpose(1, 2, 0)
+
+
+def as_images(x: Tensor, x_shape: tuple[int, ...]) -> Tensor:
+    """Examples as (N, C, H, W) images; tabular data (N, D) are shown as a near-square strip."""
+    if len(x_shape) == 3:
+        return x.reshape(-1, *x_shape)
+    d = math.prod(x_shape)
+    side = math.ceil(math.sqrt(d))
+    flat = torch.nn.functional.pad(x.reshape(-1, d), (0, side * side - d))
+    return flat.reshape(-1, 1, side, side)
+
+
+@dataclass(frozen=True)
+class ImageGrid:
+    """Images tiled into one near-square picture with a title. canvas: (H', W') or (H', W', 3)."""
+
+    canvas: np.ndarray
+    title: str
+
+
+@dataclass(frozen=True)
+class ImageRows:
+    """Rows of equally sized images, tiled into one picture, with a label per row and per column.
+
+    canvas: the tiled picture, rows of `num_columns` cells of `cell_size` (H, W) pixels, `pad`
+    pixels apart. row_labels / column_labels: one string per row / column, or () for none.
+    cell_inches, margin_inches (width, height), max_width_inches: the drawing's size on paper.
+    """
+
+    canvas: np.ndarray
+    num_rows: int
+    num_columns: int
+    cell_size: tuple[int, int]
+    pad: int
+    row_labels: tuple[str, ...]
+    column_labels: tuple[str, ...]
+    title: str
+    xlabel: str = ""
+    label_fontsize: float = 8
+    title_fontsize: float = 9
+    cell_inches: float = 0.62
+    margin_inches: tuple[float, float] = (1.0, 1.4)
+    max_width_inches: float | None = None
+
+    def row_centre(self, i: int) -> float:
+        """Pixel coordinate (down the canvas) of the centre of row i."""
+        h = self.cell_size[0]
+        return i * (h + self.pad) + (h - 1) / 2
+
+    def column_centre(self, j: int) -> float:
+        """Pixel coordinate (across the canvas) of the centre of column j."""
+        w = self.cell_size[1]
+        return j * (w + self.pad) + (w - 1) / 2
+
+    @property
+    def inches(self) -> tuple[float, float]:
+        width = self.cell_inches * self.num_columns + self.margin_inches[0]
+        if self.max_width_inches is not None:
+            width = min(self.max_width_inches, width)
+        return width, self.cell_inches * self.num_rows + self.margin_inches[1]
+
+
+def image_rows(
+    rows: Sequence[Tensor],
+    x_shape: tuple[int, ...],
+    title: str,
+    *,
+    row_labels: Sequence[str] = (),
+    column_labels: Sequence[str] = (),
+    pad: int = 2,
+    **layout,
+) -> ImageRows:
+    """Tile rows of examples, each (S, *x_shape) with the same S, into one labelled picture.
+
+    Shorter rows are padded with blank (0) cells; `layout` sets ImageRows' text and size fields.
+    """
+    num_columns = max(len(r) for r in rows)
+    cells = []
+    for row in rows:
+        images = as_images(row.reshape(-1, *x_shape), x_shape)
+        blank = images.new_zeros(num_columns - len(images), *images.shape[1:])
+        cells.append(torch.cat([images, blank]))
+    images = torch.cat(cells)  # (R * S, C, H, W)
+    return ImageRows(
+        tile(images, num_columns, pad=pad),
+        len(rows),
+        num_columns,
+        tuple(images.shape[-2:]),
+        pad,
+        tuple(row_labels),
+        tuple(column_labels),
+        title,
+        **layout,
+    )
+
+
+# ----------------------------------------------------------------------------- prior samples
+
+
+PRIOR_NAMES = {"normal": "N(0, I)", "mog": "a learned Gaussian mixture", "vamp": "the VampPrior"}
+
+
+@torch.no_grad()
+def prior_samples(model, n: int, *, mode: str = "mean", seed: int = 0) -> Tensor:
+    """Decode z ~ p(z): the decoder mean E[x|z] (mode="mean") or a draw x ~ p(x|z) ("sample").
+
+    For an AE, z ~ N(0, I) (it has no prior of its own; see `sample_title`). n: number of z.
+    """
+    if n < 1:
+        raise UserError(f"n must be >= 1, got {n}")
+    generator = torch.Generator().manual_seed(seed)
+    z = draw(model.prior(), (n,), generator)  # (n, Z)
+    p_x_given_z = model.likelihood(z)
+    if mode == "mean":
+        return p_x_given_z.mean
+    if mode == "sample":
+        return draw(p_x_given_z, (), generator)
+    raise UserError(f"mode {mode!r} is not one of mean, sample")
+
+
+def sample_title(model, n: int, mode: str) -> str:
+    """What a picture of `prior_samples(model, n, mode=mode)` shows.
+
+    An AE has no prior: its pictures are codes z ~ N(0, I) decoded, which is not sampling the
+    model, and the title says so.
+    """
+    family = "Bernoulli" if getattr(model.config, "likelihood", "") == "bernoulli" else "Gaussian"
+    shown = "the decoder mean E[x|z]" if mode == "mean" else f"one {family} draw x ~ p(x|z)"
+    if getattr(model, "deterministic", False):
+        return f"{n} codes z ~ N(0, I) decoded (an AE has no prior to sample),\neach shown as {shown}"
+    prior = PRIOR_NAMES.get(getattr(model.config, "prior", "normal"), "p(z)")
+    return f"{n} prior samples z ~ {prior}, each shown as {shown}"
+
+
+def sample_grid(model, n: int, *, mode: str = "mean", seed: int = 0) -> ImageGrid:
+    """The picture of `n` prior samples (an AE: decoded N(0, I) codes), with its title."""
+    x = prior_samples(model, n, mode=mode, seed=seed)
+    return ImageGrid(tile(as_images(x, model.x_shape)), sample_title(model, n, mode))
+
+
+# ---------------------------------------------------------------------------- reconstructions
+
+
+@torch.no_grad()
+def reconstructions(model, x: Tensor) -> Tensor:
+    """Decoder mean at the posterior mean code: E[x | z = E_q[z|x]], shape of x."""
+    return model.likelihood(model.posterior(x).mean).mean
+
+
+RECONSTRUCTION = "E[x | z = E_q[z|x]]"
+
+
+def reconstruction_rows(model, x: Tensor, ncols: int = 8) -> ImageRows:
+    """Originals over their reconstructions, `ncols` per row: x (N, *x_shape) -> 2 * ceil(N / ncols) rows.
+
+    Rows alternate: originals, then their decoder means E[x | z = E_q[z|x]] (not samples); a last,
+    shorter pair of rows is padded with blank (0) images.
+    """
+    recon = reconstructions(model, x)
+    rows, labels = [], []
+    for start in range(0, len(x), ncols):
+        rows += [x[start : start + ncols], recon[start : start + ncols]]
+        labels += ["original", RECONSTRUCTION]
+    return image_rows(
+        rows,
+        model.x_shape,
+        f"{len(x)} images over their reconstructions (decoder mean at the posterior mean)",
+        row_labels=labels,
+        title_fontsize=10,
+        cell_inches=0.75,
+        margin_inches=(1.8, 0.8),
+    )

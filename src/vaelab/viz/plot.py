@@ -1,0 +1,103 @@
+"""Draw a run's figures into PNG files: one kind (`plot_run`) or all of them (`plot_all`).
+
+The figures are those of the registry `vaelab.viz.figures`: their data come from its `make`
+functions, their drawing from `vaelab.viz.draw.render`, their file names from `figure_path`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from torch import Tensor
+
+from vaelab.errors import UserError
+from vaelab.viz.draw import render, save_figure
+from vaelab.viz.figures import (
+    ALL_FIGURES,
+    DEFAULT_OPTIONS,
+    FIGURE_KINDS,
+    FIGURES_DIR,
+    FigureOptions,
+    figure_file_name,
+    figure_path,
+)
+from vaelab.viz.images import reconstruction_rows, sample_grid
+from vaelab.viz.run import Run
+
+log = logging.getLogger(__name__)
+
+
+def draw_figure(run: Run, kind: str, path: str | Path, options: FigureOptions = DEFAULT_OPTIONS) -> Path:
+    """Draw figure `kind` of a loaded run into the PNG `path`; a UserError says why it cannot."""
+    if kind not in FIGURE_KINDS:
+        raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
+    figure = FIGURE_KINDS[kind]
+    reason = figure.applies(run.dir, run.config)
+    if reason is not None:
+        raise UserError(reason)
+    return save_figure(render(figure.make(run, options)), path)
+
+
+def plot_run(
+    run_dir: str | Path,
+    kind: str,
+    path: str | Path | None = None,
+    options: FigureOptions = DEFAULT_OPTIONS,
+) -> Path:
+    """Draw one figure kind of a run into the PNG `path` (default `figure_path(run_dir, kind, options)`)."""
+    if kind not in FIGURE_KINDS:
+        raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
+    path = Path(path) if path is not None else figure_path(run_dir, kind, options)
+    return draw_figure(Run(run_dir, split=options.split), kind, path, options)
+
+
+def plot_all(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    options: FigureOptions = DEFAULT_OPTIONS,
+    *,
+    only_missing: bool = False,
+) -> dict[str, Path]:
+    """Every figure of `ALL_FIGURES` into out_dir (default RUN/figures): registered file name -> path.
+
+    Each figure is drawn with `options` changed by its entry (e.g. the wide grid's range); with
+    other than the default options a file is named after them (`figure_file_name`), never after the
+    default figure. A figure that does not apply (the ELBO decomposition of an AE, or before
+    evaluation) is skipped with a log message. only_missing: keep PNGs that already exist.
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / FIGURES_DIR
+    written: dict[str, Path] = {}
+    todo = []
+    for entry in ALL_FIGURES:
+        entry_options = dataclasses.replace(options, **entry.changes)
+        path = out_dir / figure_file_name(entry.kind, entry_options)
+        if only_missing and path.is_file():
+            written[entry.file_name] = path
+        else:
+            todo.append((entry, entry_options, path))
+    if not todo:
+        return written
+    run = Run(run_dir, split=options.split)
+    for entry, entry_options, path in todo:
+        try:
+            written[entry.file_name] = draw_figure(run, entry.kind, path, entry_options)
+            log.info("%s: wrote %s", run_dir, path)
+        except UserError as err:
+            log.info("%s: skipped %s (%s)", run_dir, entry.file_name, err)
+    return written
+
+
+# ---------------------------------------------------------- figures of a model, without a run
+
+
+def plot_prior_samples(model, path: str | Path, n: int = 64, *, mode: str = "mean", seed: int = 0) -> Path:
+    """n prior samples z ~ p(z) decoded (an AE: codes z ~ N(0, I)) into the PNG `path`."""
+    return save_figure(render(sample_grid(model, n, mode=mode, seed=seed)), path)
+
+
+def plot_reconstructions(model, x: Tensor, path: str | Path) -> Path:
+    """Originals (odd rows) above their reconstructions (even rows), 8 per row, into the PNG `path`."""
+    return save_figure(render(reconstruction_rows(model, x, min(8, len(x)))), path)

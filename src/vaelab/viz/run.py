@@ -1,0 +1,80 @@
+"""`Run`: a trained run loaded for looking at it (figures, reports, an explorer page).
+
+    run = Run("runs/demo/vae")            # model on CPU in eval mode, config, test split, labels
+    run.x.shape, run.labels, run.stats.active_units, run.evaluation()
+
+Loading reads the run's config and weights and its data split once; the latent statistics over
+the split (`vaelab.diagnostics.latent_statistics`) are computed on first use and kept.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaelab import runs
+from vaelab.data import load_data
+from vaelab.diagnostics import LatentStatistics, latent_statistics, posterior_means
+from vaelab.errors import UserError
+
+SPLITS = ("train", "valid", "test")
+
+
+class Run:
+    """A run directory's model, config, data and evaluation, loaded once and shared by its figures.
+
+    dir: the run directory; config: its RunConfig; model: the best-validation weights, CPU, eval
+    mode; splits: the run's data (`vaelab.data.Splits`); split: the split figures are drawn from;
+    x: (N, *x_shape) that split; labels: (N,) int or None; stats: latent statistics over x.
+    """
+
+    def __init__(self, run_dir: str | Path, *, split: str = "test") -> None:
+        if split not in SPLITS:
+            raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        self.dir = runs.check_run_dir(run_dir)
+        self.config = runs.read_config(self.dir)
+        self.model = runs.load_model(self.dir)
+        self.splits = load_data(self.config.data)
+        self.split = split
+        self.x: Tensor = self.splits.split(split)
+        self.labels: Tensor | None = self.splits.labels(split)
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the model is an autoencoder (a point-mass code: no prior, KL or ELBO)."""
+        return bool(getattr(self.model, "deterministic", False))
+
+    @cached_property
+    def stats(self) -> LatentStatistics:
+        """KL per latent dim, A_u = Cov_x(E_q[z_u]) and the active units over `x`."""
+        return latent_statistics(self.model, self.x)
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch records of metrics.jsonl (empty before the first epoch ends)."""
+        return runs.read_metrics(self.dir)
+
+    def evaluation(self) -> dict[str, Any] | None:
+        """RUN/eval.json (the test-split evaluation) as a dict, or None before `evaluate`."""
+        path = self.dir / "eval.json"
+        return runs.read_json(path) if path.is_file() else None
+
+    def base_code(self, index: int | None) -> tuple[Tensor | None, str]:
+        """The latent point at which figures hold the dims they do not vary, and its description:
+        None (the prior mean 0) for index None, else E_q[z|x] of row `index` of the split: (Z,)."""
+        if index is None:
+            return None, "0 (the prior mean)"
+        if not 0 <= index < len(self.x):
+            raise UserError(f"base {index}: the {self.split} split has rows 0..{len(self.x) - 1}")
+        z = posterior_means(self.model, self.x[index : index + 1])[0]
+        return z, f"the posterior mean of {self.split} image #{index}"
+
+    def random_rows(self, n: int, seed: int) -> Tensor:
+        """n seeded random row indices of the split (test files are often sorted by class, so a
+        prefix would show one digit): (min(n, N),) int64."""
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randperm(len(self.x), generator=generator)[:n]
