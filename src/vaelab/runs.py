@@ -43,6 +43,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,14 +82,18 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call write(tmp_path), then rename tmp onto `path` (atomic on POSIX file systems).
 
     The temporary `.NAME.XXXXXXXX.tmp` is created by the kernel with mode 0666 & ~umask
-    (tempfile.mkstemp would make it 0600) and without following a link of that name.
+    (tempfile.mkstemp would make it 0600), and keeps that mode, without following a link of
+    that name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)  # what the umask left of 0666
+    os.close(fd)
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)  # (a writer may replace the file: safetensors makes its own 0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -154,9 +159,10 @@ class RunLock:
         return lock
 
     @classmethod
-    def try_acquire(cls, directory: Path, *, create: bool) -> RunLock | None:
+    def try_acquire(cls, directory: Path, *, create: bool, claim: bool = True) -> RunLock | None:
         """The lock, or None while another process holds it. FileNotFoundError when there is no
-        lock file and `create` is false."""
+        lock file and `create` is false. With `claim`, the file then holds this process's PID;
+        without, it keeps the PID of whoever held it last."""
         path = Path(directory) / LOCK
         flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
         try:
@@ -171,8 +177,9 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             return None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if claim:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(fd, path)
 
     def release(self) -> None:
@@ -203,7 +210,7 @@ def holder_phrase(directory: Path) -> str:
 def is_locked(directory: Path) -> bool:
     """Whether a process holds DIR/.lock now (without creating the file)."""
     try:
-        lock = RunLock.try_acquire(directory, create=False)
+        lock = RunLock.try_acquire(directory, create=False, claim=False)
     except FileNotFoundError:
         return False
     if lock is None:
@@ -227,7 +234,7 @@ def remove_stale_staging(out: Path) -> None:
         if staging.is_symlink() or not staging.is_dir():
             continue
         try:
-            lock = RunLock.try_acquire(staging, create=False)
+            lock = RunLock.try_acquire(staging, create=False, claim=False)
         except FileNotFoundError:  # its creator is between mkdir and locking, or was killed there
             if time.time() - staging.stat().st_mtime > STALE_UNCLAIMED_SECONDS:
                 shutil.rmtree(staging, ignore_errors=True)
