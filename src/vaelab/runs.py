@@ -607,7 +607,7 @@ class CheckpointScalars(BaseModel):
     """The numbers and names of state.pt; tensors and the optimizer's state are checked apart.
     Keys added after the first runs are optional (their defaults are the Trainer's)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
     epoch: Annotated[int, Ge(0)]
     best_valid_bound: float | None = None
@@ -637,6 +637,9 @@ def load_checkpoint_state(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     state = load_state(path)
     if not all(isinstance(key, str) for key in state):
         raise UserError(f"{path}: keys must be strings")
+    for key, value in state.items():  # (vaelab never stores None; an absent key takes the default)
+        if value is None:
+            raise UserError(f"{path}: `{key}` None: expected a value")
     scalars = _validated(CheckpointScalars, state, str(path))
     epoch, epochs = scalars.epoch, config.train.epochs
     if epoch > epochs:
