@@ -342,6 +342,7 @@ def test_run_json_gets_a_format_version_and_todays_runs_migrate(finished_run, tm
         ({"format_version": 7}, r"`format_version` 7: written by a newer vaelab"),
         ({"format_version": "1"}, r"`format_version` '1': input should be 1"),
         ({"colour": "blue"}, r"`colour` 'blue': extra inputs are not permitted"),
+        ({"a\nb": 1}, r"`'a\\nb'` 1: extra inputs are not permitted"),
         ({"status": None, "x_shape": "abc"}, r"`status` None: .* \(and 1 more problems\)"),
     ],
 )

@@ -338,7 +338,7 @@ def _validated(model: type[M], raw: Any, where: str) -> M:
         return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
+        field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in first["loc"])
         more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
         value = "" if first["type"] == "missing" else f" {_short_repr(first['input'])}"
         raise UserError(f"{where}: `{field}`{value}: {first['msg'].lower()}{more}") from None

@@ -87,9 +87,12 @@ def train(
 ) -> TrainResult:
     """Train `config` into run directory `out` (or continue it with resume=True).
 
-    Bad input raises UserError before anything is written. A finished run is never
-    overwritten unless `overwrite`; an unfinished one must be resumed or overwritten.
-    `on_epoch(record)` sees each epoch's metrics as they are checkpointed.
+    Bad input raises UserError before anything is written. The run is locked for this process
+    while it trains (another process training it is refused, naming its PID) and created
+    complete or not at all (see `vaelab.runs`). A finished run is never overwritten unless
+    `overwrite`, and then only once the new one is staged; an unfinished one must be resumed or
+    overwritten. A failure before the first checkpoint leaves nothing behind; a later one leaves
+    the run resumable. `on_epoch(record)` sees each epoch's metrics as they are checkpointed.
     """
     trainer = Trainer(config, out, resume=resume, overwrite=overwrite, progress=progress, splits=splits)
     while not trainer.done:
@@ -104,7 +107,8 @@ class Trainer:
 
     `run_epoch()` trains one epoch, validates, checkpoints and returns the epoch's record;
     `finish()` marks the run finished. `train()` is the loop most callers want; benchmarks step
-    epochs themselves to interleave them with a reference.
+    epochs themselves to interleave them with a reference. A Trainer holds the run's lock from
+    construction until `finish()`, `close()`, a failed epoch, or the death of its process.
     """
 
     def __init__(
