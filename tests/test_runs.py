@@ -246,7 +246,7 @@ def test_overwrite_replaces_a_finished_run_only_once_the_new_one_is_staged(tmp_p
         write_json(path, obj)
 
     monkeypatch.setattr(runs, "write_json", fail_on_run_json)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(UserError, match=r"R: cannot create a run there \(No space left on device\)"):
         train(TINY.replace(model={"hidden": (12,)}), out, overwrite=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert list(tmp_path.iterdir()) == [out] and not runs.is_locked(out)
@@ -303,6 +303,19 @@ def test_a_failure_after_a_checkpoint_leaves_a_resumable_run_and_says_so(tmp_pat
     monkeypatch.undo()
     result = train(TINY, out, resume=True, progress=False)
     assert result.epochs == 2 and runs.run_info(out)["status"] == "finished"
+
+
+def test_a_full_disk_after_a_checkpoint_is_one_line_and_the_run_stays_resumable(tmp_path, monkeypatch):
+    out = _unfinished(tmp_path / "R")
+
+    def full(path, module):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(runs, "save_weights", full)
+    with pytest.raises(UserError, match=r"No space left on device; the run stays resumable"):
+        train(TINY, out, resume=True, progress=False)
+    monkeypatch.undo()
+    assert train(TINY, out, resume=True, progress=False).epochs == 3  # (the run's own config)
 
 
 def test_stray_temporaries_are_removed_on_resume_and_on_finish(tmp_path):

@@ -45,6 +45,7 @@ import secrets
 import shutil
 import stat
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -273,7 +274,10 @@ def prepare_new_run(out: Path, *, overwrite: bool) -> RunLock | None:
 
 
 def _refuse_existing(out: Path) -> None:
-    status = read_run_info(out).status if (out / RUN).is_file() else None
+    try:
+        status = read_run_info(out).status if (out / RUN).is_file() else None
+    except UserError as damaged:
+        raise UserError(f"{damaged}; pass --overwrite to replace this run") from None
     if status == "finished":
         raise UserError(f"{out}: a finished run is there; pass --overwrite to replace it")
     if status is not None:
@@ -285,15 +289,20 @@ def create_run(out: Path, config: dict[str, Any], info: RunInfo, replacing: RunL
     """Assemble a run (config.json, run.json) in a staging directory beside `out` and rename it
     into place; returns the new run's lock. `replacing` is the lock of the run that `out` holds
     now (from `prepare_new_run`), which is deleted only after the new run is complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out)
-    staging = _staging_name(out)
-    staging.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out)
+        staging = _staging_name(out)
+        staging.mkdir()
+    except OSError as err:
+        raise UserError(f"{out}: cannot create a run there ({err.strerror})") from None
     lock = RunLock.acquire(staging)
     try:
         write_json(staging / CONFIG, config)
         write_json(staging / RUN, info.model_dump())
-        if replacing is not None:  # the old run steps aside under a staging name, then goes
+        if replacing is not None:
+            # The old run steps aside under a staging name (deleted by the next start if a kill
+            # comes first); only between these two renames is there no run at `out`.
             old = _staging_name(out)
             os.rename(out, old)
             os.rename(staging, out)
@@ -306,9 +315,11 @@ def create_run(out: Path, config: dict[str, Any], info: RunInfo, replacing: RunL
                 if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                     raise
                 raise UserError(f"{out}: {holder_phrase(out)} created a run here first") from None
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         lock.release()
+        if isinstance(error, OSError):  # a full disk, a read-only file system, ...
+            raise UserError(f"{out}: cannot create a run there ({error.strerror})") from None
         raise
     lock.path = out / LOCK
     return lock
@@ -595,7 +606,11 @@ def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint state not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(record=True) as caught:  # (a damaged file's pickle protocol, ...)
+            warnings.simplefilter("always")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        for warning in caught:
+            log.debug("%s: torch.load: %s", path, warning.message)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise UserError(f"{path}: corrupt or unreadable checkpoint state ({type(err).__name__})") from None
     if not isinstance(state, dict):

@@ -246,10 +246,11 @@ class Trainer:
                 runs.discard_run(self.out, lock)
                 raise
             lock.release()
+            resumable = f"the run stays resumable: vaelab train --resume {self.out}"
             if isinstance(error, UserError):
-                raise UserError(
-                    f"{error}; the run stays resumable: vaelab train --resume {self.out}"
-                ) from None
+                raise UserError(f"{error}; {resumable}") from None
+            if isinstance(error, OSError):  # a full disk, ...: the last checkpoint is intact
+                raise UserError(f"{error.filename or self.out}: {error.strerror}; {resumable}") from None
             raise
 
     def _run_epoch(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,15 @@ def check_command(run: Path, command: str) -> tuple[int, str]:
     try:
         Trainer._run_epoch = bounded
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(argv)
+            with warnings.catch_warnings(record=True) as caught:  # a warning would be a second line
+                warnings.simplefilter("always")
+                code = main(argv)
     except EnoughTraining:
         code = 0
     finally:
         Trainer._run_epoch = inner
         torch.set_num_threads(threads)
+    assert not caught, [str(w.message) for w in caught]
     if code != 0:
         lines = err.getvalue().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("vaelab: error: "), err.getvalue()
