@@ -132,6 +132,8 @@ def check_command(run: Path, command: str) -> tuple[int, str]:
 
 # --- mutations -------------------------------------------------------------------------------
 
+# Integers stay small here: huge values in config.json (train.threads 10**9 makes torch crash,
+# model sizes of 10**9 exhaust memory) are the config layer's limits, fuzzed with the config.
 json_leaves = (
     st.none()
     | st.booleans()
