@@ -13,7 +13,8 @@
       eval.json, *.png     written by `vaelab evaluate`, `sample`, `reconstruct`, ...
 
 One writer: the training process holds an exclusive `flock` on RUN/.lock for as long as it
-trains; the OS releases it when the process dies, so a killed run is never "locked forever".
+trains; the OS releases it when the process dies, so a killed run is never "locked forever"
+(POSIX `flock`: local file systems and NFSv4; vaelab does not run on Windows).
 Complete or nothing: a new run is assembled in a staging directory beside it
 (`.NAME.staging-XXXXXXXX`, with its own lock) and renamed into place once config.json and
 run.json are complete; a staging directory whose lock is free was left by a killed start and is
