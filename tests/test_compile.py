@@ -103,7 +103,8 @@ def test_a_compiled_run_resumes_exactly(tmp_path):
     config = SMALL.replace(train={"compile": True, "epochs": 2})
     train(config, tmp_path / "straight", progress=False)
     stopped = Trainer(config, tmp_path / "resumed", progress=False)
-    stopped.run_epoch()  # then the process "dies": the next Trainer starts from the checkpoint
+    stopped.run_epoch()
+    stopped.close()  # the process "dies" (its lock goes): the next Trainer starts from the checkpoint
     train(config, tmp_path / "resumed", resume=True, progress=False)
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
     assert (tmp_path / "resumed" / runs.WEIGHTS).read_bytes() == (

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
@@ -300,7 +300,10 @@ class RunConfig(Options):
         return [f"{name}: ignored ({reason})" for name, reason in why.items() if reason and name in given]
 
 
-def validated(kind: type[Options], raw: dict[str, Any], where: str):
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(kind: type[Model], raw: Any, where: str) -> Model:
     """`kind.model_validate(raw)`, with the first problem as one UserError line."""
     try:
         return kind.model_validate(raw)
@@ -331,21 +334,30 @@ class ConfigError(UserError):
 
 def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> ConfigError:
     """One line for the first of pydantic's errors, with the value that failed (or, for an
-    unknown key, the keys that are known there)."""
+    unknown key, the keys that are known there). Keys that are not printable are shown quoted,
+    so the message stays one line whatever a file holds."""
     first = err.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in first["loc"])
     problem = first["msg"]
     if first["type"] == "extra_forbidden":
         for part in first["loc"][:-1]:
-            kind = kind.model_fields[str(part)].annotation  # type: ignore[assignment]
+            if isinstance(part, str) and part in kind.model_fields:
+                kind = kind.model_fields[part].annotation  # type: ignore[assignment]
         problem = f"unknown key; known: {', '.join(kind.model_fields)}"
     elif first["type"] != "missing":
-        shown = repr(first.get("input"))
-        problem += f", got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        problem += f", got {short_repr(first.get('input'))}"
     more = err.error_count() - 1
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ConfigError(where, field, problem)
+    return ConfigError(where, field or "(top level)", problem)
+
+
+def short_repr(value: Any) -> str:
+    """A value for an error message: at most 60 characters, an array by its shape and dtype."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ------------------------------------------------------------------------------ config files

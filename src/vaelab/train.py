@@ -12,9 +12,9 @@ run (on the same machine and thread count).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 EVAL_BATCH = 1000
 FUSED_ADAM = True  # measured in benchmarks/train_throughput.py
 VALID_SEED_OFFSET = 1  # validation noise comes from seed + 1, the same every epoch
+POSTFIX_SECONDS = 0.5  # how often the progress bar's running means are refreshed (and at the end)
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,12 @@ def train(
 ) -> TrainResult:
     """Train `config` into run directory `out` (or continue it with resume=True).
 
-    Bad input raises UserError before anything is written. A finished run is never
-    overwritten unless `overwrite`; an unfinished one must be resumed or overwritten.
-    `on_epoch(record)` sees each epoch's metrics as they are checkpointed.
+    Bad input raises UserError before anything is written. The run is locked for this process
+    while it trains (another process training it is refused, naming its PID) and created
+    complete or not at all (see `vaelab.runs`). A finished run is never overwritten unless
+    `overwrite`, and then only once the new one is staged; an unfinished one must be resumed or
+    overwritten. A failure before the first checkpoint leaves nothing behind; a later one leaves
+    the run resumable. `on_epoch(record)` sees each epoch's metrics as they are checkpointed.
     """
     trainer = Trainer(config, out, resume=resume, overwrite=overwrite, progress=progress, splits=splits)
     while not trainer.done:
@@ -103,7 +107,8 @@ class Trainer:
 
     `run_epoch()` trains one epoch, validates, checkpoints and returns the epoch's record;
     `finish()` marks the run finished. `train()` is the loop most callers want; benchmarks step
-    epochs themselves to interleave them with a reference.
+    epochs themselves to interleave them with a reference. A Trainer holds the run's lock from
+    construction until `finish()`, `close()`, a failed epoch, or the death of its process.
     """
 
     def __init__(
@@ -117,23 +122,64 @@ class Trainer:
         splits: Splits | None = None,
     ) -> None:
         out = Path(out)
-        if resume:
-            runs.check_run_dir(out)
-            config = runs.read_config(out)
-            if runs.run_info(out).get("status") == "finished":
-                raise UserError(f"{out}: the run is already finished; nothing to resume")
-        elif out.exists() and any(out.iterdir()) and not overwrite:
-            _refuse_existing(out)
+        self.out, self.progress = out, progress
+        self.lock: runs.RunLock | None = None
+        self.x_shape: tuple[int, ...] | None = None  # run.json's, when resuming
+        replacing = None  # the lock of a run that --overwrite replaces
+        try:
+            if resume:  # the lock first: nothing of a run another process trains is read or written
+                self.lock = runs.RunLock.acquire(runs.check_run_dir(out))
+                config, saved = self._read_run(out)
+            else:
+                replacing, saved = runs.prepare_new_run(out, overwrite=overwrite), None
+            self._build(config, splits)
+            if saved is not None:
+                self._restore(saved)
+            else:  # (a run killed before its first checkpoint restarts from scratch)
+                torch.manual_seed(config.train.seed)  # dropout's masks
+            if resume:
+                runs.remove_stray_temporaries(out)
+                runs.write_text(out / runs.METRICS, _jsonl(self.state["history"]))
+            else:
+                self.lock = runs.create_run(out, config.to_dict(), self._run_info("running"), replacing)
+        except BaseException:
+            for lock in (self.lock, replacing):
+                if lock is not None:
+                    lock.release()
+            raise
 
+    def _read_run(self, out: Path) -> tuple[RunConfig, dict[str, Any] | None]:
+        """The config and checkpoint state of a run to resume, validated, and the checkpoint's
+        weights checked against the config (on the meta device) before anything is allocated."""
+        config = runs.read_config(out)
+        info = runs.read_run_info(out)
+        if info.status == "finished":
+            raise UserError(f"{out}: the run is already finished; nothing to resume")
+        runs.run_subdir(out, runs.CHECKPOINT)  # (refuses a link: resume writes and deletes there)
+        self.x_shape = tuple(info.x_shape)
+        if not (out / runs.STATE).is_file():
+            return config, None
+        saved = runs.load_checkpoint_state(out, config)
+        expected = runs.meta_state_dict(config, self.x_shape, where=f"{out / runs.RUN}: `x_shape`")
+        runs.check_weights_file(out / saved["weights"], expected)
+        return config, saved
+
+    def _build(self, config: RunConfig, splits: Splits | None) -> None:
+        """Data, model, optimizer, RNG stream and objective of `config`; writes nothing."""
         if splits is None:
             splits = load_data(config.data)
         check_fits_likelihood(splits, config.model.likelihood, config.data.source)
+        if self.x_shape is not None and self.x_shape != splits.x_shape:
+            raise UserError(
+                f"{self.out / runs.RUN}: `x_shape` {list(self.x_shape)}: the run's data "
+                f"(data.source {config.data.source}) now have shape {list(splits.x_shape)}"
+            )
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.train.seed)
             model = build_model(config.model, splits.x_shape)
-        self.config, self.out, self.splits, self.model, self.progress = config, out, splits, model, progress
+        self.config, self.splits, self.model = config, splits, model
         self.optimizer = make_optimizer(model, config)
         self.averaged = averaged_model(model, config.train.ema)
         self.generator = torch.Generator().manual_seed(config.train.seed)
@@ -141,7 +187,7 @@ class Trainer:
         self.step_loss = StepLoss(config.train.compile)
         self.compile_seconds = None  # compiled before anything is written: a failure leaves no run behind
         if config.train.compile:
-            if progress:
+            if self.progress:
                 tqdm.write("compiling the training step (torch.compile; ~20 s the first time) ...")
             self.compile_seconds = self.step_loss.warm_up(model, self.objective, splits.train, config)
         self.stopped_early = False
@@ -154,24 +200,22 @@ class Trainer:
             "lr_bad_epochs": 0,
             "history": [],
         }
-        if resume and (out / runs.STATE).is_file():
-            self.state = {**self.state, **runs.load_state(out / runs.STATE)}  # (older runs lack new keys)
-            runs.load_weights(out / self.state["weights"], model)
-            if self.averaged is not None:
-                runs.load_weights(out / self.state["averaged_weights"], self.averaged)
-            self.optimizer.load_state_dict(self.state["optimizer"])
-            self.generator.set_state(self.state["generator"])
-            if "global_rng" in self.state:
-                torch.set_rng_state(self.state["global_rng"])
-            runs.write_text(out / runs.METRICS, _jsonl(self.state["history"]))
-            log.info("resuming %s after epoch %d", out, self.state["epoch"])
-        else:
-            torch.manual_seed(config.train.seed)  # dropout's masks
-        if not resume:  # (a run killed before its first checkpoint restarts from scratch)
-            if overwrite and out.exists():
-                shutil.rmtree(out)
-            runs.write_json(out / runs.CONFIG, config.to_dict())
-            runs.write_json(out / runs.RUN, _run_info(splits, model, "running", 0))
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a validated checkpoint state: weights, optimizer, RNG streams, history."""
+        out, path = self.out, self.out / runs.STATE
+        self.state = {**self.state, **saved}  # (older runs lack new keys)
+        runs.load_weights(out / saved["weights"], self.model)
+        if self.averaged is not None:
+            runs.load_weights(out / saved["averaged_weights"], self.averaged)
+        runs.load_optimizer_state(self.optimizer, saved["optimizer"], f"{path}: `optimizer`")
+        for name, restore in (("generator", self.generator.set_state), ("global_rng", torch.set_rng_state)):
+            try:
+                if name in saved:
+                    restore(saved[name])
+            except RuntimeError:
+                raise UserError(f"{path}: `{name}`: not a valid random-number generator state") from None
+        log.info("resuming %s after epoch %d", out, self.state["epoch"])
 
     @property
     def done(self) -> bool:
@@ -185,6 +229,30 @@ class Trainer:
         return self.model if self.averaged is None else self.averaged.module
 
     def run_epoch(self) -> dict[str, Any]:
+        """Train, validate and checkpoint one epoch; returns its record.
+
+        A failure before the run's first checkpoint removes the run (nothing is left behind); a
+        later one leaves it resumable from its last checkpoint, and a UserError says so. Either
+        way the lock is released and this Trainer is spent.
+        """
+        if self.lock is None:
+            raise RuntimeError(f"{self.out}: this Trainer has finished or failed; resume the run anew")
+        try:
+            return self._run_epoch()
+        except BaseException as error:
+            lock, self.lock = self.lock, None
+            if not (self.out / runs.STATE).is_file():
+                runs.discard_run(self.out, lock)
+                raise
+            lock.release()
+            resumable = f"the run stays resumable: vaelab train --resume {self.out}"
+            if isinstance(error, UserError):
+                raise UserError(f"{error}; {resumable}") from None
+            if isinstance(error, OSError):  # a full disk, ...: the last checkpoint is intact
+                raise UserError(f"{error.filename or self.out}: {error.strerror}; {resumable}") from None
+            raise
+
+    def _run_epoch(self) -> dict[str, Any]:
         config, state, model = self.config, self.state, self.model
         epoch = state["epoch"] + 1
         start = time.perf_counter()
@@ -240,8 +308,11 @@ class Trainer:
         return record
 
     def finish(self) -> TrainResult:
+        """Mark the run finished, remove stray temporaries and release the run's lock."""
         state = self.state
-        runs.write_json(self.out / runs.RUN, _run_info(self.splits, self.model, "finished", state["epoch"]))
+        runs.write_json(self.out / runs.RUN, self._run_info("finished").model_dump())
+        runs.remove_stray_temporaries(self.out)
+        self.close()
         return TrainResult(
             self.out,
             state["epoch"],
@@ -251,14 +322,29 @@ class Trainer:
             self.stopped_early,
         )
 
+    def close(self) -> None:
+        """Release the run's lock (as the process's death would); the Trainer is spent."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
-def _refuse_existing(out: Path) -> None:
-    status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
-    if status == "finished":
-        raise UserError(f"{out}: a finished run is there; pass --overwrite to replace it")
-    if status is not None:
-        raise UserError(f"{out}: an unfinished run is there; continue it with --resume or pass --overwrite")
-    raise UserError(f"{out}: directory exists and is not empty; choose another --out or pass --overwrite")
+    def _run_info(self, status: str) -> runs.RunInfo:
+        from vaelab.nets import count_parameters
+
+        splits = self.splits
+        return runs.RunInfo(
+            vaelab_version=vaelab.__version__,
+            torch_version=torch.__version__,
+            status=status,
+            epochs_done=self.state["epoch"],
+            data=splits.name,
+            x_shape=list(splits.x_shape),
+            num_train=len(splits.train),
+            num_valid=len(splits.valid),
+            num_test=len(splits.test),
+            parameters=count_parameters(self.model),
+            units="all *_nats metrics are nats per example; elbo is the bound (higher is better)",
+        )
 
 
 def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
@@ -329,6 +415,7 @@ def _train_epoch(
         dynamic_ncols=True,
     )
     start = time.perf_counter()
+    next_postfix = start  # (a clock read per step, not a float64 division and a format)
     for step, begin in enumerate(range(0, n, batch_size)):
         x = x_train[order[begin : begin + batch_size]]
         if dynamic:
@@ -347,9 +434,10 @@ def _train_epoch(
             averaged.update_parameters(model)
         sums += term_sums
         bar.update(len(x))
-        if progress and step % 20 == 0:
-            elbo, recon, kl = (sums / min(n, begin + len(x))).tolist()
+        if progress and ((now := time.perf_counter()) >= next_postfix or step == steps - 1):
+            elbo, recon, kl = (sums / (begin + len(x))).tolist()
             bar.set_postfix_str(f"ELBO {elbo:.2f} | recon {recon:.2f} | KL {kl:.2f} nats")
+            next_postfix = now + POSTFIX_SECONDS
     seconds = time.perf_counter() - start
     bar.close()
     elbo, recon, kl = (sums / n).tolist()
@@ -470,12 +558,14 @@ def dataset_terms(
 
 
 def _checkpoint(out: Path, model, averaged, optimizer, generator, state, epoch: int) -> None:
-    """Weights first (named by epoch), then state naming them, then drop older weights."""
-    weights = f"checkpoint/epoch-{epoch:05d}.safetensors"
+    """Weights first (named by epoch), then state naming them, then drop older weights (in the
+    run's own checkpoint directory, never through a link)."""
+    checkpoint = runs.run_subdir(out, runs.CHECKPOINT)
+    weights = runs.checkpoint_weights(epoch)
     runs.save_weights(out / weights, model)
     keep = {Path(weights).name}
     if averaged is not None:
-        state["averaged_weights"] = f"checkpoint/epoch-{epoch:05d}-averaged.safetensors"
+        state["averaged_weights"] = runs.checkpoint_weights(epoch, averaged=True)
         runs.save_weights(out / state["averaged_weights"], averaged)
         keep.add(Path(state["averaged_weights"]).name)
     runs.write_text(out / runs.METRICS, _jsonl(state["history"]))
@@ -487,30 +577,10 @@ def _checkpoint(out: Path, model, averaged, optimizer, generator, state, epoch: 
         global_rng=torch.get_rng_state(),
     )
     runs.save_state(out / runs.STATE, state)
-    for old in (out / "checkpoint").glob("epoch-*.safetensors"):
+    for old in checkpoint.glob("epoch-*.safetensors"):
         if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
 def _jsonl(history: list[dict[str, Any]]) -> str:
-    import json
-
     return "".join(json.dumps(record) + "\n" for record in history)
-
-
-def _run_info(splits: Splits, model: VAE, status: str, epochs: int) -> dict[str, Any]:
-    from vaelab.nets import count_parameters
-
-    return {
-        "vaelab_version": vaelab.__version__,
-        "torch_version": torch.__version__,
-        "status": status,
-        "epochs_done": epochs,
-        "data": splits.name,
-        "x_shape": list(splits.x_shape),
-        "num_train": len(splits.train),
-        "num_valid": len(splits.valid),
-        "num_test": len(splits.test),
-        "parameters": count_parameters(model),
-        "units": "all *_nats metrics are nats per example; elbo is the bound (higher is better)",
-    }
