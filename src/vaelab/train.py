@@ -32,6 +32,7 @@ from vaelab import runs
 from vaelab.config import RunConfig
 from vaelab.data import Splits, check_fits_likelihood, load_data
 from vaelab.errors import UserError
+from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
 from vaelab.objectives import ELBOTerms, objective_for
 
@@ -129,6 +130,7 @@ class Trainer:
         if splits is None:
             splits = load_data(config.data)
         check_fits_likelihood(splits, config.model.likelihood, config.data.source)
+        check_training_memory(config.model, splits.x_shape, config.train.batch_size, config.objective.k)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         with torch.random.fork_rng(devices=[]):

@@ -55,17 +55,19 @@ def _header(f: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype]:
 
 def read_npy_stream(f: IO[bytes], where: str, size: int, limits: Limits) -> np.ndarray:
     """The array of the .npy stream `f` of `size` bytes, checked from its header first: element
-    count within limits.max_array_elements, no empty dimension, and `size` large enough to hold
-    what the header declares (so a truncated file is refused before any allocation)."""
+    count within limits.max_array_elements, no empty dimension, and `size` exactly what the header
+    declares (so a truncated file is refused before any allocation, and a zip member is read to
+    its end, where its CRC is checked)."""
     shape, dtype = _header(f, where)
     elements = check_elements(where, shape, limits)
     if elements == 0:
         raise UserError(f"{where}: the array of shape {shape} is empty")
     needed, held = elements * dtype.itemsize, size - f.tell()
-    if held < needed:
+    if held != needed:
+        problem = "truncated" if held < needed else "trailing bytes"
         raise UserError(
-            f"{where}: truncated: the header declares shape {shape} of {dtype} ({needed:,} bytes), "
-            f"the file holds {max(held, 0):,}"
+            f"{where}: {problem}: the header declares shape {shape} of {dtype} ({needed:,} bytes), "
+            f"but {max(held, 0):,} bytes follow it"
         )
     f.seek(0)
     try:
@@ -159,7 +161,9 @@ def checked_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
 
 
 def _dims(ndims: tuple[int, ...]) -> str:
-    return " or ".join(str(n) for n in ndims) + " dimensions"
+    """(2, 3, 4) -> '2, 3 or 4 dimensions'."""
+    *rest, last = (str(n) for n in ndims)
+    return (f"{', '.join(rest)} or {last}" if rest else last) + " dimensions"
 
 
 def _short(err: BaseException) -> str:
