@@ -9,6 +9,7 @@ and the data are read with `allow_pickle=False` always.
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -30,6 +31,10 @@ REFUSED_KINDS = {
     "M": "dates",
     "m": "time differences",
 }
+# What numpy's header parser raises on a damaged header: ValueError for most problems, and the
+# errors of the Python tokenizer and parser it runs on the header's text (a null byte, an
+# unclosed bracket, nesting too deep); a Warning is one we turned into an error.
+HEADER_ERRORS = (ValueError, TypeError, SyntaxError, tokenize.TokenError, RecursionError, Warning)
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 
 
@@ -44,7 +49,7 @@ def _header(f: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype]:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise UserError(f"{where}: .npy format version {version} is not supported (1.0 or 2.0)")
-    except (ValueError, Warning) as err:
+    except HEADER_ERRORS as err:
         raise UserError(f"{where}: not a valid .npy array ({_short(err)})") from None
     if dtype.kind in REFUSED_KINDS:
         raise UserError(f"{where}: dtype {dtype} holds {REFUSED_KINDS[dtype.kind]}")
@@ -73,7 +78,7 @@ def read_npy_stream(f: IO[bytes], where: str, size: int, limits: Limits) -> np.n
     try:
         with warnings_as_errors():
             return np.lib.format.read_array(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, Warning) as err:
+    except (*HEADER_ERRORS, OSError, EOFError, zlib.error, zipfile.BadZipFile) as err:
         raise UserError(f"{where}: corrupt or truncated array data ({_short(err)})") from None
 
 
