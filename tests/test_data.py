@@ -24,6 +24,9 @@ from vaelab.limits import LimitError, Limits, check_training_memory, estimate_tr
 from vaelab.models import build_model
 from vaelab.nets import count_parameters
 
+# A clean error must not follow a library warning: any warning in these tests fails them.
+pytestmark = pytest.mark.filterwarnings("error")
+
 
 def load(spec, binarize="none"):
     return load_data(DataConfig(source=spec, binarize=binarize))
@@ -270,8 +273,9 @@ def test_npy_whose_header_promises_more_than_the_file_holds_is_truncated(tmp_pat
         (np.zeros(10), "expected an array of 2, 3 or 4 dimensions, got shape \\(10,\\)"),
         (np.zeros((3, 2, 2, 2, 2)), "expected an array of 2, 3 or 4 dimensions"),
         (np.array([["a", "b"]] * 5), "dtype <U1 is not numeric"),
+        (np.full((5, 2), 1e300), "value 1e\\+300 is beyond the float32 range"),
     ],
-    ids=["complex", "object", "zero-width", "zero-rows", "1-d", "5-d", "strings"],
+    ids=["complex", "object", "zero-width", "zero-rows", "1-d", "5-d", "strings", "float32-overflow"],
 )
 def test_npy_arrays_vaelab_cannot_hold_are_refused_from_the_header(tmp_path, array, match):
     path = tmp_path / "x.npy"
@@ -346,8 +350,9 @@ def test_npz_that_unpacks_above_the_limit_is_refused(tmp_path, tiny_npz):
         (np.zeros(99, np.int64), "99 labels for 100 examples"),
         (np.r_[np.zeros(99), np.nan], "label 99 is nan, not an integer class code"),
         (np.r_[np.zeros(99), 0.5], "label 99 is 0.5, not an integer class code"),
+        (np.r_[np.zeros(99), 1e300], "label 99 is 1e\\+300, not an integer class code"),
     ],
-    ids=["2-d", "wrong-length", "nan", "fraction"],
+    ids=["2-d", "wrong-length", "nan", "fraction", "huge"],
 )
 def test_npz_labels_that_do_not_label_the_examples_are_refused(tmp_path, labels, match):
     path = tmp_path / "labelled.npz"

@@ -57,7 +57,11 @@ class Limits(BaseModel):
     ] = 1 << 24  # 4096 x 4096
     max_images: Annotated[int, Field(ge=1, description="most image files in one folder data set")] = 1_000_000
     max_text_file_bytes: Annotated[
-        int, Field(ge=1, description="largest text file read whole or parsed: a CSV or amat table, JSON")
+        int,
+        Field(
+            ge=1,
+            description="largest text file vaelab parses: a CSV or amat table (and JSON a reader checks)",
+        ),
     ] = GIB
     max_training_bytes: Annotated[
         int | None,

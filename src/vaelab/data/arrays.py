@@ -35,6 +35,9 @@ REFUSED_KINDS = {
 # errors of the Python tokenizer and parser it runs on the header's text (a null byte, an
 # unclosed bracket, nesting too deep); a Warning is one we turned into an error.
 HEADER_ERRORS = (ValueError, TypeError, SyntaxError, tokenize.TokenError, RecursionError, Warning)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_LABEL = 2**53
+"""Integral floats above this are no longer exact integers, so they are refused as labels."""
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 
 
@@ -140,9 +143,15 @@ def _checked_members(archive: zipfile.ZipFile, path: Path, limits: Limits) -> li
 
 
 def real_array(x: np.ndarray, where: str) -> np.ndarray:
-    """`x` as float32, refused unless it holds real numbers (bools, integers or floats)."""
+    """`x` as float32, refused unless it holds real numbers (bools, integers or floats) that
+    float32 can hold (a finite float64 beyond its range would silently become infinite)."""
     if x.dtype.kind not in REAL_KINDS:
         raise UserError(f"{where}: array of dtype {x.dtype} is not numeric")
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        beyond = np.isfinite(x) & (np.abs(x) > FLOAT32_MAX)
+        if beyond.any():
+            value = x.flat[int(np.argmax(beyond))]
+            raise UserError(f"{where}: value {value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})")
     return x.astype(np.float32)
 
 
@@ -158,7 +167,7 @@ def checked_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
     if y.dtype.kind not in REAL_KINDS:
         raise UserError(f"{where}: labels of dtype {y.dtype} are neither integers nor class names")
     if y.dtype.kind == "f":
-        bad = ~np.isfinite(y) | (y != np.round(y))
+        bad = ~np.isfinite(y) | (y != np.round(y)) | (np.abs(y) > MAX_LABEL)
         if bad.any():
             i = int(np.argmax(bad))
             raise UserError(f"{where}: label {i} is {y[i]}, not an integer class code")

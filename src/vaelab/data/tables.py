@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vaelab.data.arrays import FLOAT32_MAX
 from vaelab.data.checks import text_file, warnings_as_errors
 from vaelab.errors import UserError
 from vaelab.limits import Limits, limit_error
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _number(cell: str) -> float | None:
