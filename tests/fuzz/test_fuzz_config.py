@@ -90,7 +90,9 @@ def raw_configs(draw) -> object:
         raw.setdefault(draw(st.sampled_from([*DEFAULTS, "extra"])), {})[draw(st.text(max_size=8))] = 1
     elif shape == "deep":
         section, name = draw(st.sampled_from(FIELDS))
-        raw.setdefault(section, {})[name] = nested(draw(st.integers(10, 3000)))
+        raw.setdefault(section, {})[name] = nested(
+            draw(st.integers(10, 200))
+        )  # deeper is a CLI case: Hypothesis prints examples
     return raw
 
 
@@ -129,6 +131,7 @@ WRONG_TYPES = {
     "sigma-1e400": ('{"model": {"likelihood": "gaussian", "sigma": 1e400}}', True),
     "unknown-key": ('{"model": {"latent_dims": 2}}', True),
     "unknown-section": ('{"optimizer": {}}', True),
+    "unknown-key-with-a-newline": ('{"model": {"a\\nb": 1}}', True),  # the message must stay one line
     "nested-100000": ('{"model": {"hidden": ' + "[" * 100_000 + "]" * 100_000 + "}}", True),
     "not-an-object": ("[1, 2, 3]", True),
 }
