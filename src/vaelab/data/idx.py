@@ -2,8 +2,9 @@
 
 Layout: two zero bytes, a type byte (0x08 = unsigned byte), a byte with the number of
 dimensions n, then n big-endian uint32 sizes, then the data in row-major order. Every way a
-file can be wrong (missing, truncated gzip, bad magic, size that disagrees with its header,
-wrong checksum) becomes a UserError naming the file.
+file can be wrong (missing, not a regular file, truncated gzip, bad magic, no dimensions, a size
+above the limits or one that disagrees with its header, wrong checksum) becomes a UserError
+naming the file.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import gzip
 import hashlib
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from vaelab.data.checks import regular_file
 from vaelab.errors import UserError
+from vaelab.limits import DEFAULT_LIMITS, Limits, check_elements, limit_error
 
 # MD5 of the official gzipped files, as published with each data set.
 OFFICIAL_MD5 = {
@@ -42,33 +46,62 @@ def md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_idx(path: str | Path, expected_md5: str | None = None) -> np.ndarray:
-    """Read one IDX file (``.gz`` or raw) into a uint8 array of the shape its header gives."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+def read_idx(
+    path: str | Path, expected_md5: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> np.ndarray:
+    """Read one IDX file (``.gz`` or raw) into a uint8 array of the shape its header gives.
+
+    The header is read first and checked (at least one dimension, element count within
+    limits.max_array_elements, for a .gz the unpacked size within limits.max_decompressed_bytes);
+    only then is the body read, into an array of exactly that size, from a stream: a gzip bomb
+    never unpacks beyond what its header promised.
+    """
+    path = regular_file(path)
     if expected_md5 is not None and (actual := md5(path)) != expected_md5:
         raise UserError(f"{path}: checksum mismatch (md5 {actual}, the official file has {expected_md5})")
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        with opener(path, "rb") as f:
+            return _read_idx_stream(f, path, limits)
     except (OSError, EOFError, zlib.error) as err:
         raise UserError(f"{path}: corrupt or truncated gzip file ({err})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+
+
+def _read_idx_stream(f: IO[bytes], path: Path, limits: Limits) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
-    if raw[2] != 0x08:
-        raise UserError(f"{path}: IDX element type 0x{raw[2]:02x} is not unsigned byte (0x08)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    if magic[2] != 0x08:
+        raise UserError(f"{path}: IDX element type 0x{magic[2]:02x} is not unsigned byte (0x08)")
+    ndim = magic[3]
+    if ndim == 0:
+        raise UserError(f"{path}: IDX header declares 0 dimensions")
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise UserError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape)) if shape else 0
-    if len(raw) - header != expected:
-        raise UserError(
-            f"{path}: IDX header promises {expected} values of shape {shape}, file holds {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    shape = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    expected = check_elements(str(path), shape, limits, declared_by="IDX header")
+    if expected == 0:
+        raise UserError(f"{path}: IDX header declares shape {shape}, an empty array")
+    if path.suffix == ".gz" and 4 + 4 * ndim + expected > limits.max_decompressed_bytes:
+        what = f"IDX header declares {4 + 4 * ndim + expected:,} unpacked bytes"
+        raise limit_error(str(path), what, "max_decompressed_bytes", limits)
+    data = np.empty(expected, dtype=np.uint8)
+    held = _read_into(f, memoryview(data))
+    if held < expected:
+        raise UserError(f"{path}: IDX header promises {expected} values of shape {shape}, file holds {held}")
+    if f.read(1):
+        raise UserError(f"{path}: IDX header promises {expected} values of shape {shape}, file holds more")
+    return data.reshape(shape)
+
+
+def _read_into(f: IO[bytes], view: memoryview, chunk: int = 1 << 20) -> int:
+    """Fill `view` from `f` in chunks; the number of bytes read (fewer at end of file)."""
+    done = 0
+    while done < len(view):
+        block = f.read(min(chunk, len(view) - done))
+        if not block:
+            break
+        view[done : done + len(block)] = block
+        done += len(block)
+    return done

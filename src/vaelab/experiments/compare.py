@@ -271,7 +271,7 @@ def compare_runs(
             f"{config_b.data.binarize}); a comparison needs the same data"
         )
     out_dir = Path(out_dir)
-    splits = load_data(config_a.data)
+    splits = load_data(config_a.data, config_a.limits)
     summaries = [summarize_run(run, splits, k=k, seed=seed) for run in (run_a, run_b)]
     models = [runs.load_model(run_a), runs.load_model(run_b)]
     if models[0].x_shape != models[1].x_shape:

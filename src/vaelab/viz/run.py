@@ -38,7 +38,7 @@ class Run:
         self.dir = runs.check_run_dir(run_dir)
         self.config = runs.read_config(self.dir)
         self.model = runs.load_model(self.dir)
-        self.splits = load_data(self.config.data)
+        self.splits = load_data(self.config.data, self.config.limits)
         self.split = split
         self.x: Tensor = self.splits.split(split)
         self.labels: Tensor | None = self.splits.labels(split)
