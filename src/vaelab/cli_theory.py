@@ -71,7 +71,7 @@ def _fmt(value: float) -> str:
 
 def add_subcommands(subparsers) -> None:
     """Add `bayes`, `estimators` and `kl-directions` to an argparse subparsers object."""
-    from vaelab.exact import EXACT_MODELS
+    from vaelab.theory.exact import EXACT_MODELS
 
     bayes = subparsers.add_parser(
         "bayes",
@@ -135,7 +135,7 @@ def add_subcommands(subparsers) -> None:
 
 def run_bayes(args: argparse.Namespace) -> int:
     """Print the 2x2 joint table, the evidence P(+) and the posterior P(disease | +)."""
-    from vaelab.theory import medical_test
+    from vaelab.theory.bayes import medical_test
 
     try:
         r = medical_test(args.prior, args.sensitivity, args.false_positive_rate)
@@ -160,7 +160,7 @@ def run_bayes(args: argparse.Namespace) -> int:
 
 def run_estimators(args: argparse.Namespace) -> int:
     """Sample a batch from an exact model and print the estimator table for each k."""
-    from vaelab.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
+    from vaelab.theory.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
 
     generator = torch.Generator().manual_seed(args.seed)
     model = build_exact_model(args.model, args.seed)
@@ -179,7 +179,8 @@ def run_estimators(args: argparse.Namespace) -> int:
 
 def run_kl_directions(args: argparse.Namespace) -> int:
     """Run the forward vs reverse KL experiment, print the fits, optionally save the plot."""
-    from vaelab.theory import kl_directions_experiment, plot_kl_directions
+    from vaelab.theory.kl import kl_directions_experiment
+    from vaelab.viz.theory import plot_kl_directions
 
     if args.out is not None:
         if args.out.suffix.lower() != ".png":

@@ -1,10 +1,12 @@
 """Models: encoder + decoder + prior + likelihood, and no loss inside.
 
-Every model speaks the three-method protocol that objectives and estimators use:
+Every model speaks the protocol `LatentVariableModel` that objectives and estimators use:
 
     posterior(x)  -> q(z|x)  x: (B, *x_shape)  batch (B,), event (Z,)
     prior()       -> p(z)    batch (), event (Z,)
     likelihood(z) -> p(x|z)  z: (*S, Z)        batch (*S,), event x_shape
+
+and tells its `latent_dim` (Z), `x_shape` and whether it is `deterministic` (an autoencoder).
 
 `VAE` has a Gaussian q(z|x) = N(mu(x), diag(sigma^2(x))) and a N(0, I) prior (Kingma &
 Welling 2014). `AE` is the same networks with a deterministic code (a point mass at the
@@ -28,11 +30,34 @@ from vaelab.nets import build_nets, forward_flat
 
 @runtime_checkable
 class LatentVariableModel(Protocol):
-    def posterior(self, x: Tensor) -> Distribution: ...
+    """What objectives, estimators and the evaluation need of a model: its three distributions
+    and three facts about its shapes and its code.
 
-    def prior(self) -> Distribution: ...
+    latent_dim: Z, the number of latent variables (a single categorical z counts as one);
+    x_shape: the shape of one example; deterministic: whether q(z|x) is a point mass (an
+    autoencoder), which has no finite KL to a density and so no ELBO.
+    """
 
-    def likelihood(self, z: Tensor) -> Distribution: ...
+    def posterior(self, x: Tensor) -> Distribution:
+        """q(z|x); x: (B, *x_shape) -> batch (B,), event (Z,)."""
+        ...
+
+    def prior(self) -> Distribution:
+        """p(z): batch (), event (Z,)."""
+        ...
+
+    def likelihood(self, z: Tensor) -> Distribution:
+        """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""
+        ...
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def x_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def deterministic(self) -> bool: ...
 
 
 class Likelihood(nn.Module):
@@ -113,10 +138,6 @@ class VAE(nn.Module):
     def likelihood(self, z: Tensor) -> Distribution:
         """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""
         return self.likelihood_head(forward_flat(self.decoder, z))
-
-    def decode_mean(self, z: Tensor) -> Tensor:
-        """E[x|z], the decoder mean (not a sample): (*S, Z) -> (*S, *x_shape)."""
-        return self.likelihood(z).mean
 
     @property
     def deterministic(self) -> bool:
