@@ -25,6 +25,7 @@ this module is loaded, which every model, objective and estimator does.
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 import torch
 from torch import Tensor
@@ -84,7 +85,7 @@ class PointMass(Distribution):
     def variance(self) -> Tensor:
         return torch.zeros_like(self.loc)
 
-    def rsample(self, sample_shape=()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         return self.loc.expand(self._extended_shape(torch.Size(sample_shape)))
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -123,7 +124,10 @@ class DiagonalGaussianMixture(MixtureSameFamily):
 
     def log_prob(self, value: Tensor) -> Tensor:
         """log p(z) for z: (..., Z) -> (...), in the dtype of z."""
-        normal = self.component_distribution.base_dist
+        components = self.component_distribution
+        if not is_diagonal_normal(components):  # the constructor makes it one; `expand` keeps it
+            raise TypeError(f"expected diagonal Gaussian components, got {type(components).__name__}")
+        normal = components.base_dist
         latent_dim = normal.loc.shape[-1]
         with torch.autocast(value.device.type, enabled=False):
             z = value.reshape(-1, latent_dim).double()  # (N, Z)
@@ -148,7 +152,9 @@ def diagonal_normal(loc: Tensor, log_var: Tensor) -> Independent:
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
 
-def standard_normal(dim: int, *, dtype: torch.dtype = torch.float32, device=None) -> Independent:
+def standard_normal(
+    dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Independent:
     """p(z) = N(0, I_dim): batch shape (), event shape (dim,)."""
     zeros = torch.zeros(dim, dtype=dtype, device=device)
     return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1, validate_args=False)
@@ -215,7 +221,7 @@ def kl_gaussian(mu0: Tensor, cov0: Tensor, mu1: Tensor, cov1: Tensor) -> Tensor:
     return 0.5 * (trace + quad - dim + log_det)
 
 
-def is_diagonal_normal(d: Distribution) -> bool:
+def is_diagonal_normal(d: Distribution) -> TypeGuard[Independent[Normal]]:
     """Whether d is a diagonal Gaussian over its last dim: Independent(Normal, 1)."""
     return isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1
 

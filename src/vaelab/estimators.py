@@ -380,9 +380,7 @@ def elbo_decomposition(
             q_z_given_x = model.posterior(x)
             z = draw(q_z_given_x, (k,), generator)  # (k, B, Z) or (k, B) for a discrete latent
             recon = model.likelihood(z).log_prob(x).mean(0)  # (B,)
-            batch_closed = is_diagonal_normal(q_z_given_x) and is_diagonal_normal(p_z)
-            closed_form = closed_form and batch_closed
-            if batch_closed:
+            if is_diagonal_normal(q_z_given_x) and is_diagonal_normal(p_z):
                 q_loc, q_scale = q_z_given_x.base_dist.loc, q_z_given_x.base_dist.scale  # (B, Z)
                 p_loc, p_scale = p_z.base_dist.loc, p_z.base_dist.scale  # (Z,)
                 kl_per_dim = kl_diagonal_normal(q_loc, q_scale, p_loc, p_scale)  # (B, Z)
@@ -395,6 +393,7 @@ def elbo_decomposition(
                 ).sum(-1)
                 kl_dims = kl_per_dim.sum(0) if kl_dims is None else kl_dims + kl_per_dim.sum(0)
             else:
+                closed_form = False
                 log_q = q_z_given_x.log_prob(z).mean(0)
                 cross = p_z.log_prob(z).mean(0)
                 kl, entropy = log_q - cross, -log_q
@@ -411,8 +410,8 @@ def elbo_decomposition(
             n += x.shape[0]
     if n == 0:
         raise ValueError("elbo_decomposition got an empty dataset")
-    recon, kl = sums["recon"] / n, sums["kl"] / n
-    log_p_xz, entropy = recon + sums["cross"] / n, sums["entropy"] / n
+    mean_recon, mean_kl = sums["recon"] / n, sums["kl"] / n
+    mean_log_p_xz, mean_entropy = mean_recon + sums["cross"] / n, sums["entropy"] / n
     mean_variance = active = None
     if sum(m.shape[0] for m in posterior_means) == n:  # every batch had a vector latent
         means = torch.cat(posterior_means)  # (N, Z)
@@ -423,11 +422,11 @@ def elbo_decomposition(
     return ElboDecomposition(
         num_examples=n,
         num_samples=k,
-        elbo=recon - kl,
-        log_p_x_given_z=recon,
-        kl=kl,
-        log_p_xz=log_p_xz,
-        entropy=entropy,
+        elbo=mean_recon - mean_kl,
+        log_p_x_given_z=mean_recon,
+        kl=mean_kl,
+        log_p_xz=mean_log_p_xz,
+        entropy=mean_entropy,
         kl_per_dim=tuple(float(v) / n for v in kl_dims) if closed_form and kl_dims is not None else None,
         posterior_mean_variance=mean_variance,
         active_units=active,
@@ -435,7 +434,7 @@ def elbo_decomposition(
         log_px=log_px,
         log_px_stderr=math.sqrt(sums["log_px_var"]) / n if k_importance > 0 else None,
         log_px_k=k_importance if k_importance > 0 else None,
-        gap=None if log_px is None else log_px - (recon - kl),
+        gap=None if log_px is None else log_px - (mean_recon - mean_kl),
         closed_form=closed_form,
     )
 
@@ -457,9 +456,9 @@ def _importance_pass(
         raise ValueError(f"k must be >= 1, got {k}")
     batch = x.shape[0]
     p_z = model.prior()
-    r_z_given_x = None if naive else (proposal or model.posterior)(x)
+    r_z_given_x = None if naive else (proposal or model.posterior)(x)  # None: sample the prior
     if chunk_size is None:
-        latent = p_z.event_shape if naive else r_z_given_x.event_shape
+        latent = p_z.event_shape if r_z_given_x is None else r_z_given_x.event_shape
         dims = max(x[0].numel(), math.prod(latent))
         chunk_size = default_chunk_size(k, batch, dims, x.element_size())
     if chunk_size < 1:
@@ -468,10 +467,10 @@ def _importance_pass(
     # Running summary of the weights seen so far: n, log of their mean, and the relative sum of
     # squares R = sum_i (w_i / mean - 1)^2.
     n = 0
-    log_mean = rel_ss = None
+    log_mean = rel_ss = torch.empty(0)  # (B,) each once the first chunk is in (k >= 1)
     for start in range(0, k, chunk_size):
         m = min(chunk_size, k - start)
-        if naive:
+        if r_z_given_x is None:
             z = draw(p_z, (m, batch), generator)  # (m, B, Z)
             log_w = model.likelihood(z).log_prob(x)  # (m, B)
         else:
@@ -479,7 +478,7 @@ def _importance_pass(
             log_w = model.likelihood(z).log_prob(x) + p_z.log_prob(z) - r_z_given_x.log_prob(z)  # (m, B)
         chunk_log_mean = torch.logsumexp(log_w, 0) - math.log(m)  # (B,)
         chunk_rel_ss = _relative_sum_of_squares(log_w, chunk_log_mean)
-        if log_mean is None:
+        if n == 0:
             n, log_mean, rel_ss = m, chunk_log_mean, chunk_rel_ss
             continue
         # Chan, Golub & LeVeque (1979): M2 = M2_a + M2_b + (mean_b - mean_a)^2 n_a n_b / n, divided

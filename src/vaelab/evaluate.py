@@ -112,7 +112,12 @@ def evaluate_model(
         raise UserError(f"k must be >= 2 for a standard error, got {k}")
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    common = {"run": run, "split": split, "num_examples": len(x), "num_dims": math.prod(x.shape[1:])}
+    common: dict[str, Any] = {
+        "run": run,
+        "split": split,
+        "num_examples": len(x),
+        "num_dims": math.prod(x.shape[1:]),
+    }
     start = time.perf_counter()
     if model.deterministic:
         terms = dataset_terms(model, x, seed=seed)
@@ -199,14 +204,15 @@ def evaluate_run(
 def format_evaluation(e: Evaluation) -> str:
     """A small table for the terminal."""
 
-    def row(name: str, nats: float | None, extra: str = "") -> str:
+    def row(name: str, nats: float, extra: str = "") -> str:
         bpd = bits_per_dim(-nats, e.num_dims)
         return f"  {name:<26} {nats:11.3f} nats  {bpd:7.4f} bits/dim{extra}"
 
     lines = [f"{e.split} split, all {e.num_examples} examples of {e.num_dims} dims (bits/dim of -value):"]
     lines.append(row("E_q[log p(x|z)]", e.log_p_x_given_z))
-    if e.note:
-        lines.append(f"  note: {e.note}")
+    if e.elbo is None or e.log_px is None or e.gap is None:  # an autoencoder: see the note
+        if e.note:
+            lines.append(f"  note: {e.note}")
         return "\n".join(lines)
     lines.append(f"  {'KL(q(z|x) || p(z))':<26} {e.kl:11.3f} nats")
     lines.append(row("ELBO", e.elbo, f"   [{e.seconds_elbo:.1f} s]"))
@@ -214,7 +220,7 @@ def format_evaluation(e: Evaluation) -> str:
     is_extra = f"  ± {e.log_px_stderr:.3f} s.e.  [{e.seconds_log_px:.1f} s]"
     lines.append(row(f"log p(x), IS k={e.k}", e.log_px, is_extra))
     lines.append(f"  {'gap log p(x) - ELBO':<26} {e.gap:11.3f} nats  (estimates KL(q(z|x) || p(z|x)))")
-    if e.active_units is not None:
+    if e.active_units is not None and e.posterior_mean_variance is not None:
         lines.append(
             f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"
             f"  (Cov_x(E_q[z_u]) > {ACTIVE_UNIT_THRESHOLD:g})"

@@ -25,6 +25,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from vaelab import distributions as D
 from vaelab.config import ModelConfig
+from vaelab.errors import UserError
 from vaelab.nets import build_nets, forward_flat
 
 
@@ -83,6 +84,9 @@ class Likelihood(nn.Module):
 class VAE(nn.Module):
     """Variational autoencoder: q(z|x) diagonal Gaussian, p(z) = N(0, I), p(x|z) by config."""
 
+    prior_loc: Tensor  # buffers, (Z,) each
+    prior_scale: Tensor
+
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.config = config
@@ -129,9 +133,11 @@ class VAE(nn.Module):
             normal = Normal(self.prior_loc, self.prior_scale, validate_args=False)
             return Independent(normal, 1, validate_args=False)
         if kind == "vamp":
-            q = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)).base_dist  # (K, Z)
+            q = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))  # batch (K,)
+            if not D.is_diagonal_normal(q):
+                raise UserError("model.prior vamp: needs a Gaussian q(z|x), not an autoencoder's point mass")
             logits = torch.zeros(self.config.prior_components, device=self.pseudo_inputs.device)
-            return D.DiagonalGaussianMixture(logits, q.loc, q.scale)
+            return D.DiagonalGaussianMixture(logits, q.base_dist.loc, q.base_dist.scale)
         scale = torch.exp(self.prior_log_scales.clamp(-15.0, 10.0))
         return D.DiagonalGaussianMixture(self.prior_logits, self.prior_means, scale)
 

@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Self
 
 import torch
@@ -482,13 +483,9 @@ def estimator_table(
         return EstimatorRow(name, k, float(estimate.value.mean()), stderr, exact, seconds)
 
     for k in ks:
-        rows.append(bound_row("ELBO", k, lambda xs, k=k: elbo(model, xs, k, generator=generator)))
+        rows.append(bound_row("ELBO", k, partial(elbo, model, k=k, generator=generator)))
         rows.append(
-            bound_row(
-                "IWAE",
-                k,
-                lambda xs, k=k: iwae_bound(model, xs, k, generator=generator, chunk_size=chunk_size),
-            )
+            bound_row("IWAE", k, partial(iwae_bound, model, k=k, generator=generator, chunk_size=chunk_size))
         )
         rows.append(estimate_row("IS", k, log_px_importance))
         rows.append(estimate_row("naive MC", k, log_px_naive))
