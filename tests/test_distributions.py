@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -275,3 +277,16 @@ def test_registered_diagonal_vs_full_covariance_pairs():
     # Only diagonal *Gaussians* are covered: anything else still has no closed form.
     with pytest.raises(NotImplementedError, match="no closed form for KL\\(Independent\\(Bernoulli\\)"):
         kl_divergence(Independent(Bernoulli(probs=torch.full((3,), 0.5, dtype=DTYPE)), 1), full)
+
+
+def test_the_registered_pairs_need_nothing_but_the_distributions_module():
+    # Registered where defined: importing vaelab.distributions alone makes torch know the pairs.
+    code = (
+        "import sys, torch, vaelab.distributions; "
+        "from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence; "
+        "q = Independent(Normal(torch.zeros(2), torch.ones(2)), 1); "
+        "p = MultivariateNormal(torch.zeros(2), torch.eye(2)); "
+        "assert float(kl_divergence(q, p)) == 0.0 and float(kl_divergence(p, q)) == 0.0; "
+        "assert not [m for m in sys.modules if m.startswith('vaelab.theory')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,6 +11,7 @@ from torch.distributions import Independent, Normal
 
 from vaelab.config import ModelConfig, preset
 from vaelab.distributions import draw
+from vaelab.errors import UserError
 from vaelab.models import LatentVariableModel, build_model
 from vaelab.nets import count_parameters
 
@@ -83,3 +84,9 @@ def test_dropout_acts_in_training_only_and_is_absent_at_zero(net):
     assert not torch.equal(dropped.posterior(x).mean, dropped.posterior(x).mean)
     dropped.eval()
     torch.testing.assert_close(dropped.posterior(x).mean, dropped.posterior(x).mean, rtol=0, atol=0)
+
+
+def test_a_vamp_prior_needs_a_gaussian_posterior():
+    model = build_model(ModelConfig(kind="ae", prior="vamp", prior_components=3, hidden=(8,)), (1, 8, 8))
+    with pytest.raises(UserError, match="model.prior vamp: needs a Gaussian q"):
+        model.prior()

@@ -15,6 +15,7 @@ from torch.distributions import Bernoulli, MultivariateNormal, Normal
 
 from vaelab.distributions import draw
 from vaelab.estimators import elbo, iwae_bound, log_px_importance, log_px_naive
+from vaelab.models import LatentVariableModel
 from vaelab.theory.bayes import posterior_over_hypotheses
 from vaelab.theory.exact import (
     EXACT_MODELS,
@@ -332,3 +333,13 @@ def test_estimator_table(name):
     assert len(text.splitlines()) == len(rows) + 3
     with pytest.raises(KeyError, match="unknown exact model 'nope'"):
         build_exact_model("nope")
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_MODELS))
+def test_exact_models_speak_the_model_protocol(name):
+    model = build_exact_model(name, seed=0)
+    assert isinstance(model, LatentVariableModel) and not model.deterministic
+    x = model.sample(3, gen(0))
+    assert x.shape == (3, *model.x_shape)
+    z = draw(model.prior(), (2,), gen(1))
+    assert z.shape == (2,) + ((model.latent_dim,) if name != "bernoulli-mixture" else ())
