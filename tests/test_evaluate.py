@@ -12,7 +12,7 @@ import torch
 
 from vaelab.config import RunConfig
 from vaelab.errors import UserError
-from vaelab.evaluate import evaluate_model, evaluate_run, evaluation_file
+from vaelab.evaluate import eval_path, evaluate_model, evaluate_run
 from vaelab.models import build_model
 from vaelab.train import train
 
@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
 
 def test_evaluate_run_returns_the_file_it_wrote(run_dir):
     valid = evaluate_run(run_dir, k=5, split="valid", progress=False)
-    assert valid.path == run_dir / "eval-valid.json" == evaluation_file(run_dir, "valid")
+    assert valid.path == run_dir / "eval-valid.json" == eval_path(run_dir, "valid")
     written = json.loads(valid.path.read_text())
     assert written == json.loads(json.dumps(valid.to_dict())) and "path" not in written
     test = evaluate_run(run_dir, k=5, progress=False)

@@ -2,7 +2,7 @@
 
 All numbers are dataset means in nats per example, with bits per dimension alongside; the
 importance-sampling estimate carries its Monte Carlo standard error. The result is written
-atomically to RUN/eval.json (RUN/eval-<split>.json for other splits: `evaluation_file`).
+atomically to RUN/eval.json (RUN/eval-<split>.json for other splits: `eval_path`).
 """
 
 from __future__ import annotations
@@ -159,11 +159,6 @@ def _with_progress(batches: Iterable[Tensor], total: int, desc: str, *, enabled:
             bar.update(len(x))
 
 
-def evaluation_file(run_dir: str | Path, split: str) -> Path:
-    """Where the evaluation of `split` lives: RUN/eval.json for test, RUN/eval-<split>.json else."""
-    return Path(run_dir) / ("eval.json" if split == "test" else f"eval-{split}.json")
-
-
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -174,7 +169,7 @@ def evaluate_run(
     precision: str = "fp32",
     progress: bool = True,
 ) -> Evaluation:
-    """Evaluate a run's model on `split` (see `evaluate_model`) and write `evaluation_file`;
+    """Evaluate a run's model on `split` (see `evaluate_model`) and write it to `eval_path`;
     the result's `path` says where."""
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
@@ -196,7 +191,7 @@ def evaluate_run(
         precision=precision,
         progress=progress,
     )
-    path = evaluation_file(run_dir, split)
+    path = eval_path(run_dir, split)
     runs.write_json(path, result.to_dict())
     return replace(result, path=path)
 
@@ -229,3 +224,8 @@ def format_evaluation(e: Evaluation) -> str:
         top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]
         lines.append(f"  {'KL per latent dim, top':<26} " + ", ".join(f"z{i} {v:.2f}" for i, v in top))
     return "\n".join(lines)
+
+
+def eval_path(run_dir: str | Path, split: str = "test") -> Path:
+    """Where `evaluate_run` writes: RUN/eval.json for the test split, RUN/eval-<split>.json else."""
+    return Path(run_dir) / ("eval.json" if split == "test" else f"eval-{split}.json")
