@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -72,9 +71,8 @@ def test_presets_are_valid_configs():
 
 @pytest.mark.parametrize("net", ["mlp", "gated", "conv"])
 def test_dropout_acts_in_training_only_and_is_absent_at_zero(net):
-    config = ModelConfig(net=net, latent_dim=3, hidden=(32, 16))
-    plain = build_model(config, (1, 8, 8))
-    dropped = build_model(dataclasses.replace(config, dropout=0.5), (1, 8, 8))
+    plain = build_model(ModelConfig(net=net, latent_dim=3, hidden=(32, 16)), (1, 8, 8))
+    dropped = build_model(ModelConfig(net=net, latent_dim=3, hidden=(32, 16), dropout=0.5), (1, 8, 8))
     assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
     layers = [m for m in dropped.modules() if isinstance(m, torch.nn.Dropout)]
     assert len(layers) == 4 and all(m.p == 0.5 for m in layers)  # after each hidden layer of both nets
