@@ -49,9 +49,11 @@ test-fast: $(STAMP)
 fuzz: $(STAMP)
 	VAELAB_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/fuzz
 
+# Style (ruff), types (mypy) and the layer rules (import-linter's contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -25,7 +25,8 @@ from vaelab.config import RunConfig, preset
 from vaelab.data import load_data
 from vaelab.evaluate import evaluate_run
 from vaelab.models import build_model
-from vaelab.train import VALID_SEED_OFFSET, dataset_terms, train
+from vaelab.objectives import dataset_terms
+from vaelab.train import VALID_SEED_OFFSET, train
 
 OUT = Path(__file__).resolve().parent / "out"
 

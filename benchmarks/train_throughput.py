@@ -34,7 +34,8 @@ from benchmarks.common import (
     parser,
 )
 from vaelab.config import RunConfig
-from vaelab.train import Trainer, dataset_terms
+from vaelab.objectives import dataset_terms
+from vaelab.train import Trainer
 
 
 class Reference(nn.Module):

@@ -14,6 +14,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from vaelab.distributions import diagonal_normal, draw, gaussian, standard_normal
 from vaelab.estimators import (
+    MEMORY_BUDGET_BYTES,
     DatasetLogPx,
     ELBOTerms,
     LogPxEstimate,
@@ -293,7 +294,7 @@ def test_dataset_log_px_batches_and_times(wrong_model):
         wrong_model, [(x_all[:10], None), (x_all[10:], None)], 50, None, gen(0), method="naive"
     )
     assert naive.value.shape == (23,) and naive.method == "naive"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="method must be one of \\['importance', 'naive'\\], got 'magic'"):
         dataset_log_px(wrong_model, x_all, 10, 5, gen(0), method="magic")
 
 
@@ -301,7 +302,7 @@ def test_iter_batches():
     data = torch.arange(10.0).reshape(5, 2)
     assert [b.shape[0] for b in iter_batches(data, 2)] == [2, 2, 1]
     assert [b.shape[0] for b in iter_batches([(data, 0), data[:1]])] == [5, 1]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         list(iter_batches(data))
 
 
@@ -311,14 +312,16 @@ def test_bits_per_dim():
 
 
 def test_default_chunk_size_respects_budget():
-    assert default_chunk_size(5000, 10_000, 784, 4) * 10_000 * 784 * 4 <= 256 * 2**20
-    assert default_chunk_size(5000, 10_000, 784, 4) >= 1
+    # The largest chunk whose (chunk, B, D) float32 tensor fits the budget, and not one sample less.
+    chunk = default_chunk_size(5000, 100, 784, 4)
+    assert chunk * 100 * 784 * 4 <= MEMORY_BUDGET_BYTES < (chunk + 1) * 100 * 784 * 4
+    assert default_chunk_size(5000, 10_000, 784, 4) == 1  # one sample is over budget: still 1
     assert default_chunk_size(10, 2, 3) == 10
     assert default_chunk_size(10, 10**9, 10**6) == 1
 
 
 def test_invalid_k(wrong_model, x):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         iwae_bound(wrong_model, x, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         elbo(wrong_model, x, 0)

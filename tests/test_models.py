@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -11,6 +10,7 @@ from torch.distributions import Independent, Normal
 
 from vaelab.config import ModelConfig, preset
 from vaelab.distributions import draw
+from vaelab.errors import UserError
 from vaelab.models import LatentVariableModel, build_model
 from vaelab.nets import count_parameters
 
@@ -71,9 +71,8 @@ def test_presets_are_valid_configs():
 
 @pytest.mark.parametrize("net", ["mlp", "gated", "conv"])
 def test_dropout_acts_in_training_only_and_is_absent_at_zero(net):
-    config = ModelConfig(net=net, latent_dim=3, hidden=(32, 16))
-    plain = build_model(config, (1, 8, 8))
-    dropped = build_model(dataclasses.replace(config, dropout=0.5), (1, 8, 8))
+    plain = build_model(ModelConfig(net=net, latent_dim=3, hidden=(32, 16)), (1, 8, 8))
+    dropped = build_model(ModelConfig(net=net, latent_dim=3, hidden=(32, 16), dropout=0.5), (1, 8, 8))
     assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
     layers = [m for m in dropped.modules() if isinstance(m, torch.nn.Dropout)]
     assert len(layers) == 4 and all(m.p == 0.5 for m in layers)  # after each hidden layer of both nets
@@ -83,3 +82,9 @@ def test_dropout_acts_in_training_only_and_is_absent_at_zero(net):
     assert not torch.equal(dropped.posterior(x).mean, dropped.posterior(x).mean)
     dropped.eval()
     torch.testing.assert_close(dropped.posterior(x).mean, dropped.posterior(x).mean, rtol=0, atol=0)
+
+
+def test_a_vamp_prior_needs_a_gaussian_posterior():
+    model = build_model(ModelConfig(kind="ae", prior="vamp", prior_components=3, hidden=(8,)), (1, 8, 8))
+    with pytest.raises(UserError, match="model.prior vamp: needs a Gaussian q"):
+        model.prior()

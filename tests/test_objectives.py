@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from vaelab import distributions as D
-from vaelab.objectives import beta_elbo, iwae, reconstruction
+from vaelab.config import ModelConfig
+from vaelab.models import build_model
+from vaelab.objectives import beta_elbo, dataset_terms, iwae, reconstruction
 
 
 class LinearModel:
@@ -117,3 +120,37 @@ def test_reconstruction_objective_uses_the_deterministic_code():
     out = reconstruction(model, x)
     torch.testing.assert_close(out.surrogate, model.likelihood(code.expand(3, -1)).log_prob(x))
     assert torch.all(out.terms.kl == 0)
+
+
+def test_dataset_terms_run_in_eval_mode_and_restore_the_mode():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=(16,), latent_dim=2, dropout=0.5), (1, 8, 8))
+    x = torch.rand(25, 1, 8, 8).round()
+    model.train()
+    during_training = dataset_terms(model, x, seed=1, batch_size=10)
+    assert model.training  # put back as it was
+    model.eval()
+    assert during_training == dataset_terms(model, x, seed=1, batch_size=10)  # dropout was off
+    assert not model.training
+    means = dataset_terms(model, x, seed=1)
+    assert means.elbo == pytest.approx(means.log_p_x_given_z - means.kl, abs=1e-4)  # float32 terms
+    assert means.bound == means.elbo  # the ELBO objective's bound at beta = 1 is the ELBO
+
+
+def test_dataset_terms_take_any_protocol_model():
+    g = torch.Generator().manual_seed(5)
+    model = LinearModel(
+        torch.randn(1, 2, generator=g, dtype=torch.float64),
+        torch.zeros(1, 2, dtype=torch.float64),
+        torch.randn(4, 2, generator=g, dtype=torch.float64),
+        torch.zeros(4, dtype=torch.float64),
+        0.5,
+    )
+    model.deterministic = False
+    x = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    means = dataset_terms(model, x, seed=2, batch_size=3)
+    # The same batches and one generator through them: the dataset mean of the per-example ELBO.
+    g = torch.Generator().manual_seed(2)
+    elbos = torch.cat([beta_elbo(model, batch, g).terms.elbo for batch in x.split(3)])
+    assert means.elbo == pytest.approx(float(elbos.mean()), rel=1e-12)
+    assert means.kl == pytest.approx(float(D.kl_standard_normal(model.mu, model.log_var).sum()), rel=1e-12)

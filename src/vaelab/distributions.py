@@ -15,11 +15,17 @@ validated once, when the data are loaded (`vaelab.data`).
 Randomness is explicit: `draw(dist, sample_shape, generator)` samples with a caller-owned
 `torch.Generator` (reparameterized where the family allows), because `Distribution.rsample`
 only uses the global RNG and a resumable run needs its own stream.
+
+KL pairs missing from `torch.distributions.kl` (a diagonal Gaussian `Independent(Normal)` against
+a full-covariance `MultivariateNormal`, both ways) are registered here with `register_kl`, where
+the families are defined (as Pyro does), so `kl_divergence` and `analytic_kl` know them whenever
+this module is loaded, which every model, objective and estimator does.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 import torch
 from torch import Tensor
@@ -34,6 +40,7 @@ from torch.distributions import (
     constraints,
     kl_divergence,
 )
+from torch.distributions.kl import register_kl
 
 __all__ = [
     "DiagonalGaussianMixture",
@@ -45,6 +52,7 @@ __all__ = [
     "gaussian",
     "is_diagonal_normal",
     "kl_diagonal_normal",
+    "kl_gaussian",
     "kl_standard_normal",
     "standard_normal",
 ]
@@ -77,7 +85,7 @@ class PointMass(Distribution):
     def variance(self) -> Tensor:
         return torch.zeros_like(self.loc)
 
-    def rsample(self, sample_shape=()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         return self.loc.expand(self._extended_shape(torch.Size(sample_shape)))
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -116,7 +124,10 @@ class DiagonalGaussianMixture(MixtureSameFamily):
 
     def log_prob(self, value: Tensor) -> Tensor:
         """log p(z) for z: (..., Z) -> (...), in the dtype of z."""
-        normal = self.component_distribution.base_dist
+        components = self.component_distribution
+        if not is_diagonal_normal(components):  # the constructor makes it one; `expand` keeps it
+            raise TypeError(f"expected diagonal Gaussian components, got {type(components).__name__}")
+        normal = components.base_dist
         latent_dim = normal.loc.shape[-1]
         with torch.autocast(value.device.type, enabled=False):
             z = value.reshape(-1, latent_dim).double()  # (N, Z)
@@ -141,7 +152,9 @@ def diagonal_normal(loc: Tensor, log_var: Tensor) -> Independent:
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
 
-def standard_normal(dim: int, *, dtype: torch.dtype = torch.float32, device=None) -> Independent:
+def standard_normal(
+    dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Independent:
     """p(z) = N(0, I_dim): batch shape (), event shape (dim,)."""
     zeros = torch.zeros(dim, dtype=dtype, device=device)
     return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1, validate_args=False)
@@ -181,7 +194,7 @@ def kl_diagonal_normal(loc0: Tensor, scale0: Tensor, loc1: Tensor, scale1: Tenso
     """Per-dimension KL(N(loc0, scale0^2) || N(loc1, scale1^2)), (..., Z) -> (..., Z), not summed.
 
     KL = log(s1 / s0) + (s0^2 + (m0 - m1)^2) / (2 s1^2) - 1/2 (the 1-D case of
-    `theory.kl_gaussian`). With loc1 = 0, scale1 = 1 its sum over Z is `kl_standard_normal`
+    `kl_gaussian`). With loc1 = 0, scale1 = 1 its sum over Z is `kl_standard_normal`
     (Kingma & Welling 2014, Appendix B).
     """
     return (
@@ -189,9 +202,48 @@ def kl_diagonal_normal(loc0: Tensor, scale0: Tensor, loc1: Tensor, scale1: Tenso
     )
 
 
-def is_diagonal_normal(d: Distribution) -> bool:
+def kl_gaussian(mu0: Tensor, cov0: Tensor, mu1: Tensor, cov1: Tensor) -> Tensor:
+    """KL(N(mu0, cov0) || N(mu1, cov1)) for full covariances, via Cholesky factors. In nats.
+
+    KL = 1/2 [tr(S1^-1 S0) + (mu1 - mu0)^T S1^-1 (mu1 - mu0) - k + ln(det S1 / det S0)]
+    (Rasmussen & Williams 2006, Appendix A.5). With S = L L^T: tr(S1^-1 S0) = ||L1^-1 L0||_F^2,
+    the quadratic form = ||L1^-1 (mu1 - mu0)||^2 and ln det S = 2 sum log diag L.
+    mu: (..., k), cov: (..., k, k), broadcasting over the batch dims -> (...).
+    """
+    batch = torch.broadcast_shapes(mu0.shape[:-1], mu1.shape[:-1], cov0.shape[:-2], cov1.shape[:-2])
+    dim = mu0.shape[-1]
+    l0 = torch.linalg.cholesky(cov0).expand(batch + (dim, dim))
+    l1 = torch.linalg.cholesky(cov1).expand(batch + (dim, dim))
+    diff = (mu1 - mu0).expand(batch + (dim,)).unsqueeze(-1)  # (..., k, 1)
+    trace = torch.linalg.solve_triangular(l1, l0, upper=False).square().sum((-2, -1))
+    quad = torch.linalg.solve_triangular(l1, diff, upper=False).square().sum((-2, -1))
+    log_det = 2 * (l1.diagonal(dim1=-2, dim2=-1).log().sum(-1) - l0.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+    return 0.5 * (trace + quad - dim + log_det)
+
+
+def is_diagonal_normal(d: Distribution) -> TypeGuard[Independent[Normal]]:
     """Whether d is a diagonal Gaussian over its last dim: Independent(Normal, 1)."""
     return isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1
+
+
+def _family(d: Independent) -> str:
+    return f"Independent({type(d.base_dist).__name__})"
+
+
+@register_kl(Independent, MultivariateNormal)
+def _kl_diagonal_normal_mvn(q: Independent, p: MultivariateNormal) -> Tensor:
+    """KL(diagonal N || full N) by `kl_gaussian`; any other `Independent` family has no formula here."""
+    if not is_diagonal_normal(q):
+        raise NotImplementedError(f"no closed form for KL({_family(q)} || MultivariateNormal)")
+    return kl_gaussian(q.mean, torch.diag_embed(q.variance), p.loc, p.covariance_matrix)
+
+
+@register_kl(MultivariateNormal, Independent)
+def _kl_mvn_diagonal_normal(q: MultivariateNormal, p: Independent) -> Tensor:
+    """KL(full N || diagonal N) by `kl_gaussian`; any other `Independent` family has no formula here."""
+    if not is_diagonal_normal(p):
+        raise NotImplementedError(f"no closed form for KL(MultivariateNormal || {_family(p)})")
+    return kl_gaussian(q.loc, q.covariance_matrix, p.mean, torch.diag_embed(p.variance))
 
 
 def analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:

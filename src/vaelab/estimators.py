@@ -9,7 +9,9 @@ log p(x) = log ∫ p(x|z) p(z) dz has no closed form for a VAE, so it is either 
 - `log_px_importance`: the same importance-sampled estimate as a *measurement* of log p(x), with a
   delta-method standard error, chunked over samples so k = 5000 on a large test set fits in memory;
 - `log_px_naive`: naive Monte Carlo log (1/k) sum_i p(x|z_i) with z_i ~ p(z), whose variance is
-  exponentially worse than importance sampling; it exists so users can see that.
+  exponentially worse than importance sampling; it exists so users can see that;
+- `dataset_log_px` and `elbo_decomposition`: the same over a whole dataset, in batches; the latter
+  splits the ELBO into its terms (the evaluation's table).
 
 Every estimator returns per-example tensors of shape (B,) in nats; nothing is reduced over the
 batch. Sign convention: `elbo` and `log_px` are higher-is-better, `nll = -log_px`.
@@ -25,24 +27,28 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-import vaelab.theory  # noqa: F401  (registers the Gaussian KL pairs torch lacks, for analytic_kl)
+from vaelab.diagnostics import ACTIVE_THRESHOLD
 from vaelab.distributions import analytic_kl as closed_form_kl
-from vaelab.distributions import draw
+from vaelab.distributions import draw, is_diagonal_normal, kl_diagonal_normal
+from vaelab.models import LatentVariableModel
 
 __all__ = [
     "DatasetLogPx",
     "ELBOTerms",
+    "ElboDecomposition",
     "LogPxEstimate",
     "bits_per_dim",
     "dataset_log_px",
     "default_chunk_size",
     "elbo",
+    "elbo_decomposition",
     "elbo_terms",
     "iter_batches",
     "iwae_bound",
@@ -70,7 +76,7 @@ class ELBOTerms:
 
     log_p_x_given_z is the k-sample average of log p(x|z_i), z_i ~ q(z|x); kl is KL(q(z|x) || p(z)),
     analytic where `torch.distributions.kl_divergence` knows the pair (including the diagonal vs
-    full-covariance Gaussian pairs registered by `vaelab.theory`), else the k-sample average of
+    full-covariance Gaussian pairs registered in `vaelab.distributions`), else the k-sample average of
     log q(z_i|x) - log p(z_i).
     """
 
@@ -140,7 +146,7 @@ def default_chunk_size(k: int, batch_size: int, dims: int, element_size: int = 4
 
 
 def elbo_terms(
-    model,
+    model: LatentVariableModel,
     x: Tensor,
     k: int = 1,
     *,
@@ -172,7 +178,7 @@ def elbo_terms(
 
 
 def elbo(
-    model,
+    model: LatentVariableModel,
     x: Tensor,
     k: int = 1,
     *,
@@ -184,7 +190,7 @@ def elbo(
 
 
 def iwae_bound(
-    model,
+    model: LatentVariableModel,
     x: Tensor,
     k: int,
     *,
@@ -202,7 +208,7 @@ def iwae_bound(
 
 
 def log_px_importance(
-    model,
+    model: LatentVariableModel,
     x: Tensor,
     k: int = 1000,
     *,
@@ -233,7 +239,7 @@ def log_px_importance(
 
 
 def log_px_naive(
-    model,
+    model: LatentVariableModel,
     x: Tensor,
     k: int = 1000,
     *,
@@ -267,7 +273,7 @@ def iter_batches(data: Tensor | Iterable, batch_size: int | None = None) -> Iter
 
 
 def dataset_log_px(
-    model,
+    model: LatentVariableModel,
     data: Tensor | Iterable,
     k: int,
     batch_size: int | None = None,
@@ -300,8 +306,138 @@ def dataset_log_px(
     )
 
 
+@dataclass(frozen=True)
+class ElboDecomposition:
+    """The ELBO of a model on a dataset, term by term. Dataset means in nats per example.
+
+    elbo = log_p_x_given_z - kl = log_p_xz + entropy, where log_p_xz = E_q[log p(x, z)] and
+    entropy = H(q(z|x)). kl_per_dim: (Z,) mean KL of each latent dimension (diagonal Gaussian q and
+    prior only, else None); posterior_mean_variance: (Z,) Cov_x(E_q[z_u]) and active_units the count
+    above `active_threshold` (Burda et al. 2015, Section 5). log_px / gap (= log p(x) - elbo, an
+    estimate of E_x KL(q(z|x) || p(z|x))) when an importance-sampled log p(x) was requested.
+    """
+
+    num_examples: int
+    num_samples: int
+    elbo: float
+    log_p_x_given_z: float
+    kl: float
+    log_p_xz: float
+    entropy: float
+    kl_per_dim: tuple[float, ...] | None
+    posterior_mean_variance: tuple[float, ...] | None
+    active_units: int | None
+    active_threshold: float
+    log_px: float | None
+    log_px_stderr: float | None
+    log_px_k: int | None
+    gap: float | None
+    closed_form: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict (tuples become lists)."""
+        out = asdict(self)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in out.items()}
+
+
+def elbo_decomposition(
+    model: LatentVariableModel,
+    data: Tensor | Iterable,
+    *,
+    batch_size: int | None = None,
+    k: int = 1,
+    k_importance: int = 0,
+    generator: torch.Generator | None = None,
+    active_threshold: float = ACTIVE_THRESHOLD,
+) -> ElboDecomposition:
+    """Decompose the ELBO of `model` over a dataset: reconstruction, KL, E_q[log p(x,z)], H(q).
+
+    Per example, with z_i ~ q(z|x), i = 1..k:
+        log_p_x_given_z = (1/k) sum_i log p(x|z_i),
+        KL(q || p(z)),  E_q[log p(z)],  H(q)  — each in closed form when q(z|x) and p(z) are both
+        diagonal Gaussians (Kingma & Welling 2014, Appendix B; per dimension), otherwise all three
+        by Monte Carlo on the same z_i, so that recon - KL = E_q[log p(x,z)] + H(q) holds to float
+        rounding either way (in closed form it checks three independent formulas against each other).
+    Active units (Burda et al. 2015): A_u = Cov_x(E_q[z_u]) > active_threshold, for a q with a
+    vector event (not for a discrete latent). With k_importance > 0, log p(x) is estimated by
+    `log_px_importance` and gap = log p(x) - ELBO ≈ E_x KL(q(z|x) || p(z|x)).
+
+    data: (N, *x_shape) tensor with `batch_size`, or an iterable of batches. Runs under no_grad.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    sums = dict.fromkeys(("recon", "kl", "cross", "entropy", "log_px", "log_px_var"), 0.0)
+    kl_dims: Tensor | None = None
+    posterior_means: list[Tensor] = []
+    n = 0
+    closed_form = True
+    with torch.no_grad():
+        p_z = model.prior()
+        for x in iter_batches(data, batch_size):
+            q_z_given_x = model.posterior(x)
+            z = draw(q_z_given_x, (k,), generator)  # (k, B, Z) or (k, B) for a discrete latent
+            recon = model.likelihood(z).log_prob(x).mean(0)  # (B,)
+            if is_diagonal_normal(q_z_given_x) and is_diagonal_normal(p_z):
+                q_loc, q_scale = q_z_given_x.base_dist.loc, q_z_given_x.base_dist.scale  # (B, Z)
+                p_loc, p_scale = p_z.base_dist.loc, p_z.base_dist.scale  # (Z,)
+                kl_per_dim = kl_diagonal_normal(q_loc, q_scale, p_loc, p_scale)  # (B, Z)
+                kl = kl_per_dim.sum(-1)
+                entropy = (0.5 * math.log(2 * math.pi * math.e) + q_scale.log()).sum(-1)
+                # E_q[log N(z; m_p, s_p^2)] = -1/2 log(2 pi s_p^2) - ((m_q - m_p)^2 + s_q^2) / (2 s_p^2)
+                cross = -(
+                    0.5 * torch.log(2 * math.pi * p_scale.square())
+                    + ((q_loc - p_loc).square() + q_scale.square()) / (2 * p_scale.square())
+                ).sum(-1)
+                kl_dims = kl_per_dim.sum(0) if kl_dims is None else kl_dims + kl_per_dim.sum(0)
+            else:
+                closed_form = False
+                log_q = q_z_given_x.log_prob(z).mean(0)
+                cross = p_z.log_prob(z).mean(0)
+                kl, entropy = log_q - cross, -log_q
+            if len(q_z_given_x.event_shape) == 1:
+                posterior_means.append(q_z_given_x.mean.to(torch.float64))  # (B, Z)
+            if k_importance > 0:
+                estimate = log_px_importance(model, x, k_importance, generator=generator)
+                sums["log_px"] += float(estimate.value.sum())
+                sums["log_px_var"] += float(estimate.stderr.square().sum())
+            sums["recon"] += float(recon.sum())
+            sums["kl"] += float(kl.sum())
+            sums["cross"] += float(cross.sum())
+            sums["entropy"] += float(entropy.sum())
+            n += x.shape[0]
+    if n == 0:
+        raise ValueError("elbo_decomposition got an empty dataset")
+    mean_recon, mean_kl = sums["recon"] / n, sums["kl"] / n
+    mean_log_p_xz, mean_entropy = mean_recon + sums["cross"] / n, sums["entropy"] / n
+    mean_variance = active = None
+    if sum(m.shape[0] for m in posterior_means) == n:  # every batch had a vector latent
+        means = torch.cat(posterior_means)  # (N, Z)
+        variance = means.var(0) if n > 1 else torch.zeros(means.shape[1], dtype=torch.float64)
+        mean_variance = tuple(float(v) for v in variance)
+        active = int((variance > active_threshold).sum())
+    log_px = sums["log_px"] / n if k_importance > 0 else None
+    return ElboDecomposition(
+        num_examples=n,
+        num_samples=k,
+        elbo=mean_recon - mean_kl,
+        log_p_x_given_z=mean_recon,
+        kl=mean_kl,
+        log_p_xz=mean_log_p_xz,
+        entropy=mean_entropy,
+        kl_per_dim=tuple(float(v) / n for v in kl_dims) if closed_form and kl_dims is not None else None,
+        posterior_mean_variance=mean_variance,
+        active_units=active,
+        active_threshold=active_threshold,
+        log_px=log_px,
+        log_px_stderr=math.sqrt(sums["log_px_var"]) / n if k_importance > 0 else None,
+        log_px_k=k_importance if k_importance > 0 else None,
+        gap=None if log_px is None else log_px - (mean_recon - mean_kl),
+        closed_form=closed_form,
+    )
+
+
 def _importance_pass(
-    model,
+    model: LatentVariableModel,
     x: Tensor,
     k: int,
     generator: torch.Generator | None,
@@ -317,9 +453,9 @@ def _importance_pass(
         raise ValueError(f"k must be >= 1, got {k}")
     batch = x.shape[0]
     p_z = model.prior()
-    r_z_given_x = None if naive else (proposal or model.posterior)(x)
+    r_z_given_x = None if naive else (proposal or model.posterior)(x)  # None: sample the prior
     if chunk_size is None:
-        latent = p_z.event_shape if naive else r_z_given_x.event_shape
+        latent = p_z.event_shape if r_z_given_x is None else r_z_given_x.event_shape
         dims = max(x[0].numel(), math.prod(latent))
         chunk_size = default_chunk_size(k, batch, dims, x.element_size())
     if chunk_size < 1:
@@ -328,10 +464,10 @@ def _importance_pass(
     # Running summary of the weights seen so far: n, log of their mean, and the relative sum of
     # squares R = sum_i (w_i / mean - 1)^2.
     n = 0
-    log_mean = rel_ss = None
+    log_mean = rel_ss = torch.empty(0)  # (B,) each once the first chunk is in (k >= 1)
     for start in range(0, k, chunk_size):
         m = min(chunk_size, k - start)
-        if naive:
+        if r_z_given_x is None:
             z = draw(p_z, (m, batch), generator)  # (m, B, Z)
             log_w = model.likelihood(z).log_prob(x)  # (m, B)
         else:
@@ -339,7 +475,7 @@ def _importance_pass(
             log_w = model.likelihood(z).log_prob(x) + p_z.log_prob(z) - r_z_given_x.log_prob(z)  # (m, B)
         chunk_log_mean = torch.logsumexp(log_w, 0) - math.log(m)  # (B,)
         chunk_rel_ss = _relative_sum_of_squares(log_w, chunk_log_mean)
-        if log_mean is None:
+        if n == 0:
             n, log_mean, rel_ss = m, chunk_log_mean, chunk_rel_ss
             continue
         # Chan, Golub & LeVeque (1979): M2 = M2_a + M2_b + (mean_b - mean_a)^2 n_a n_b / n, divided

@@ -2,26 +2,29 @@
 
 All numbers are dataset means in nats per example, with bits per dimension alongside; the
 importance-sampling estimate carries its Monte Carlo standard error. The result is written
-atomically to RUN/eval.json (RUN/eval-<split>.json for other splits).
+atomically to RUN/eval.json (RUN/eval-<split>.json for other splits: `eval_path`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+from tqdm.auto import tqdm
 
 from vaelab import runs
 from vaelab.data import load_data
-from vaelab.diagnostics import latent_name
+from vaelab.diagnostics import ACTIVE_THRESHOLD, latent_name
 from vaelab.errors import UserError
-from vaelab.estimators import bits_per_dim, dataset_log_px
-from vaelab.theory import elbo_decomposition
-from vaelab.train import dataset_terms
+from vaelab.estimators import bits_per_dim, dataset_log_px, elbo_decomposition
+from vaelab.models import LatentVariableModel
+from vaelab.objectives import dataset_terms
 
 AE_NOTE = (
     "an autoencoder has no ELBO or log p(x): its code is a point mass, whose KL to any density is "
@@ -34,9 +37,11 @@ class Evaluation:
     """Dataset means over `num_examples` rows of `split`, nats per example unless named *_bpd.
 
     elbo = log_p_x_given_z - kl = log_p_xz + entropy (E_q[log p(x, z)] + H(q)); kl_per_dim (Z,)
-    and active units (Cov_x E_q[z_u] > 0.01, Burda et al. 2015) where q and p(z) are diagonal
-    Gaussians; log_px is the importance-sampled estimate with `k` samples and its Monte Carlo
-    standard error. For an AE only log_p_x_given_z is defined (see `note`).
+    where q and p(z) are diagonal Gaussians; posterior_mean_variance (Z,) is Cov_x(E_q[z_u]) and
+    active_units counts it above `ACTIVE_THRESHOLD` (Burda et al. 2015); log_px is the
+    importance-sampled estimate with `k` samples and its Monte Carlo standard error. For an AE
+    only log_p_x_given_z is defined (see `note`). path: the file `evaluate_run` wrote (not part
+    of the file itself).
     """
 
     run: str
@@ -58,6 +63,7 @@ class Evaluation:
     seconds_log_px: float | None = None
     precision: str = "fp32"
     note: str | None = None
+    path: Path | None = None
 
     @property
     def nll(self) -> float | None:
@@ -72,7 +78,8 @@ class Evaluation:
         return None if nats is None else float(bits_per_dim(-nats, self.num_dims))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The contents of eval.json: every field but `path`, and the derived figures."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "path"}
         out.update(
             units="nats per example (dataset mean); *_bpd in bits per dimension; elbo and log_px are "
             "higher-is-better, nll = -log_px",
@@ -85,8 +92,8 @@ class Evaluation:
 
 
 def evaluate_model(
-    model,
-    x: torch.Tensor,
+    model: LatentVariableModel,
+    x: Tensor,
     *,
     k: int = 1000,
     batch_size: int = 100,
@@ -94,23 +101,35 @@ def evaluate_model(
     run: str = "",
     split: str = "test",
     precision: str = "fp32",
+    progress: bool = True,
 ) -> Evaluation:
     """The ELBO decomposed (one sample per example; KL, E_q[log p(z)] and H(q) in closed form for
     diagonal Gaussians), KL per latent dimension, active units, and the importance-sampled
-    log p(x) with `k` samples per example and its standard error."""
+    log p(x) with `k` samples per example and its standard error. x: (N, *x_shape).
+
+    `progress` shows a bar over the importance-sampling batches on a terminal (never when stderr
+    is not a TTY)."""
     if k < 2:
-        raise UserError(f"--k must be >= 2 for a standard error, got {k}")
-    common = {"run": run, "split": split, "num_examples": len(x), "num_dims": math.prod(x.shape[1:])}
+        raise UserError(f"k must be >= 2 for a standard error, got {k}")
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    common: dict[str, Any] = {
+        "run": run,
+        "split": split,
+        "num_examples": len(x),
+        "num_dims": math.prod(x.shape[1:]),
+    }
     start = time.perf_counter()
-    if getattr(model, "deterministic", False):
+    if model.deterministic:
         terms = dataset_terms(model, x, seed=seed)
         seconds = time.perf_counter() - start
         return Evaluation(**common, log_p_x_given_z=terms.log_p_x_given_z, seconds_elbo=seconds, note=AE_NOTE)
     d = elbo_decomposition(model, x, batch_size=1000, generator=torch.Generator().manual_seed(seed))
     seconds_elbo = time.perf_counter() - start
+    batches = _with_progress(x.split(batch_size), len(x), f"log p(x), k={k}", enabled=progress)
     # bf16 runs the networks' products in bfloat16 (log-probabilities and sums stay float32)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        estimate = dataset_log_px(model, x, k, batch_size, torch.Generator().manual_seed(seed))
+        estimate = dataset_log_px(model, batches, k, generator=torch.Generator().manual_seed(seed))
     return Evaluation(
         **common,
         log_p_x_given_z=d.log_p_x_given_z,
@@ -130,6 +149,17 @@ def evaluate_model(
     )
 
 
+def _with_progress(batches: Iterable[Tensor], total: int, desc: str, *, enabled: bool) -> Iterator[Tensor]:
+    """Yield the batches, advancing a bar by each batch's rows once the caller is done with it.
+
+    One update per batch (each is k network passes), so the bar costs nothing measurable.
+    """
+    with tqdm(total=total, desc=desc, unit="ex", leave=False, disable=None if enabled else True) as bar:
+        for x in batches:
+            yield x
+            bar.update(len(x))
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -138,7 +168,10 @@ def evaluate_run(
     batch_size: int = 100,
     seed: int = 0,
     precision: str = "fp32",
+    progress: bool = True,
 ) -> Evaluation:
+    """Evaluate a run's model on `split` (see `evaluate_model`) and write it to `eval_path`;
+    the result's `path` says where."""
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
@@ -149,24 +182,33 @@ def evaluate_run(
             f"{config.data.source} gives {tuple(x.shape[1:])}"
         )
     result = evaluate_model(
-        model, x, k=k, batch_size=batch_size, seed=seed, run=str(run_dir), split=split, precision=precision
+        model,
+        x,
+        k=k,
+        batch_size=batch_size,
+        seed=seed,
+        run=str(run_dir),
+        split=split,
+        precision=precision,
+        progress=progress,
     )
-    name = eval_path(run_dir, split).name
-    runs.write_json(run_dir / name, result.to_dict())
-    return result
+    path = eval_path(run_dir, split)
+    runs.write_json(path, result.to_dict())
+    return replace(result, path=path)
 
 
 def format_evaluation(e: Evaluation) -> str:
     """A small table for the terminal."""
 
-    def row(name: str, nats: float | None, extra: str = "") -> str:
+    def row(name: str, nats: float, extra: str = "") -> str:
         bpd = bits_per_dim(-nats, e.num_dims)
         return f"  {name:<26} {nats:11.3f} nats  {bpd:7.4f} bits/dim{extra}"
 
     lines = [f"{e.split} split, all {e.num_examples} examples of {e.num_dims} dims (bits/dim of -value):"]
     lines.append(row("E_q[log p(x|z)]", e.log_p_x_given_z))
-    if e.note:
-        lines.append(f"  note: {e.note}")
+    if e.elbo is None or e.log_px is None or e.gap is None:  # an autoencoder: see the note
+        if e.note:
+            lines.append(f"  note: {e.note}")
         return "\n".join(lines)
     lines.append(f"  {'KL(q(z|x) || p(z))':<26} {e.kl:11.3f} nats")
     lines.append(row("ELBO", e.elbo, f"   [{e.seconds_elbo:.1f} s]"))
@@ -174,10 +216,10 @@ def format_evaluation(e: Evaluation) -> str:
     is_extra = f"  ± {e.log_px_stderr:.3f} s.e.  [{e.seconds_log_px:.1f} s]"
     lines.append(row(f"log p(x), IS k={e.k}", e.log_px, is_extra))
     lines.append(f"  {'gap log p(x) - ELBO':<26} {e.gap:11.3f} nats  (estimates KL(q(z|x) || p(z|x)))")
-    if e.active_units is not None:
+    if e.active_units is not None and e.posterior_mean_variance is not None:
         lines.append(
             f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"
-            "  (Cov_x E_q[z_u] > 0.01)"
+            f"  (Cov_x(E_q[z_u]) > {ACTIVE_THRESHOLD:g})"
         )
     if e.kl_per_dim is not None:
         top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]

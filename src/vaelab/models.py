@@ -1,10 +1,12 @@
 """Models: encoder + decoder + prior + likelihood, and no loss inside.
 
-Every model speaks the three-method protocol that objectives and estimators use:
+Every model speaks the protocol `LatentVariableModel` that objectives and estimators use:
 
     posterior(x)  -> q(z|x)  x: (B, *x_shape)  batch (B,), event (Z,)
     prior()       -> p(z)    batch (), event (Z,)
     likelihood(z) -> p(x|z)  z: (*S, Z)        batch (*S,), event x_shape
+
+and tells its `latent_dim` (Z), `x_shape` and whether it is `deterministic` (an autoencoder).
 
 `VAE` has a Gaussian q(z|x) = N(mu(x), diag(sigma^2(x))) and a N(0, I) prior (Kingma &
 Welling 2014). `AE` is the same networks with a deterministic code (a point mass at the
@@ -23,16 +25,40 @@ from torch.distributions import Distribution, Independent, Normal
 
 from vaelab import distributions as D
 from vaelab.config import ModelConfig
+from vaelab.errors import UserError
 from vaelab.nets import build_nets, forward_flat
 
 
 @runtime_checkable
 class LatentVariableModel(Protocol):
-    def posterior(self, x: Tensor) -> Distribution: ...
+    """What objectives, estimators and the evaluation need of a model: its three distributions
+    and three facts about its shapes and its code.
 
-    def prior(self) -> Distribution: ...
+    latent_dim: Z, the number of latent variables (a single categorical z counts as one);
+    x_shape: the shape of one example; deterministic: whether q(z|x) is a point mass (an
+    autoencoder), which has no finite KL to a density and so no ELBO.
+    """
 
-    def likelihood(self, z: Tensor) -> Distribution: ...
+    def posterior(self, x: Tensor) -> Distribution:
+        """q(z|x); x: (B, *x_shape) -> batch (B,), event (Z,)."""
+        ...
+
+    def prior(self) -> Distribution:
+        """p(z): batch (), event (Z,)."""
+        ...
+
+    def likelihood(self, z: Tensor) -> Distribution:
+        """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""
+        ...
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def x_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def deterministic(self) -> bool: ...
 
 
 class Likelihood(nn.Module):
@@ -57,6 +83,9 @@ class Likelihood(nn.Module):
 
 class VAE(nn.Module):
     """Variational autoencoder: q(z|x) diagonal Gaussian, p(z) = N(0, I), p(x|z) by config."""
+
+    prior_loc: Tensor  # buffers, (Z,) each
+    prior_scale: Tensor
 
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -104,19 +133,17 @@ class VAE(nn.Module):
             normal = Normal(self.prior_loc, self.prior_scale, validate_args=False)
             return Independent(normal, 1, validate_args=False)
         if kind == "vamp":
-            q = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)).base_dist  # (K, Z)
+            q = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))  # batch (K,)
+            if not D.is_diagonal_normal(q):
+                raise UserError("model.prior vamp: needs a Gaussian q(z|x), not an autoencoder's point mass")
             logits = torch.zeros(self.config.prior_components, device=self.pseudo_inputs.device)
-            return D.DiagonalGaussianMixture(logits, q.loc, q.scale)
+            return D.DiagonalGaussianMixture(logits, q.base_dist.loc, q.base_dist.scale)
         scale = torch.exp(self.prior_log_scales.clamp(-15.0, 10.0))
         return D.DiagonalGaussianMixture(self.prior_logits, self.prior_means, scale)
 
     def likelihood(self, z: Tensor) -> Distribution:
         """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""
         return self.likelihood_head(forward_flat(self.decoder, z))
-
-    def decode_mean(self, z: Tensor) -> Tensor:
-        """E[x|z], the decoder mean (not a sample): (*S, Z) -> (*S, *x_shape)."""
-        return self.likelihood(z).mean
 
     @property
     def deterministic(self) -> bool:

@@ -25,7 +25,9 @@ NetBuilder = Callable[..., tuple[nn.Module, nn.Module]]
 NETS: dict[str, NetBuilder] = {}
 
 
-def net(name: str):
+def net(name: str) -> Callable[[NetBuilder], NetBuilder]:
+    """A decorator that registers a network builder under `name` in `NETS`."""
+
     def register(fn: NetBuilder) -> NetBuilder:
         NETS[name] = fn
         return fn
@@ -61,7 +63,14 @@ def _mlp(sizes: list[int], act: type[nn.Module], dropout: float = 0.0) -> list[n
 
 
 @net("mlp")
-def mlp(x_shape, latent_dim, out_dim, hidden, act, dropout=0.0):
+def mlp(
+    x_shape: tuple[int, ...],
+    latent_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    act: type[nn.Module],
+    dropout: float = 0.0,
+) -> tuple[nn.Module, nn.Module]:
     """Encoder D -> hidden[0] -> ... -> out_dim; decoder Z -> hidden[-1] -> ... -> hidden[0] -> D."""
     d = math.prod(x_shape)
     encoder = nn.Sequential(nn.Flatten(), *_mlp([d, *hidden, out_dim], act, dropout))
@@ -70,7 +79,14 @@ def mlp(x_shape, latent_dim, out_dim, hidden, act, dropout=0.0):
 
 
 @net("conv")
-def conv(x_shape, latent_dim, out_dim, hidden, act, dropout=0.0):
+def conv(
+    x_shape: tuple[int, ...],
+    latent_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    act: type[nn.Module],
+    dropout: float = 0.0,
+) -> tuple[nn.Module, nn.Module]:
     """A small conv net for (C, H, W) images with H and W divisible by 4.
 
     Encoder: two stride-2 4x4 convolutions (32, 64 channels), then fully connected layers of
@@ -115,7 +131,14 @@ class GatedLinear(nn.Module):
 
 
 @net("gated")
-def gated(x_shape, latent_dim, out_dim, hidden, act, dropout=0.0):
+def gated(
+    x_shape: tuple[int, ...],
+    latent_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    act: type[nn.Module],
+    dropout: float = 0.0,
+) -> tuple[nn.Module, nn.Module]:
     """Gated MLP: every hidden layer a `GatedLinear`; the output layers are plain linear maps."""
     d = math.prod(x_shape)
 

@@ -7,29 +7,71 @@ Each objective maps (model, x, generator) to an `ObjectiveOutput`:
   is never logged as the bound (for beta != 1 it is not one).
 
 All terms are summed over pixels and latent dimensions and returned per example, shape (B,),
-in nats; the trainer reduces over the batch.
+in nats; the trainer reduces over the batch. `dataset_terms` evaluates an objective's bound and
+terms over a whole dataset (the trainer's validation pass, the autoencoder's evaluation).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaelab.distributions import analytic_kl, draw
 from vaelab.estimators import ELBOTerms, elbo_terms
+from vaelab.models import LatentVariableModel
+
+__all__ = [
+    "EVAL_BATCH",
+    "OBJECTIVES",
+    "MeanTerms",
+    "Objective",
+    "ObjectiveOutput",
+    "beta_elbo",
+    "dataset_terms",
+    "iwae",
+    "objective_for",
+    "reconstruction",
+    "term_sums",
+]
+
+EVAL_BATCH = 1000
+"""Examples per batch of `dataset_terms`: no gradients are kept, so large batches are cheap."""
 
 
 @dataclass(frozen=True)
 class ObjectiveOutput:
+    """surrogate: (B,) what the optimizer maximizes; terms: the logged ELBOTerms, each (B,)."""
+
     surrogate: Tensor
     terms: ELBOTerms
 
 
-def beta_elbo(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> ObjectiveOutput:
+class Objective(Protocol):
+    def __call__(
+        self,
+        model: LatentVariableModel,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        beta: float | Tensor = 1.0,
+        k: int = 1,
+    ) -> ObjectiveOutput: ...
+
+
+def beta_elbo(
+    model: LatentVariableModel,
+    x: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    beta: float | Tensor = 1.0,
+    k: int = 1,
+) -> ObjectiveOutput:
     """E_q[log p(x|z)] - beta KL(q || p) (Higgins et al. 2017); beta = 1 is the ELBO."""
     terms = elbo_terms(model, x, 1, generator=generator)  # one reparameterized sample, analytic KL
     # (beta may be a tensor in a compiled step; at beta = 1 this is terms.elbo exactly)
@@ -37,7 +79,14 @@ def beta_elbo(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> Obj
     return ObjectiveOutput(surrogate, terms)
 
 
-def iwae(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> ObjectiveOutput:
+def iwae(
+    model: LatentVariableModel,
+    x: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    beta: float | Tensor = 1.0,
+    k: int = 1,
+) -> ObjectiveOutput:
     """The importance-weighted bound (Burda et al. 2015, eq. 8), maximized directly:
 
         L_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i|x),  z_i ~ q(z|x) reparameterized.
@@ -60,11 +109,19 @@ def iwae(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> Objectiv
     return ObjectiveOutput(bound, ELBOTerms(recon - kl_q_p, recon, kl_q_p))
 
 
-def reconstruction(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -> ObjectiveOutput:
+def reconstruction(
+    model: LatentVariableModel,
+    x: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    beta: float | Tensor = 1.0,
+    k: int = 1,
+) -> ObjectiveOutput:
     """Autoencoder objective: log p(x | z = f(x)) with the deterministic code (BCE or scaled MSE).
 
-    There is no KL term: a point-mass code has no finite KL to a density. `elbo` is reported as
-    the reconstruction term only and must not be read as a bound on log p(x).
+    An autoencoder has no ELBO: a point-mass code has no finite KL to a density, so nothing here
+    bounds log p(x). The logged terms are the reconstruction term and a zero KL; the `elbo` slot
+    of `ELBOTerms` repeats the reconstruction term only so that both kinds of model log one schema.
     """
     z = model.posterior(x).mean  # (B, Z)
     log_p_x_given_z = model.likelihood(z).log_prob(x)
@@ -72,10 +129,72 @@ def reconstruction(model, x, generator=None, *, beta: float = 1.0, k: int = 1) -
     return ObjectiveOutput(log_p_x_given_z, ELBOTerms(log_p_x_given_z, log_p_x_given_z, zero))
 
 
-Objective = Callable[..., ObjectiveOutput]
 OBJECTIVES: dict[str, Objective] = {"elbo": beta_elbo, "iwae": iwae}
 
 
-def objective_for(model, name: str) -> Objective:
+def objective_for(model: LatentVariableModel, name: str) -> Objective:
     """The objective a run trains with: the reconstruction term for a deterministic model."""
-    return reconstruction if getattr(model, "deterministic", False) else OBJECTIVES[name]
+    return reconstruction if model.deterministic else OBJECTIVES[name]
+
+
+# ------------------------------------------------------------------------- over a whole dataset
+
+
+@dataclass(frozen=True)
+class MeanTerms:
+    """Dataset means, nats per example: the logged terms (elbo, log_p_x_given_z, kl; see
+    `reconstruction` for a deterministic model) and the objective's bound at beta = 1."""
+
+    elbo: float
+    log_p_x_given_z: float
+    kl: float
+    bound: float
+
+    @classmethod
+    def from_sums(cls, sums: Tensor, n: int) -> MeanTerms:
+        """From the float64 sums (4,) of `term_sums(terms, bound)` over n examples."""
+        return cls(*(sums / n).tolist())
+
+
+def term_sums(terms: ELBOTerms, *extra: Tensor) -> Tensor:
+    """Batch sums of elbo, log_p_x_given_z, kl and then of each of `extra` (each (B,)): (3 + E,),
+    float64 and detached, so that epoch and dataset means do not lose digits to float32."""
+    parts = (terms.elbo, terms.log_p_x_given_z, terms.kl, *extra)
+    return torch.stack([t.detach().sum(dtype=torch.float64) for t in parts])
+
+
+@contextmanager
+def _eval_mode(model: LatentVariableModel) -> Iterator[None]:
+    """Dropout off inside the block for a network model; its train/eval mode is restored after."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def dataset_terms(
+    model: LatentVariableModel,
+    x: Tensor,
+    *,
+    seed: int = 0,
+    objective: str = "elbo",
+    k: int = 1,
+    batch_size: int = EVAL_BATCH,
+) -> MeanTerms:
+    """Means over a data set x: (N, *x_shape) (fixed seed) of the ELBO, E_q[log p(x|z)], KL and
+    the bound of `objective` at beta = 1 with `k` samples per example (the ELBO terms are then
+    k-sample means), in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    bound = objective_for(model, objective)
+    sums = torch.zeros(4, dtype=torch.float64)
+    with _eval_mode(model):
+        for begin in range(0, len(x), batch_size):
+            result = bound(model, x[begin : begin + batch_size], generator, k=k)
+            sums += term_sums(result.terms, result.surrogate)
+    return MeanTerms.from_sums(sums, len(x))

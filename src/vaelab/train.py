@@ -34,11 +34,10 @@ from vaelab.data import Splits, check_fits_likelihood, load_data
 from vaelab.errors import UserError
 from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
-from vaelab.objectives import ELBOTerms, objective_for
+from vaelab.objectives import dataset_terms, objective_for, term_sums
 
 log = logging.getLogger(__name__)
 
-EVAL_BATCH = 1000
 FUSED_ADAM = True  # measured in benchmarks/train_throughput.py
 VALID_SEED_OFFSET = 1  # validation noise comes from seed + 1, the same every epoch
 POSTFIX_SECONDS = 0.5  # how often the progress bar's running means are refreshed (and at the end)
@@ -52,20 +51,6 @@ class TrainResult:
     best_valid_bound: float
     bound: str  # which bound model selection used, e.g. "ELBO" or "IWAE k=5"
     stopped_early: bool
-
-
-@dataclass(frozen=True)
-class MeanTerms:
-    """Dataset means, nats per example: the ELBO and its terms, and the objective's bound."""
-
-    elbo: float
-    log_p_x_given_z: float
-    kl: float
-    bound: float
-
-    @classmethod
-    def from_sums(cls, sums: Tensor, n: int) -> MeanTerms:
-        return cls(*(sums / n).tolist())
 
 
 def bound_name(config: RunConfig) -> str:
@@ -459,7 +444,7 @@ def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, bf16: b
     the batch sums of the ELBO and its two terms, in float64, for the epoch's means."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         result = objective(model, x, generator, beta=beta, k=k)
-    return -result.surrogate.mean(), _term_sums(result.terms)
+    return -result.surrogate.mean(), term_sums(result.terms)
 
 
 class StepLoss:
@@ -530,35 +515,6 @@ def generator_as_global_rng(generator: torch.Generator):
     finally:
         generator.set_state(torch.get_rng_state())
         torch.set_rng_state(saved)
-
-
-def _term_sums(terms: ELBOTerms, *extra: Tensor) -> Tensor:
-    parts = (terms.elbo, terms.log_p_x_given_z, terms.kl, *extra)
-    return torch.stack([t.detach().sum(dtype=torch.float64) for t in parts])
-
-
-@torch.no_grad()
-def dataset_terms(
-    model: VAE,
-    x: Tensor,
-    *,
-    seed: int = 0,
-    objective: str = "elbo",
-    k: int = 1,
-    batch_size: int = EVAL_BATCH,
-) -> MeanTerms:
-    """Means over a data set (fixed seed) of the ELBO, E_q[log p(x|z)], KL and the bound of
-    `objective` at beta = 1 with `k` samples per example (the ELBO terms are then k-sample means)."""
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    bound = objective_for(model, objective)
-    sums = torch.zeros(4, dtype=torch.float64)
-    for begin in range(0, len(x), batch_size):
-        result = bound(model, x[begin : begin + batch_size], generator, k=k)
-        sums += _term_sums(result.terms, result.surrogate)
-    model.train(was_training)
-    return MeanTerms.from_sums(sums, len(x))
 
 
 def _checkpoint(out: Path, model, averaged, optimizer, generator, state, epoch: int) -> None:

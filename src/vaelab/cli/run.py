@@ -165,7 +165,7 @@ def add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vaelab.evaluate import eval_path, evaluate_run, format_evaluation
+    from vaelab.evaluate import evaluate_run, format_evaluation
 
     options: EvaluateOptions = build(EvaluateOptions, args, args.own)
     result = evaluate_run(
@@ -177,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         precision=options.precision,
     )
     print(format_evaluation(result))
-    print(f"written: {eval_path(options.run, options.split)}")
+    print(f"written: {result.path}")
     return 0
 
 

@@ -22,7 +22,7 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0), Flag(metavar="P")]
 
 
 def _exact_models():
-    from vaelab.exact import EXACT_MODELS
+    from vaelab.theory.exact import EXACT_MODELS
 
     return sorted(EXACT_MODELS)
 
@@ -83,7 +83,7 @@ def _fmt(value: float) -> str:
 
 def run_bayes(args: argparse.Namespace) -> int:
     """Print the 2x2 joint table, the evidence P(+) and the posterior P(disease | +)."""
-    from vaelab.theory import medical_test
+    from vaelab.theory.bayes import medical_test
 
     options: BayesOptions = build(BayesOptions, args, args.own)
     try:
@@ -111,7 +111,7 @@ def run_estimators(args: argparse.Namespace) -> int:
     """Sample a batch from an exact model and print the estimator table for each k."""
     import torch
 
-    from vaelab.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
+    from vaelab.theory.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
 
     options: EstimatorsOptions = build(EstimatorsOptions, args, args.own)
     generator = torch.Generator().manual_seed(options.seed)
@@ -131,7 +131,8 @@ def run_estimators(args: argparse.Namespace) -> int:
 
 def run_kl_directions(args: argparse.Namespace) -> int:
     """Run the forward vs reverse KL experiment, print the fits, optionally save the plot."""
-    from vaelab.theory import kl_directions_experiment, plot_kl_directions
+    from vaelab.theory.kl import kl_directions_experiment
+    from vaelab.viz.theory import plot_kl_directions
 
     options: KLDirectionsOptions = build(KLDirectionsOptions, args, args.own)
     if options.out is not None:

@@ -15,7 +15,9 @@ from torch.distributions import Bernoulli, MultivariateNormal, Normal
 
 from vaelab.distributions import draw
 from vaelab.estimators import elbo, iwae_bound, log_px_importance, log_px_naive
-from vaelab.exact import (
+from vaelab.models import LatentVariableModel
+from vaelab.theory.bayes import posterior_over_hypotheses
+from vaelab.theory.exact import (
     EXACT_MODELS,
     MAX_LATENT_BITS,
     BernoulliMixture,
@@ -26,7 +28,6 @@ from vaelab.exact import (
     estimator_table,
     format_table,
 )
-from vaelab.theory import posterior_over_hypotheses
 
 DTYPE = torch.float64
 
@@ -107,9 +108,9 @@ def test_likelihood_shapes_and_dtypes(lg, lg_x):
     lg32 = LinearGaussian(lg.W.float(), lg.b.float(), 0.4)
     assert lg32.log_marginal(lg_x.float()).dtype == torch.float32
     assert lg.prior().sample().dtype == DTYPE
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="noise_std must be positive"):
         LinearGaussian(lg.W, lg.b, 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="W must be \\(D, Z\\) and b \\(D,\\)"):
         LinearGaussian(lg.W, lg.b[:2], 1.0)
 
 
@@ -288,7 +289,7 @@ def test_sigmoid_belief_network_codes_and_limits():
     assert torch.unique(model.codes, dim=0).shape[0] == 32
     assert model.to_mixture().num_components == 32
     torch.testing.assert_close(model.to_mixture().weights.sum(), torch.tensor(1.0, dtype=DTYPE))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"at most {MAX_LATENT_BITS}"):
         sigmoid_belief_network(d=MAX_LATENT_BITS + 1, x_dim=2)
     q = model.posterior(model.sample(4, gen(0)))
     assert q.batch_shape == (4,) and q.event_shape == (5,)
@@ -330,5 +331,15 @@ def test_estimator_table(name):
     text = format_table(rows)
     assert "naive MC" in text and "IWAE" in text and "nats" in text
     assert len(text.splitlines()) == len(rows) + 3
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="unknown exact model 'nope'"):
         build_exact_model("nope")
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_MODELS))
+def test_exact_models_speak_the_model_protocol(name):
+    model = build_exact_model(name, seed=0)
+    assert isinstance(model, LatentVariableModel) and not model.deterministic
+    x = model.sample(3, gen(0))
+    assert x.shape == (3, *model.x_shape)
+    z = draw(model.prior(), (2,), gen(1))
+    assert z.shape == (2,) + ((model.latent_dim,) if name != "bernoulli-mixture" else ())

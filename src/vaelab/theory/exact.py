@@ -1,7 +1,8 @@
 """Latent-variable models whose log p(x) and posterior p(z|x) are known exactly.
 
-They implement the model protocol (`posterior(x)`, `prior()`, `likelihood(z)`) so every estimator
-and objective in vaelab can be run on them and checked against the truth:
+They implement the model protocol (`vaelab.models.LatentVariableModel`: `posterior(x)`, `prior()`,
+`likelihood(z)`) so every estimator and objective in vaelab can be run on them and checked against
+the truth:
 
 - `LinearGaussian`: z ~ N(0, I_Z), x | z ~ N(W z + b, sigma^2 I_D) (probabilistic PCA, Tipping &
   Bishop 1999): Gaussian marginal and posterior in closed form.
@@ -29,20 +30,22 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Self
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, MultivariateNormal
 
-from vaelab.distributions import bernoulli, diagonal_normal, draw, gaussian, standard_normal
-from vaelab.estimators import bits_per_dim, elbo, iwae_bound, log_px_importance, log_px_naive
-from vaelab.theory import kl_gaussian
+from vaelab.distributions import bernoulli, diagonal_normal, draw, gaussian, kl_gaussian, standard_normal
+from vaelab.estimators import LogPxEstimate, bits_per_dim, elbo, iwae_bound, log_px_importance, log_px_naive
 
 __all__ = [
     "EXACT_MODELS",
     "BernoulliMixture",
     "EstimatorRow",
+    "ExactModel",
     "LinearGaussian",
     "SigmoidBeliefNetwork",
     "build_exact_model",
@@ -55,10 +58,38 @@ MAX_LATENT_BITS = 16
 """Largest d for `SigmoidBeliefNetwork`: 2^16 = 65,536 configurations are enumerated per x."""
 
 
-class _Exact:
-    """Shared protocol plumbing: a default posterior that `with_posterior` can replace."""
+class ExactModel:
+    """A `LatentVariableModel` with an exact `log_marginal(x)`, over flat x: (B, D).
+
+    Subclasses give `prior`, `likelihood`, `default_posterior`, `log_marginal`, `latent_dim` and
+    `x_dim`; this base holds the posterior that `with_posterior` can replace, and sampling.
+    """
 
     _posterior_fn: Callable[[Tensor], Distribution] | None = None
+    deterministic = False  # q(z|x) is a distribution, never a point mass
+
+    @property
+    def latent_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def x_dim(self) -> int:
+        """D, the number of observed dimensions."""
+        raise NotImplementedError
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.x_dim,)
+
+    def prior(self) -> Distribution:
+        raise NotImplementedError
+
+    def likelihood(self, z: Tensor) -> Distribution:
+        raise NotImplementedError
+
+    def log_marginal(self, x: Tensor) -> Tensor:
+        """Exact log p(x), x: (B, D) -> (B,) in nats."""
+        raise NotImplementedError
 
     def default_posterior(self, x: Tensor) -> Distribution:
         raise NotImplementedError
@@ -67,7 +98,7 @@ class _Exact:
         """q(z|x): `default_posterior` unless replaced by `with_posterior`. x: (B, D) -> batch (B,)."""
         return self._posterior_fn(x) if self._posterior_fn is not None else self.default_posterior(x)
 
-    def with_posterior(self, fn: Callable[[Tensor], Distribution]):
+    def with_posterior(self, fn: Callable[[Tensor], Distribution]) -> Self:
         """The same model (shared parameters) whose posterior(x) is fn(x)."""
         new = copy.copy(self)
         new._posterior_fn = fn
@@ -82,7 +113,7 @@ class _Exact:
 # ------------------------------------------------------------------------------ linear Gaussian
 
 
-class LinearGaussian(_Exact):
+class LinearGaussian(ExactModel):
     """z ~ N(0, I_Z), x | z ~ N(W z + b, sigma^2 I_D); W: (D, Z), b: (D,), sigma = noise_std > 0.
 
     Marginal (Tipping & Bishop 1999, probabilistic PCA): x ~ N(b, C), C = W W^T + sigma^2 I_D.
@@ -105,12 +136,12 @@ class LinearGaussian(_Exact):
         return self.W.shape[0]
 
     @property
-    def z_dim(self) -> int:
+    def latent_dim(self) -> int:
         return self.W.shape[1]
 
     def prior(self) -> Independent:
         """p(z) = N(0, I_Z)."""
-        return standard_normal(self.z_dim, dtype=self.W.dtype, device=self.W.device)
+        return standard_normal(self.latent_dim, dtype=self.W.dtype, device=self.W.device)
 
     def likelihood(self, z: Tensor) -> Independent:
         """p(x|z) = N(W z + b, sigma^2 I_D): z (*S, Z) -> batch (*S,), event (D,)."""
@@ -118,7 +149,7 @@ class LinearGaussian(_Exact):
 
     def _cholesky_m(self) -> Tensor:
         """Cholesky factor of M = W^T W + sigma^2 I_Z, (Z, Z)."""
-        eye = torch.eye(self.z_dim, dtype=self.W.dtype, device=self.W.device)
+        eye = torch.eye(self.latent_dim, dtype=self.W.dtype, device=self.W.device)
         return torch.linalg.cholesky(self.W.T @ self.W + self.noise_std**2 * eye)
 
     def log_marginal(self, x: Tensor) -> Tensor:
@@ -133,7 +164,7 @@ class LinearGaussian(_Exact):
         r = x - self.b  # (B, D)
         u = torch.linalg.solve_triangular(chol, (r @ self.W).unsqueeze(-1), upper=False).squeeze(-1)  # (B, Z)
         quad = (r.square().sum(-1) - u.square().sum(-1)) / var
-        log_det = (self.x_dim - self.z_dim) * var.log() + 2 * chol.diagonal().log().sum()
+        log_det = (self.x_dim - self.latent_dim) * var.log() + 2 * chol.diagonal().log().sum()
         return -0.5 * (quad + log_det + self.x_dim * math.log(2 * math.pi))
 
     def exact_posterior(self, x: Tensor) -> MultivariateNormal:
@@ -184,7 +215,7 @@ class LinearGaussian(_Exact):
             resid.square().sum(-1) + trace_wsw
         ) / (2 * var)
         trace_s = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
-        kl = 0.5 * (trace_s + mean.square().sum(-1) - self.z_dim - torch.logdet(cov))
+        kl = 0.5 * (trace_s + mean.square().sum(-1) - self.latent_dim - torch.logdet(cov))
         return expected_ll - kl
 
 
@@ -200,7 +231,7 @@ def _gaussian_moments(q: Distribution) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------- Bernoulli mixture
 
 
-class BernoulliMixture(_Exact):
+class BernoulliMixture(ExactModel):
     """z ~ Categorical(weights) over K components, x | z = k ~ prod_d Bernoulli(sigmoid(logits[k, d])).
 
     weights: (K,) probabilities, logits: (K, D). log p(x) = logsumexp_k [log w_k + log p(x | k)]
@@ -221,6 +252,15 @@ class BernoulliMixture(_Exact):
     @property
     def num_components(self) -> int:
         return self.logits.shape[0]
+
+    @property
+    def latent_dim(self) -> int:
+        """1: a single categorical latent (its samples have no event dimension)."""
+        return 1
+
+    @property
+    def x_dim(self) -> int:
+        return self.logits.shape[1]
 
     def prior(self) -> Categorical:
         """p(z) = Categorical(weights), batch shape ()."""
@@ -258,13 +298,13 @@ class BernoulliMixture(_Exact):
 # ------------------------------------------------------------------------- sigmoid belief network
 
 
-class SigmoidBeliefNetwork(_Exact):
+class SigmoidBeliefNetwork(ExactModel):
     """z in {0,1}^d, p(z) = prod_j Bernoulli(z_j; pi_j), x | z ~ prod_i Bernoulli(sigmoid((W z + b)_i)).
 
     A one-layer sigmoid belief network (Neal 1992). prior_probs: (d,), W: (D, d), b: (D,), d <= 16.
     log p(x) = logsumexp over all 2^d configurations c of [log p(c) + log p(x | c)]: the model is
     a Bernoulli mixture with 2^d components (`to_mixture`), and with d = 30 this sum would have
-    2^30 terms, the source documents' example of an intractable evidence.
+    2^30 terms, the textbook example of an intractable evidence.
 
     The default q(z|x) is mean-field: prod_j Bernoulli(z_j; p(z_j = 1 | x)) with the exact posterior
     marginals (not exact when the posterior is correlated). The exact posterior is a Categorical over
@@ -291,8 +331,12 @@ class SigmoidBeliefNetwork(_Exact):
         self._mixture = BernoulliMixture(log_prior.exp(), self.codes @ W.T + self.b)
 
     @property
-    def z_dim(self) -> int:
+    def latent_dim(self) -> int:
         return self.prior_probs.shape[0]
+
+    @property
+    def x_dim(self) -> int:
+        return self.W.shape[0]
 
     def prior(self) -> Independent:
         """p(z) = prod_j Bernoulli(pi_j): batch (), event (d,)."""
@@ -330,12 +374,15 @@ class SigmoidBeliefNetwork(_Exact):
 
 # --------------------------------------------------------------------------- registry and table
 
-EXACT_MODELS: dict[str, Callable[[torch.Generator], _Exact]] = {}
+ExactModelBuilder = Callable[[torch.Generator], ExactModel]
+EXACT_MODELS: dict[str, ExactModelBuilder] = {}
 """Named exact models for the CLI, each built from a generator, float64, with an approximate q."""
 
 
-def register_exact_model(name: str):
-    def register(builder: Callable[[torch.Generator], _Exact]):
+def register_exact_model(name: str) -> Callable[[ExactModelBuilder], ExactModelBuilder]:
+    """A decorator that registers a builder under `name` in `EXACT_MODELS`."""
+
+    def register(builder: ExactModelBuilder) -> ExactModelBuilder:
         EXACT_MODELS[name] = builder
         return builder
 
@@ -368,7 +415,7 @@ def _sigmoid_belief_network(generator: torch.Generator) -> SigmoidBeliefNetwork:
     return SigmoidBeliefNetwork(prior_probs, W, b)
 
 
-def build_exact_model(name: str, seed: int = 0) -> _Exact:
+def build_exact_model(name: str, seed: int = 0) -> ExactModel:
     """An exact model from `EXACT_MODELS` with parameters drawn from a generator seeded with `seed`."""
     if name not in EXACT_MODELS:
         raise KeyError(f"unknown exact model {name!r}; choose from {sorted(EXACT_MODELS)}")
@@ -398,7 +445,7 @@ class EstimatorRow:
 
 
 def estimator_table(
-    model,
+    model: ExactModel,
     x: Tensor,
     ks: Sequence[int] = (1, 10, 100, 1000, 10_000),
     *,
@@ -420,7 +467,7 @@ def estimator_table(
     rows = [EstimatorRow("exact", None, exact, 0.0, exact, time.perf_counter() - start)]
     x_rep = x.repeat((replicates,) + (1,) * (x.dim() - 1))  # (R * B, D): R independent replicates
 
-    def bound_row(name: str, k: int, fn) -> EstimatorRow:
+    def bound_row(name: str, k: int, fn: Callable[[Tensor], Tensor]) -> EstimatorRow:
         start = time.perf_counter()
         with torch.no_grad():
             per_replicate = fn(x_rep).reshape(replicates, batch).mean(1)  # (R,)
@@ -428,7 +475,7 @@ def estimator_table(
         stderr = float(per_replicate.std() / math.sqrt(replicates)) if replicates > 1 else math.nan
         return EstimatorRow(name, k, float(per_replicate.mean()), stderr, exact, seconds)
 
-    def estimate_row(name: str, k: int, fn) -> EstimatorRow:
+    def estimate_row(name: str, k: int, fn: Callable[..., LogPxEstimate]) -> EstimatorRow:
         start = time.perf_counter()
         estimate = fn(model, x, k, generator=generator, chunk_size=chunk_size)
         seconds = time.perf_counter() - start
@@ -436,13 +483,9 @@ def estimator_table(
         return EstimatorRow(name, k, float(estimate.value.mean()), stderr, exact, seconds)
 
     for k in ks:
-        rows.append(bound_row("ELBO", k, lambda xs, k=k: elbo(model, xs, k, generator=generator)))
+        rows.append(bound_row("ELBO", k, partial(elbo, model, k=k, generator=generator)))
         rows.append(
-            bound_row(
-                "IWAE",
-                k,
-                lambda xs, k=k: iwae_bound(model, xs, k, generator=generator, chunk_size=chunk_size),
-            )
+            bound_row("IWAE", k, partial(iwae_bound, model, k=k, generator=generator, chunk_size=chunk_size))
         )
         rows.append(estimate_row("IS", k, log_px_importance))
         rows.append(estimate_row("naive MC", k, log_px_naive))
