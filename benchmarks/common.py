@@ -18,7 +18,7 @@ from vaelab.data import Splits, load_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist"
 
-# The classic MLP VAE of pytorch/examples and of the issue: 784-400-20, ReLU, Bernoulli.
+# The classic MLP VAE of pytorch/examples and Kingma & Welling (2014): 784-400-20, ReLU, Bernoulli.
 CLASSIC = {"hidden": (400,), "latent_dim": 20}
 
 

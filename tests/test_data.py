@@ -1,4 +1,4 @@
-"""Data sources and every bad input the issue names: each a UserError naming the file."""
+"""Data sources and every bad input of issue 16 (reliability): each a UserError naming the file."""
 
 from __future__ import annotations
 
