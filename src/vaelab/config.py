@@ -222,7 +222,10 @@ class TrainConfig(Options):
     patience: Annotated[
         Count | None, Field(description="early stopping: stop after N epochs without validation improvement")
     ] = None
-    threads: Annotated[Count | None, Field(description="CPU threads (default: PyTorch's)")] = None
+    # (a million threads crashes PyTorch outright; no machine vaelab runs on has 1024 cores)
+    threads: Annotated[
+        Annotated[int, Field(ge=1, le=1024)] | None, Field(description="CPU threads (default: PyTorch's)")
+    ] = None
     precision: Precision = "fp32"
     weight_decay: Annotated[
         float, Field(ge=0.0, description="decoupled weight decay, AdamW"), Flag(metavar="F")
