@@ -101,6 +101,7 @@ def test_the_warm_up_compiles_the_full_batch_and_changes_no_state():
             step(model, objective, x_train[torch.arange(size)], generator, 0.3, 1, False)[0].backward()
 
 
+@pytest.mark.slow
 def test_a_compiled_run_resumes_exactly(tmp_path):
     config = SMALL.replace(train={"compile": True, "epochs": 2})
     train(config, tmp_path / "straight", progress=False)
