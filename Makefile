@@ -54,6 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

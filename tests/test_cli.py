@@ -114,6 +114,7 @@ def test_a_bad_number_in_a_sweep_flag_is_one_line_naming_the_flag(tmp_path, caps
     assert "argument --lr: expected a number, got 'abc'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compile_flag_turns_compilation_on_and_off(tmp_path, capsys, parse_train):
     config = parse_train
 

@@ -56,6 +56,7 @@ def _metrics(run):
     return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
 
 
+@pytest.mark.slow
 def test_compiled_training_follows_the_eager_run(tmp_path):
     config = FAMILIES["vamp-iwae-gated-dropout"].replace(model={"dropout": 0.0})
     splits = load_data(config.data)
@@ -78,6 +79,7 @@ def _first_record(run):
     return json.loads((run / runs.METRICS).read_text().splitlines()[0])
 
 
+@pytest.mark.slow
 def test_the_warm_up_compiles_the_full_batch_and_changes_no_state():
     config = SMALL.replace(train={"compile": True})
     torch.manual_seed(0)
@@ -99,6 +101,7 @@ def test_the_warm_up_compiles_the_full_batch_and_changes_no_state():
             step(model, objective, x_train[torch.arange(size)], generator, 0.3, 1, False)[0].backward()
 
 
+@pytest.mark.slow
 def test_a_compiled_run_resumes_exactly(tmp_path):
     config = SMALL.replace(train={"compile": True, "epochs": 2})
     train(config, tmp_path / "straight", progress=False)

@@ -17,11 +17,13 @@ def run(*argv: str, cwd: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_example_trains_and_reports(tmp_path):
     out = run(str(ROOT / "examples" / "train_vae.py"), "--epochs", "1", "--out", str(tmp_path), cwd=tmp_path)
     assert "test ELBO" in out and (tmp_path / "samples.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "bench, expect",
     [

@@ -69,7 +69,8 @@ def test_latent_sweep_writes_csv_table_plot_and_does_not_rerun_finished_points(t
     for p in result.points:
         assert p.epochs == 2 and p.elbo == pytest.approx(p.log_p_x_given_z - p.kl, abs=1e-6)
         assert p.kl >= 0 and 0 <= p.active_units <= p.latent_dim and p.log_px_k == 10
-    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    with (out / "sweep.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     assert [r["value"] for r in rows] == ["1", "3"] and "elbo_nats" in rows[0] and "kl_nats" in rows[0]
     table = (out / "sweep.md").read_text(encoding="utf-8")
     assert "| latent size Z | ELBO (nats) |" in table and table.count("\n| ") == 3
@@ -92,10 +93,10 @@ def test_an_interrupted_point_resumes_and_matches_an_uninterrupted_one(tmp_path)
         pass
 
     def stop_after_first_epoch(record):
-        raise Interrupt
+        raise Interrupt("stopped after the first epoch")
 
     interrupted = sweep.point_dir(tmp_path / "a", "beta", 0.5)
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupt, match="stopped after the first epoch"):
         train(config, interrupted, progress=False, on_epoch=stop_after_first_epoch)
     assert runs.run_info(interrupted)["status"] == "running" and len(runs.read_metrics(interrupted)) == 1
     result = sweep.run_sweep("beta", [0.5], TINY, tmp_path / "a", k=10)

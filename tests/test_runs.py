@@ -103,10 +103,11 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     runs.write_json(path, {"a": 1})
 
     def boom(tmp):
-        open(tmp, "w").write("half")
+        with open(tmp, "w") as f:
+            f.write("half")
         raise RuntimeError("killed")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="killed"):
         runs.atomic_write(path, boom)
     assert runs.read_json(path) == {"a": 1}
     assert list(tmp_path.iterdir()) == [path]

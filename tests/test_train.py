@@ -103,6 +103,7 @@ def _metrics(run):
     return [keep(json.loads(line)) for line in (run / runs.METRICS).read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [

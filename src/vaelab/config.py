@@ -350,7 +350,9 @@ def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> Con
     if first["type"] == "extra_forbidden":
         for part in first["loc"][:-1]:
             if isinstance(part, str) and part in kind.model_fields:
-                kind = kind.model_fields[part].annotation  # type: ignore[assignment]
+                section = kind.model_fields[part].annotation
+                if isinstance(section, type) and issubclass(section, BaseModel):
+                    kind = section
         problem = f"unknown key; known: {', '.join(kind.model_fields)}"
     elif first["type"] != "missing":
         problem += f", got {short_repr(first.get('input'))}"

@@ -49,7 +49,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import torch
 from annotated_types import Ge, Gt, Len
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 CONFIG, RUN, WEIGHTS, METRICS = "config.json", "run.json", "model.safetensors", "metrics.jsonl"
 CHECKPOINT, STATE, LOCK = "checkpoint", "checkpoint/state.pt", ".lock"
-FORMAT_VERSION = 1  # of run.json and the directory it describes; runs without the field are 1
+FORMAT_VERSION: Final = 1  # of run.json and the directory it describes; runs without the field are 1
 STALE_UNCLAIMED_SECONDS = 3600  # a staging directory with no PID in its lock after this was killed
 CHECKPOINT_WEIGHTS = re.compile(r"checkpoint/epoch-(\d{5})(-averaged)?\.safetensors")
 
@@ -80,8 +80,9 @@ def checkpoint_weights(epoch: int, *, averaged: bool = False) -> str:
 # Writing files: atomic, with the user's umask, never through a link inside the run
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path), then rename tmp onto `path` (atomic on POSIX file systems).
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call write(tmp_path) (what it returns is ignored), then rename tmp onto `path` (atomic on
+    POSIX file systems).
 
     The temporary `.NAME.XXXXXXXX.tmp` is created by the kernel with mode 0666 & ~umask
     (tempfile.mkstemp would make it 0600), and keeps that mode, without following a link of
@@ -105,7 +106,8 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    """Write `text` to `path` as UTF-8, atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -697,7 +699,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, where: st
     groups = saved["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
         raise UserError(f"{where}: `param_groups`: expected {len(fresh['param_groups'])} group(s)")
-    params = {}
+    params: dict[int, torch.Tensor] = {}  # index in the saved state -> this model's parameter
     for i, (group, expected) in enumerate(zip(groups, fresh["param_groups"], strict=True)):
         if not isinstance(group, dict) or group.get("params") != expected["params"]:
             raise UserError(f"{where}: `param_groups.{i}.params`: not this model's parameters")

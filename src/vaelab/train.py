@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -215,7 +215,9 @@ class Trainer:
     @property
     def selected_model(self) -> VAE:
         """The model that is validated and saved: the averaged weights under `ema`, else the raw ones."""
-        return self.model if self.averaged is None else self.averaged.module
+        if self.averaged is None:
+            return self.model
+        return cast(VAE, self.averaged.module)  # AveragedModel holds a deep copy of self.model
 
     def run_epoch(self) -> dict[str, Any]:
         """Train, validate and checkpoint one epoch; returns its record.
@@ -317,7 +319,7 @@ class Trainer:
             self.lock.release()
             self.lock = None
 
-    def _run_info(self, status: str) -> runs.RunInfo:
+    def _run_info(self, status: Literal["running", "finished"]) -> runs.RunInfo:
         from vaelab.nets import count_parameters
 
         splits = self.splits
@@ -339,9 +341,12 @@ class Trainer:
 def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015), or AdamW when weight decay is set; the fused CPU kernel, which
     updates all parameters in one pass instead of a chain of per-tensor element-wise ops."""
-    kind = torch.optim.AdamW if config.train.weight_decay > 0 else torch.optim.Adam
-    extra = {"weight_decay": config.train.weight_decay} if config.train.weight_decay > 0 else {}
-    return kind(model.parameters(), lr=config.train.lr, fused=FUSED_ADAM, **extra)
+    train = config.train
+    if train.weight_decay > 0:
+        return torch.optim.AdamW(
+            model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=FUSED_ADAM
+        )
+    return torch.optim.Adam(model.parameters(), lr=train.lr, fused=FUSED_ADAM)
 
 
 def averaged_model(model: VAE, decay: float) -> AveragedModel | None:

@@ -40,6 +40,14 @@ ZRange = Annotated[
 ]
 
 
+def _z_box(z_range: tuple[float, ...] | None) -> tuple[float, float, float, float] | None:
+    """A ZRange as the 4-tuple it is (building the options checked its length)."""
+    if z_range is None:
+        return None
+    z1min, z1max, z2min, z2max = z_range
+    return z1min, z1max, z2min, z2max
+
+
 def add_subcommands(sub) -> None:
     for add in (add_plot, add_compare, add_sweep, add_report):
         add(sub)
@@ -95,6 +103,14 @@ class PlotOptions(Options):
     seed: Annotated[Seed, Field(description="seed of the random choices of images and samples")] = 0
 
 
+def _dim_pair(dims: tuple[int, ...] | None) -> tuple[int, int] | None:
+    """PlotOptions.dims as the pair it is (building the options checked its length)."""
+    if dims is None:
+        return None
+    d1, d2 = dims
+    return d1, d2
+
+
 def add_plot(sub) -> None:
     p = sub.add_parser(
         "plot",
@@ -115,8 +131,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         split=options.split,
         seed=options.seed,
         n=options.n,
-        z_range=options.z_range,
-        dims=options.dims,
+        z_range=_z_box(options.z_range),
+        dims=_dim_pair(options.dims),
         base=options.base,
         mode=options.mode,
         method=options.method,
@@ -172,7 +188,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         k=options.k,
         seed=options.seed,
         n_grid=options.n,
-        z_range=options.z_range,
+        z_range=_z_box(options.z_range),
     )
     print(format_comparison(result), end="")
     print(f"written: {out / 'compare.json'}, {out / 'compare.md'} and {len(result.figures)} figures in {out}")

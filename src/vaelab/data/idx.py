@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import zlib
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def read_idx(
         raise UserError(f"{path}: corrupt or truncated gzip file ({err})") from None
 
 
-def _read_idx_stream(f: IO[bytes], path: Path, limits: Limits) -> np.ndarray:
+def _read_idx_stream(f: io.BufferedIOBase, path: Path, limits: Limits) -> np.ndarray:
     magic = f.read(4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
@@ -87,7 +87,7 @@ def _read_idx_stream(f: IO[bytes], path: Path, limits: Limits) -> np.ndarray:
         what = f"IDX header declares {4 + 4 * ndim + expected:,} unpacked bytes"
         raise limit_error(str(path), what, "max_decompressed_bytes", limits)
     data = np.empty(expected, dtype=np.uint8)
-    held = _read_into(f, memoryview(data))
+    held = _read_into(f, data.data)  # the array's own buffer, written in place
     if held < expected:
         raise UserError(f"{path}: IDX header promises {expected} values of shape {shape}, file holds {held}")
     if f.read(1):
@@ -95,7 +95,7 @@ def _read_idx_stream(f: IO[bytes], path: Path, limits: Limits) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _read_into(f: IO[bytes], view: memoryview, chunk: int = 1 << 20) -> int:
+def _read_into(f: io.BufferedIOBase, view: memoryview, chunk: int = 1 << 20) -> int:
     """Fill `view` from `f` in chunks; the number of bytes read (fewer at end of file)."""
     done = 0
     while done < len(view):

@@ -52,14 +52,15 @@ def split_arrays(
         raise UserError(f"{name}: {n} example(s) cannot be split into train, valid and test")
     idx = np.arange(n)
     n_test, n_valid = max(1, round(n * fractions[2])), max(1, round(n * fractions[1]))
-    counts = np.bincount(label_codes(y)) if y is not None else None
+    codes = None if y is None else label_codes(y)
+    counts = None if codes is None else np.bincount(codes)
     stratifiable = counts is not None and counts.min() >= 3 and min(n_test, n_valid) >= len(counts)
-    stratify = label_codes(y) if stratifiable else None
+    stratify = codes if stratifiable else None
     rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=stratify)
     strat_rest = stratify[rest] if stratify is not None else None
     train, valid = train_test_split(rest, test_size=n_valid, random_state=seed, stratify=strat_rest)
     tensor = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
-    labels = None if y is None else torch.as_tensor(label_codes(y), dtype=torch.int64)
+    labels = None if codes is None else torch.as_tensor(codes, dtype=torch.int64)
 
     def pick(ix):
         ix = torch.as_tensor(np.sort(ix))

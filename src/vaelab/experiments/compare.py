@@ -295,7 +295,7 @@ def compare_runs(
     )
     runs.write_json(out_dir / "compare.json", comparison.to_dict())
     text = format_comparison(comparison)
-    runs.atomic_write(out_dir / "compare.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    runs.write_text(out_dir / "compare.md", text)
     return comparison
 
 

@@ -387,5 +387,5 @@ def write_report(
     path = Path(out) if out is not None else target / REPORT
     figures = f"{page.images} figure{'' if page.images == 1 else 's'} embedded"
     text = page.render(f"{kind} directory {target} · {figures}")
-    runs.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    runs.write_text(path, text)
     return path

@@ -434,7 +434,7 @@ def sweep_markdown(result: SweepResult) -> str:
 def write_sweep(result: SweepResult) -> dict[str, Path]:
     out = Path(result.out_dir)
     for name, text in (("sweep.csv", sweep_csv(result)), ("sweep.md", sweep_markdown(result))):
-        runs.atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+        runs.write_text(out / name, text)
     runs.write_json(out / "sweep.json", result.to_dict())
     plot_sweep(result, out / "sweep.png")
     return {name: out / name for name in ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")}

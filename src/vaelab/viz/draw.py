@@ -216,7 +216,7 @@ def draw_elbo_chart(fig: Figure, chart: ElboChart) -> None:
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         title = f"KL per latent dim, total {kl.sum():.2f} nats"
-        if chart.active_units is not None:
+        if chart.active_units is not None and chart.active_threshold is not None:
             rule = active_units_rule(chart.active_threshold)
             title += f"\nactive units ({rule}): {chart.active_units} of {len(kl)}"
         ax.set_title(title, fontsize=9)

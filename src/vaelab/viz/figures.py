@@ -107,7 +107,12 @@ class FigureKind:
     applies: Callable[[Path, RunConfig], str | None] = _always
 
     def n(self, options: FigureOptions) -> int:
-        return options.n if options.n is not None else self.default_n
+        """options.n, else this kind's default (every kind that reads n has one)."""
+        if options.n is not None:
+            return options.n
+        if self.default_n is None:
+            raise TypeError(f"figure kind {self.name!r} reads no n")
+        return self.default_n
 
 
 FIGURE_KINDS: dict[str, FigureKind] = {}
@@ -161,7 +166,8 @@ def _grid(run: Run, options: FigureOptions):
     if options.dims is not None:
         dims = options.dims
     else:
-        dims = (0, 1) if run.model.latent_dim <= 2 else top_dims(run.stats, 2)
+        d1, d2 = (0, 1) if run.model.latent_dim <= 2 else top_dims(run.stats, 2)
+        dims = (d1, d2)
     n = FIGURE_KINDS["grid"].n(options)
     return latent_grid(run.model, n, z_range=options.z_range, dims=dims, base=base, base_description=where)
 

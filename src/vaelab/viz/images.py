@@ -122,11 +122,12 @@ def image_rows(
         blank = images.new_zeros(num_columns - len(images), *images.shape[1:])
         cells.append(torch.cat([images, blank]))
     images = torch.cat(cells)  # (R * S, C, H, W)
+    height, width = images.shape[-2:]
     return ImageRows(
         tile(images, num_columns, pad=pad),
         len(rows),
         num_columns,
-        tuple(images.shape[-2:]),
+        (height, width),
         pad,
         tuple(row_labels),
         tuple(column_labels),

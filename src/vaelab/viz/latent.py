@@ -96,11 +96,12 @@ def latent_scatter(
     else:
         pca = PCA(n_components=2, random_state=0).fit(z)
         points, projection = pca.transform(z), "pca"
-        ratio = tuple(float(r) for r in pca.explained_variance_ratio_)
-        axis = tuple(
+        ratio = (float(pca.explained_variance_ratio_[0]), float(pca.explained_variance_ratio_[1]))
+        pc_1, pc_2 = (
             f"PC {i + 1} of the {latent_dim}-D posterior means ({100 * r:.0f}% of their variance)"
             for i, r in enumerate(ratio)
         )
+        axis = (pc_1, pc_2)
     if y is None:
         classes: tuple[int, ...] = ()
         class_colors = SINGLE_COLOR[None]
@@ -136,7 +137,8 @@ def grid_box(n: int, z_range: tuple[float, float, float, float] | None) -> tuple
     """The latent rectangle (z1min, z1max, z2min, z2max) an n x n grid covers: the quantile grid's
     extreme points (z_range None), or z_range itself."""
     if z_range is not None:
-        return tuple(z_range)
+        z1min, z1max, z2min, z2max = z_range
+        return z1min, z1max, z2min, z2max
     _, z = quantile_coordinates(n)
     return float(z[0]), float(z[-1]), float(z[0]), float(z[-1])
 
@@ -211,7 +213,8 @@ def latent_grid(
     z[:, :, d2] = torch.as_tensor(z2_values[::-1].copy(), dtype=torch.float32)[:, None]  # top row: largest z2
     x_mean = model.likelihood(z.reshape(n * n, latent_dim)).mean  # (n*n, *x_shape)
     images = as_images(x_mean, model.x_shape)
-    if spacing == "quantile":
+    height, width = images.shape[-2:]
+    if probabilities is not None:  # the quantile grid
         where = (
             f"at Gaussian quantiles $\\Phi^{{-1}}(p)$, p = {probabilities[0]:.3f} ... {probabilities[-1]:.3f}"
         )
@@ -233,7 +236,7 @@ def latent_grid(
         spacing,
         probabilities,
         base_description,
-        tuple(images.shape[-2:]),
+        (height, width),
         pad,
         title,
     )
