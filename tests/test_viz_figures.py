@@ -21,9 +21,21 @@ from vaelab.viz.draw import render
 from vaelab.viz.plot import plot_all, plot_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
-TRAINING_KEYS = [
-    f"{split}_{term}_nats" for split in ("train", "valid") for term in ("elbo", "log_p_x_given_z", "kl")
-]
+VAE_RECORD = {
+    **{
+        f"{split}_{term}_nats": -1.0
+        for split in ("train", "valid")
+        for term in ("elbo", "log_p_x_given_z", "kl")
+    },
+    "valid_bound_nats": -1.0,
+    "bound": "ELBO",
+}
+AE_RECORD = {
+    "train_log_p_x_given_z_nats": -1.0,
+    "valid_log_p_x_given_z_nats": -1.0,
+    "valid_bound_nats": -1.0,
+    "bound": "reconstruction",
+}
 
 
 def _png_pixels(path: Path) -> np.ndarray:
@@ -98,11 +110,11 @@ def test_library_errors_never_name_command_line_flags():
 
 def test_training_curves_of_two_epochs_have_integer_epoch_ticks():
     # regression: a 2-epoch run's curves had ticks at 1.0, 1.2, ...
-    record = dict.fromkeys(TRAINING_KEYS, -90.0)
-    for deterministic in (False, True):
+    for record in (VAE_RECORD, AE_RECORD):
         metrics = [{**record, "epoch": 1}, {**record, "epoch": 2}]
-        curves = training_curves(metrics, deterministic=deterministic)
+        curves = training_curves(metrics)
         fig = render(curves)
+        assert len(fig.axes) == len(curves.panels) == (3 if record is VAE_RECORD else 1)
         for ax in fig.axes:
             low, high = ax.get_xlim()
             ticks = [t for t in ax.get_xticks() if low <= t <= high]
@@ -110,7 +122,7 @@ def test_training_curves_of_two_epochs_have_integer_epoch_ticks():
 
 
 def test_data_modules_load_without_matplotlib_and_drawing_leaves_pyplot_alone():
-    record = {"epoch": 1, **dict.fromkeys(TRAINING_KEYS, -1.0)}
+    record = {"epoch": 1, **VAE_RECORD}
     code = (
         "import sys\n"
         "import vaelab.viz, vaelab.viz.images, vaelab.viz.latent, vaelab.viz.curves, vaelab.viz.figures\n"

@@ -120,11 +120,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def print_epoch(record: dict[str, Any]) -> None:
     """One line per epoch: the ELBO and its terms for a VAE (plus the bound selected on, when it
-    is not the ELBO), the reconstruction term alone for an AE, which has no ELBO."""
+    is not the ELBO), the reconstruction term alone for an AE, whose record has no ELBO."""
     if "compile_seconds" in record:
         print(f"compiled the training step in {record['compile_seconds']:.1f} s", flush=True)
     speed = f"{record['images_per_second']:8.0f} img/s"
-    if record["bound"] == "reconstruction":
+    if "valid_elbo_nats" not in record:
         line = (
             f"train recon {record['train_log_p_x_given_z_nats']:9.3f}  "
             f"valid recon {record['valid_log_p_x_given_z_nats']:9.3f} nats/example  {speed}"

@@ -210,7 +210,7 @@ def _curves(run: Run, options: FigureOptions):
         f"training curves of run {run.dir.name} ({what}, Z = {run.model.latent_dim}, "
         f"{run.config.data.source}); dotted line: best validation epoch"
     )
-    return training_curves(run.metrics, deterministic=run.deterministic, title=title)
+    return training_curves(run.metrics, title=title)
 
 
 NO_ELBO = "an autoencoder has no ELBO to decompose (its point-mass code has an infinite KL to any density)"
