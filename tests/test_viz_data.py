@@ -65,7 +65,7 @@ def test_user_range_grid_has_the_range_at_its_corners_and_holds_other_dims(tiny_
     "kwargs, message",
     [
         ({"z_range": (1, 0, -1, 1)}, "minimum must be below"),
-        ({"dims": (0, 0)}, "two different dims"),
+        ({"dims": (0, 0)}, "two different latent dims"),
         ({"n": 1}, "n >= 2"),
     ],
 )
@@ -315,7 +315,7 @@ def test_figure_data_errors_name_options_not_command_line_flags(tiny_model):
         (lambda: images.prior_samples(model, 4, mode="draw"), "mode 'draw'"),
         (lambda: images.prior_samples(model, 0), "n must be >= 1"),
         (lambda: latent.latent_grid(model, 3, z_range=(1, 0, 0, 1)), "z_range"),
-        (lambda: latent.latent_grid(tiny_model(latent_dim=3), 3, dims=(0, 5)), r"dims 0,5: .*z1\.\.z3"),
+        (lambda: latent.latent_grid(tiny_model(latent_dim=3), 3, dims=(0, 5)), r"dims z1,z6: .*z1\.\.z3"),
         (
             lambda: latent.interpolate(torch.zeros(2), torch.ones(2), torch.zeros(3), "cubic"),
             "method 'cubic'",

@@ -70,11 +70,12 @@ class PlotOptions(Options):
         ZRange, Field(description="latent range of the grid (default: Gaussian quantiles of the prior)")
     ] = None
     dims: Annotated[
-        tuple[Annotated[int, Field(ge=0)], ...] | None,
+        tuple[Annotated[int, Field(ge=1)], ...] | None,
         Field(
             min_length=2,
             max_length=2,
-            description="latent dims of the grid axes, from 0 (default: for Z > 2 the two of largest KL)",
+            description="latent dims of the grid axes, numbered from 1 as in the figures (1,2: z1 and z2; "
+            "default: for Z > 2 the two of largest KL)",
         ),
         Flag(metavar="I,J"),
     ] = None
