@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +70,20 @@ def add_fields(
         dotted = f"{section}.{name}" if section else name
         fields[dotted] = _add(parser, dotted, name, info, getattr(defaults, name, info.default))
     return fields
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    options: type[BaseModel],
+    func: Callable[[argparse.Namespace], int],
+    **parser_args: Any,
+) -> argparse.ArgumentParser:
+    """Add the subcommand `name` (`parser_args`: help, description) that runs `func(args)`, with
+    one flag per field of `options`; `build(options, args, args.own)` reads them back."""
+    parser = sub.add_parser(name, **parser_args)
+    parser.set_defaults(func=func, own=add_fields(parser, options))
+    return parser
 
 
 def add_run_config(
