@@ -13,6 +13,8 @@ from vaelab.diagnostics import ACTIVE_THRESHOLD, LatentStatistics
 from vaelab.errors import UserError
 from vaelab.runs import best_record
 
+Panel = tuple[str, np.ndarray, np.ndarray]  # title, train values (E,), validation values (E,)
+
 
 @dataclass(frozen=True)
 class TrainingCurves:
@@ -24,7 +26,7 @@ class TrainingCurves:
     """
 
     epoch: np.ndarray
-    panels: tuple[tuple[str, np.ndarray, np.ndarray], ...]
+    panels: tuple[Panel, ...]
     best_epoch: int
     title: str = "training curves"
 
@@ -35,12 +37,13 @@ def training_curves(metrics: list[dict], *, title: str = "training curves") -> T
     if not metrics:
         raise UserError("no training metrics: metrics.jsonl is missing or empty")
 
-    def panel(name: str, term: str) -> tuple[str, np.ndarray, np.ndarray]:
+    def panel(name: str, term: str) -> Panel:
         train, valid = (
             np.array([float(r[f"{split}_{term}_nats"]) for r in metrics]) for split in ("train", "valid")
         )
         return name, train, valid
 
+    panels: tuple[Panel, ...]
     if all("valid_elbo_nats" in r for r in metrics):
         panels = (
             panel("ELBO (higher is better)", "elbo"),
