@@ -71,17 +71,14 @@ def within_run(out: Path) -> list[str]:
     epoch's raw weights against their average."""
     config, history = runs.read_config(out), runs.read_metrics(out)
     lines = []
-
-    def bound(record):
-        return record.get("valid_bound_nats", record["valid_elbo_nats"])
-
     halved = [r for before, r in pairwise(history) if r["lr"] < before["lr"]]
     if halved:
         first = halved[0]["epoch"]
-        before = max(bound(r) for r in history if r["epoch"] < first)
+        before = max(r["valid_bound_nats"] for r in history if r["epoch"] < first)
+        best = runs.best_record(history)["valid_bound_nats"]
         lines.append(
             f"plateau schedule: best validation bound {before:.3f} before the first halving (epoch "
-            f"{first}), {bound(runs.best_record(history)):.3f} at the end; {len(halved)} halvings, "
+            f"{first}), {best:.3f} at the end; {len(halved)} halvings, "
             f"last lr {history[-1]['lr']:.2e}"
         )
     state = runs.load_state(out / runs.STATE)
@@ -156,7 +153,7 @@ def main() -> None:
                 name,
                 len(history),
                 best["epoch"],
-                -best.get("valid_bound_nats", best["valid_elbo_nats"]),
+                -best["valid_bound_nats"],
                 -result.elbo,
                 result.nll,
                 result.log_px_stderr,

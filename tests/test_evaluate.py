@@ -12,7 +12,7 @@ import torch
 
 from vaelab.config import RunConfig
 from vaelab.errors import UserError
-from vaelab.evaluate import eval_path, evaluate_model, evaluate_run
+from vaelab.evaluate import Evaluation, eval_path, evaluate_model, evaluate_run, format_evaluation
 from vaelab.models import build_model
 from vaelab.train import train
 
@@ -77,3 +77,28 @@ def test_evaluation_imports_neither_the_trainer_nor_the_theory():
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_printout_names_latent_dims_as_the_figures_do():
+    # regression: the printout said z0, z1 while every figure says z1, z2
+    e = Evaluation(
+        run="r",
+        split="test",
+        num_examples=10,
+        num_dims=4,
+        log_p_x_given_z=-3.0,
+        seconds_elbo=0.1,
+        elbo=-4.0,
+        kl=1.0,
+        log_p_xz=-5.0,
+        entropy=1.0,
+        kl_per_dim=(0.25, 0.75),
+        posterior_mean_variance=(0.5, 1.0),
+        active_units=2,
+        log_px=-3.5,
+        log_px_stderr=0.01,
+        k=10,
+        seconds_log_px=0.2,
+    )
+    text = format_evaluation(e)
+    assert text.endswith("KL per latent dim, top     z2 0.75, z1 0.25") and "z0" not in text

@@ -14,6 +14,7 @@ from vaelab.cli import main
 from vaelab.data import Splits, load_data
 from vaelab.errors import UserError
 from vaelab.experiments import compare
+from vaelab.viz.plot import plot_run
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +110,30 @@ def test_cli_compare_prints_the_table(pair, comparison, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "probe accuracy" in out and "written:" in out and (tmp_path / "c" / "compare-grid.png").is_file()
     assert main(["compare", str(pair.vae), str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.slow
+def test_an_autoencoder_run_written_before_still_loads_plots_and_compares(pair, tmp_path):
+    # regression: an AE's records no longer carry the ELBO's keys and a KL of 0 (it has neither);
+    # a run written with them keeps loading, plotting and comparing
+    old = tmp_path / "old-ae"
+    old.mkdir()
+    for name in (runs.CONFIG, runs.RUN, runs.WEIGHTS, "eval.json"):  # (eval.json last: it stays current)
+        (old / name).write_bytes((pair.ae / name).read_bytes())
+    records = runs.read_metrics(pair.ae)
+    written_before = [
+        {
+            **r,
+            **{f"{split}_elbo_nats": r[f"{split}_log_p_x_given_z_nats"] for split in ("train", "valid")},
+            "train_kl_nats": 0.0,
+            "valid_kl_nats": 0.0,
+        }
+        for r in records
+    ]
+    (old / runs.METRICS).write_text("".join(json.dumps(r) + "\n" for r in written_before))
+    assert runs.read_metrics(old) == records
+    assert plot_run(old, "curves", tmp_path / "curves.png").stat().st_size > 0
+    comparison = compare.compare_runs(pair.vae, old, tmp_path / "compare", k=20)
+    ae = comparison.b
+    assert ae.kind == "ae" and ae.elbo is None and ae.epochs == len(records)
+    assert ae.best_epoch == runs.best_record(records)["epoch"]

@@ -10,7 +10,7 @@ import torch
 from vaelab import distributions as D
 from vaelab.config import ModelConfig
 from vaelab.models import build_model
-from vaelab.objectives import beta_elbo, dataset_terms, iwae, reconstruction
+from vaelab.objectives import ReconstructionTerms, beta_elbo, dataset_terms, iwae, reconstruction
 
 
 class LinearModel:
@@ -119,7 +119,13 @@ def test_reconstruction_objective_uses_the_deterministic_code():
     x = torch.randn(3, 4, generator=g, dtype=torch.float64)
     out = reconstruction(model, x)
     torch.testing.assert_close(out.surrogate, model.likelihood(code.expand(3, -1)).log_prob(x))
-    assert torch.all(out.terms.kl == 0)
+    # an AE has no ELBO and no KL: its one logged term is the reconstruction term
+    assert isinstance(out.terms, ReconstructionTerms)
+    torch.testing.assert_close(out.terms.log_p_x_given_z, out.surrogate)
+    means = dataset_terms(model, x, batch_size=2)
+    assert means.elbo is None and means.kl is None
+    assert means.bound == means.log_p_x_given_z == pytest.approx(float(out.surrogate.mean()), rel=1e-12)
+    assert means.logged() == {"log_p_x_given_z": means.log_p_x_given_z}
 
 
 def test_dataset_terms_run_in_eval_mode_and_restore_the_mode():

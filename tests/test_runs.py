@@ -415,6 +415,96 @@ def test_metrics_in_the_wrong_order_or_cut_short(finished_run, tmp_path, caplog)
         runs.read_metrics(tmp_path)
 
 
+def _as_written_before(record):
+    """An epoch record as vaelab wrote it before autoencoder records lost the ELBO's keys: an AE's
+    reconstruction term under the ELBO's name too and a KL of 0."""
+    if record["bound"] != "reconstruction":
+        return record
+    return {
+        **record,
+        **{f"{split}_elbo_nats": record[f"{split}_log_p_x_given_z_nats"] for split in ("train", "valid")},
+        "train_kl_nats": 0.0,
+        "valid_kl_nats": 0.0,
+    }
+
+
+OLD_VAE = {
+    "epoch": 1,
+    "lr": 1e-3,
+    "train_elbo_nats": -120.5,
+    "train_log_p_x_given_z_nats": -110.25,
+    "train_kl_nats": 10.25,
+    "seconds": 1.0,
+    "images_per_second": 100.0,
+    "valid_elbo_nats": -118.0,
+    "valid_log_p_x_given_z_nats": -109.5,
+    "valid_kl_nats": 8.5,
+}
+NEW_AE = {
+    "epoch": 1,
+    "lr": 1e-3,
+    "train_log_p_x_given_z_nats": -110.25,
+    "seconds": 1.0,
+    "images_per_second": 100.0,
+    "valid_log_p_x_given_z_nats": -109.5,
+    "valid_bound_nats": -109.5,
+    "bound": "reconstruction",
+}
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        # an AE's record: the ELBO's keys and the zero KL go
+        (_as_written_before(NEW_AE), NEW_AE),
+        # ... also in runs older than `bound`, known by a KL of exactly 0 and ELBO = reconstruction term
+        (
+            {k: v for k, v in _as_written_before(NEW_AE).items() if k not in ("bound", "valid_bound_nats")},
+            NEW_AE,
+        ),
+        # a VAE's record older than `bound` was selected on the ELBO
+        (OLD_VAE, {**OLD_VAE, "valid_bound_nats": -118.0, "bound": "ELBO"}),
+        # today's records stay as they are
+        (NEW_AE, NEW_AE),
+        (
+            {**OLD_VAE, "valid_bound_nats": -117.0, "bound": "IWAE k=5"},
+            {**OLD_VAE, "valid_bound_nats": -117.0, "bound": "IWAE k=5"},
+        ),
+    ],
+)
+def test_older_records_are_migrated_on_read(tmp_path, written, read):
+    (tmp_path / runs.METRICS).write_text(json.dumps(written) + "\n")
+    assert runs.read_metrics(tmp_path) == [read]
+    assert runs.best_record([read]) == read
+
+
+def test_an_autoencoder_record_with_a_kl_or_a_vae_record_without_one_is_refused(tmp_path):
+    (tmp_path / runs.METRICS).write_text(json.dumps({**NEW_AE, "train_kl_nats": 1.0}) + "\n")
+    with pytest.raises(UserError, match=r"line 1: `train_kl_nats` 1.0: extra inputs are not permitted"):
+        runs.read_metrics(tmp_path)
+    vae = {k: v for k, v in OLD_VAE.items() if k != "valid_kl_nats"}
+    (tmp_path / runs.METRICS).write_text(
+        json.dumps({**vae, "valid_bound_nats": -1.0, "bound": "ELBO"}) + "\n"
+    )
+    with pytest.raises(UserError, match=r"line 1: `valid_kl_nats`: field required"):
+        runs.read_metrics(tmp_path)
+
+
+def test_an_autoencoder_run_written_before_resumes_into_records_without_an_elbo(tmp_path):
+    out = tmp_path / "ae"
+    trainer = Trainer(TINY.replace(model={"kind": "ae"}, train={"epochs": 3}), out, progress=False)
+    trainer.run_epoch()
+    trainer.close()
+    state = runs.load_state(out / runs.STATE)  # the run as vaelab wrote it before: state.pt and metrics.jsonl
+    state["history"] = [_as_written_before(r) for r in state["history"]]
+    runs.save_state(out / runs.STATE, state)
+    runs.write_text(out / runs.METRICS, "".join(json.dumps(r) + "\n" for r in state["history"]))
+    train(TINY, out, resume=True, progress=False)
+    records = [json.loads(line) for line in (out / runs.METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(set(r) == set(NEW_AE) for r in records), records
+
+
 def test_files_and_directories_get_the_users_umask(tmp_path):
     old = os.umask(0o022)
     try:

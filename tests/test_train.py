@@ -44,7 +44,12 @@ def test_training_improves_the_validation_elbo_and_ae_trains_too(tmp_path):
     assert result.best_valid_bound == max(r["valid_elbo_nats"] for r in history)
     assert result.bound == "ELBO" and all(r["valid_bound_nats"] == r["valid_elbo_nats"] for r in history)
     train(SMALL.replace(model={"kind": "ae"}), tmp_path / "ae", progress=False)
-    assert all(r["valid_kl_nats"] == 0 for r in runs.read_metrics(tmp_path / "ae"))
+    # regression: an AE logged its reconstruction term as "ELBO" and a KL of 0; it has neither
+    lines = (tmp_path / "ae" / runs.METRICS).read_text().splitlines()
+    for record in map(json.loads, lines):
+        assert not [key for key in record if "elbo" in key or "kl" in key], record
+        assert record["bound"] == "reconstruction"
+        assert record["valid_bound_nats"] == record["valid_log_p_x_given_z_nats"]
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path):

@@ -65,7 +65,7 @@ def test_user_range_grid_has_the_range_at_its_corners_and_holds_other_dims(tiny_
     "kwargs, message",
     [
         ({"z_range": (1, 0, -1, 1)}, "minimum must be below"),
-        ({"dims": (0, 0)}, "two different dims"),
+        ({"dims": (0, 0)}, "two different latent dims"),
         ({"n": 1}, "n >= 2"),
     ],
 )
@@ -214,25 +214,50 @@ def test_training_curves_read_the_metrics_and_find_the_best_epoch():
     metrics = [
         {
             "epoch": e,
-            "train_elbo_nats": -100 + e,
+            "train_elbo_nats": -100.0 + e,
             "valid_elbo_nats": v,
-            "train_log_p_x_given_z_nats": -90 + e,
+            "train_log_p_x_given_z_nats": -90.0 + e,
             "valid_log_p_x_given_z_nats": -95.0,
             "train_kl_nats": 10.0,
             "valid_kl_nats": 9.0,
+            "valid_bound_nats": v,
+            "bound": "ELBO",
         }
         for e, v in zip(range(1, 5), [-110.0, -104.0, -103.0, -105.0], strict=True)
     ]
     result = curves.training_curves(metrics)
     np.testing.assert_array_equal(result.epoch, [1, 2, 3, 4])
-    np.testing.assert_array_equal(result.valid_elbo, [-110, -104, -103, -105])
-    assert result.best_epoch == 3 and result.train_kl.shape == (4,)
+    (elbo, train, valid), (_, recon, _), (_, kl, _) = result.panels
+    assert elbo.startswith("ELBO") and len(result.panels) == 3
+    np.testing.assert_array_equal(train, [-99, -98, -97, -96])
+    np.testing.assert_array_equal(valid, [-110, -104, -103, -105])
+    np.testing.assert_array_equal(recon, [-89, -88, -87, -86])
+    np.testing.assert_array_equal(kl, [10.0] * 4)
+    assert result.best_epoch == 3
     # a run selected on its IWAE bound marks the epoch it kept, not the ELBO's best
     for record, bound in zip(metrics, [-100.0, -99.0, -99.5, -98.0], strict=True):
-        record["valid_bound_nats"] = bound
+        record.update(valid_bound_nats=bound, bound="IWAE k=5")
     assert curves.training_curves(metrics).best_epoch == 4
     with pytest.raises(UserError, match="no training metrics"):
         curves.training_curves([])
+
+
+def test_training_curves_of_an_autoencoder_are_its_reconstruction_term_alone():
+    metrics = [
+        {
+            "epoch": e,
+            "train_log_p_x_given_z_nats": -90.0 + e,
+            "valid_log_p_x_given_z_nats": v,
+            "valid_bound_nats": v,
+            "bound": "reconstruction",
+        }
+        for e, v in zip(range(1, 4), [-95.0, -93.0, -94.0], strict=True)
+    ]
+    result = curves.training_curves(metrics)
+    ((name, train, valid),) = result.panels
+    assert "no KL term and no ELBO" in name and result.best_epoch == 2
+    np.testing.assert_array_equal(train, [-89, -88, -87])
+    np.testing.assert_array_equal(valid, [-95, -93, -94])
 
 
 def test_elbo_chart_uses_the_evaluation_and_skips_an_autoencoder():
@@ -290,7 +315,7 @@ def test_figure_data_errors_name_options_not_command_line_flags(tiny_model):
         (lambda: images.prior_samples(model, 4, mode="draw"), "mode 'draw'"),
         (lambda: images.prior_samples(model, 0), "n must be >= 1"),
         (lambda: latent.latent_grid(model, 3, z_range=(1, 0, 0, 1)), "z_range"),
-        (lambda: latent.latent_grid(tiny_model(latent_dim=3), 3, dims=(0, 5)), r"dims 0,5: .*z1\.\.z3"),
+        (lambda: latent.latent_grid(tiny_model(latent_dim=3), 3, dims=(0, 5)), r"dims z1,z6: .*z1\.\.z3"),
         (
             lambda: latent.interpolate(torch.zeros(2), torch.ones(2), torch.zeros(3), "cubic"),
             "method 'cubic'",

@@ -21,9 +21,21 @@ from vaelab.viz.draw import render
 from vaelab.viz.plot import plot_all, plot_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
-TRAINING_KEYS = [
-    f"{split}_{term}_nats" for split in ("train", "valid") for term in ("elbo", "log_p_x_given_z", "kl")
-]
+VAE_RECORD = {
+    **{
+        f"{split}_{term}_nats": -1.0
+        for split in ("train", "valid")
+        for term in ("elbo", "log_p_x_given_z", "kl")
+    },
+    "valid_bound_nats": -1.0,
+    "bound": "ELBO",
+}
+AE_RECORD = {
+    "train_log_p_x_given_z_nats": -1.0,
+    "valid_log_p_x_given_z_nats": -1.0,
+    "valid_bound_nats": -1.0,
+    "bound": "reconstruction",
+}
 
 
 def _png_pixels(path: Path) -> np.ndarray:
@@ -49,7 +61,7 @@ def test_non_default_options_get_their_own_file_name():
         figure_file_name("grid", FigureOptions(z_range=(-3.0, 3.0, -3.0, 3.0))) == "grid-range_-3_3_-3_3.png"
     )
     assert figure_file_name("grid", FigureOptions(z_range=(-10.0, 5.0, -5.0, 5.0))) == "grid-wide.png"
-    assert figure_file_name("grid", FigureOptions(n=11, dims=(1, 3))) == "grid-n11-z2-z4.png"
+    assert figure_file_name("grid", FigureOptions(n=11, dims=(2, 4))) == "grid-n11-z2-z4.png"  # from 1
     assert figure_file_name("scatter", FigureOptions(split="valid")) == "scatter-valid.png"
     assert figure_file_name("samples", FigureOptions(mode="sample", seed=3)) == "samples-seed3-draw.png"
     # options a figure does not read leave its name alone
@@ -75,6 +87,7 @@ def test_figure_path_is_under_run_figures(tmp_path):
         ({"split": "dev"}, "split 'dev'"),
         ({"base": -1}, "base must be a row index"),
         ({"z_range": (1.0, 2.0)}, "z_range must be"),
+        ({"dims": (0, 1)}, r"dims must be two latent dims numbered from 1 \(z1 is 1\)"),
     ],
 )
 def test_figure_options_are_checked_and_errors_name_the_field(changes, message):
@@ -98,11 +111,11 @@ def test_library_errors_never_name_command_line_flags():
 
 def test_training_curves_of_two_epochs_have_integer_epoch_ticks():
     # regression: a 2-epoch run's curves had ticks at 1.0, 1.2, ...
-    record = dict.fromkeys(TRAINING_KEYS, -90.0)
-    for deterministic in (False, True):
+    for record in (VAE_RECORD, AE_RECORD):
         metrics = [{**record, "epoch": 1}, {**record, "epoch": 2}]
-        curves = training_curves(metrics, deterministic=deterministic)
+        curves = training_curves(metrics)
         fig = render(curves)
+        assert len(fig.axes) == len(curves.panels) == (3 if record is VAE_RECORD else 1)
         for ax in fig.axes:
             low, high = ax.get_xlim()
             ticks = [t for t in ax.get_xticks() if low <= t <= high]
@@ -110,7 +123,7 @@ def test_training_curves_of_two_epochs_have_integer_epoch_ticks():
 
 
 def test_data_modules_load_without_matplotlib_and_drawing_leaves_pyplot_alone():
-    record = {"epoch": 1, **dict.fromkeys(TRAINING_KEYS, -1.0)}
+    record = {"epoch": 1, **VAE_RECORD}
     code = (
         "import sys\n"
         "import vaelab.viz, vaelab.viz.images, vaelab.viz.latent, vaelab.viz.curves, vaelab.viz.figures\n"
@@ -203,6 +216,22 @@ def test_cli_plot_with_a_range_leaves_the_default_grid_alone(pair, tmp_path, cap
     assert "grid-n11-range_-3_3_-3_3.png" in capsys.readouterr().out
     assert (run / "figures" / "grid.png").read_bytes() == default
     assert (run / "figures" / "grid-n11-range_-3_3_-3_3.png").is_file()
+
+
+@pytest.mark.slow
+def test_cli_plot_dims_are_numbered_from_1_as_the_figures_name_them(pair, tmp_path, capsys):
+    # regression: --dims counted from 0 while every figure and printout says z1, z2
+    out = tmp_path / "grid.png"
+    assert (
+        main(["plot", str(pair.vae), "--kind", "grid", "--dims", "2,1", "--n", "3", "--out", str(out)]) == 0
+    )
+    grid = FIGURE_KINDS["grid"].make(Run(pair.vae), FigureOptions(dims=(2, 1), n=3))
+    assert grid.dims == (1, 0)  # z2 across, z1 up: the indices of the code's columns
+    assert figure_file_name("grid", FigureOptions(dims=(2, 1))) == "grid-z2-z1.png"
+    assert main(["plot", str(pair.vae), "--kind", "grid", "--dims", "0,1"]) == 2
+    assert "dims.0: Input should be greater than or equal to 1, got 0" in capsys.readouterr().err
+    assert main(["plot", str(pair.vae), "--kind", "grid", "--dims", "1,3"]) == 2  # Z = 2
+    assert "dims z1,z3: need two different latent dims of z1..z2" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -3,8 +3,9 @@
 Each objective maps (model, x, generator) to an `ObjectiveOutput`:
 
 - `surrogate` (B,): what the optimizer maximizes, per example (the trainer takes -mean as loss);
-- `terms`: the ELBO and its two terms per example, the numbers that are logged. The surrogate
-  is never logged as the bound (for beta != 1 it is not one).
+- `terms`: the numbers that are logged, per example: the ELBO and its two terms (`ELBOTerms`),
+  or an autoencoder's reconstruction term alone (`ReconstructionTerms`: it has no ELBO and no
+  KL). The surrogate is never logged as the bound (for beta != 1 it is not one).
 
 All terms are summed over pixels and latent dimensions and returned per example, shape (B,),
 in nats; the trainer reduces over the batch. `dataset_terms` evaluates an objective's bound and
@@ -16,8 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, fields
+from typing import Protocol, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -29,12 +30,15 @@ from vaelab.models import LatentVariableModel
 __all__ = [
     "EVAL_BATCH",
     "OBJECTIVES",
+    "LoggedTerms",
     "MeanTerms",
     "Objective",
     "ObjectiveOutput",
+    "ReconstructionTerms",
     "beta_elbo",
     "dataset_terms",
     "iwae",
+    "logged_term_names",
     "objective_for",
     "reconstruction",
     "term_sums",
@@ -45,11 +49,22 @@ EVAL_BATCH = 1000
 
 
 @dataclass(frozen=True)
+class ReconstructionTerms:
+    """An autoencoder's one logged term, (B,) in nats: log p(x | z = f(x)). It has no ELBO and no
+    KL (see `reconstruction`), so none is logged."""
+
+    log_p_x_given_z: Tensor
+
+
+LoggedTerms: TypeAlias = ELBOTerms | ReconstructionTerms
+
+
+@dataclass(frozen=True)
 class ObjectiveOutput:
-    """surrogate: (B,) what the optimizer maximizes; terms: the logged ELBOTerms, each (B,)."""
+    """surrogate: (B,) what the optimizer maximizes; terms: the logged terms, each (B,)."""
 
     surrogate: Tensor
-    terms: ELBOTerms
+    terms: LoggedTerms
 
 
 class Objective(Protocol):
@@ -120,13 +135,11 @@ def reconstruction(
     """Autoencoder objective: log p(x | z = f(x)) with the deterministic code (BCE or scaled MSE).
 
     An autoencoder has no ELBO: a point-mass code has no finite KL to a density, so nothing here
-    bounds log p(x). The logged terms are the reconstruction term and a zero KL; the `elbo` slot
-    of `ELBOTerms` repeats the reconstruction term only so that both kinds of model log one schema.
+    bounds log p(x). The one logged term is the reconstruction term (`ReconstructionTerms`).
     """
     z = model.posterior(x).mean  # (B, Z)
     log_p_x_given_z = model.likelihood(z).log_prob(x)
-    zero = torch.zeros_like(log_p_x_given_z)
-    return ObjectiveOutput(log_p_x_given_z, ELBOTerms(log_p_x_given_z, log_p_x_given_z, zero))
+    return ObjectiveOutput(log_p_x_given_z, ReconstructionTerms(log_p_x_given_z))
 
 
 OBJECTIVES: dict[str, Objective] = {"elbo": beta_elbo, "iwae": iwae}
@@ -137,29 +150,45 @@ def objective_for(model: LatentVariableModel, name: str) -> Objective:
     return reconstruction if model.deterministic else OBJECTIVES[name]
 
 
+def logged_term_names(model: LatentVariableModel) -> tuple[str, ...]:
+    """The names of the terms `model`'s objective logs, in `term_sums`' order: elbo,
+    log_p_x_given_z, kl (`ELBOTerms`); log_p_x_given_z alone for a deterministic model."""
+    terms = ReconstructionTerms if model.deterministic else ELBOTerms
+    return tuple(field.name for field in fields(terms))
+
+
 # ------------------------------------------------------------------------- over a whole dataset
 
 
 @dataclass(frozen=True)
 class MeanTerms:
-    """Dataset means, nats per example: the logged terms (elbo, log_p_x_given_z, kl; see
-    `reconstruction` for a deterministic model) and the objective's bound at beta = 1."""
+    """Dataset means, nats per example: the logged terms and the objective's bound at beta = 1.
+    A deterministic model logs log_p_x_given_z alone: its elbo and kl are None (it has neither;
+    see `reconstruction`), and its bound is the reconstruction term."""
 
-    elbo: float
     log_p_x_given_z: float
-    kl: float
     bound: float
+    elbo: float | None = None
+    kl: float | None = None
 
     @classmethod
-    def from_sums(cls, sums: Tensor, n: int) -> MeanTerms:
-        """From the float64 sums (4,) of `term_sums(terms, bound)` over n examples."""
-        return cls(*(sums / n).tolist())
+    def from_sums(cls, names: tuple[str, ...], sums: Tensor, n: int) -> MeanTerms:
+        """From the float64 sums (T + 1,) of `term_sums(terms, bound)` over n examples, whose
+        terms are `names` (`logged_term_names`)."""
+        *means, bound = (sums / n).tolist()
+        return cls(bound=bound, **dict(zip(names, means, strict=True)))
+
+    def logged(self) -> dict[str, float]:
+        """The logged terms by name, in `ELBOTerms`' order, leaving out those the model lacks."""
+        terms = {"elbo": self.elbo, "log_p_x_given_z": self.log_p_x_given_z, "kl": self.kl}
+        return {name: value for name, value in terms.items() if value is not None}
 
 
-def term_sums(terms: ELBOTerms, *extra: Tensor) -> Tensor:
-    """Batch sums of elbo, log_p_x_given_z, kl and then of each of `extra` (each (B,)): (3 + E,),
-    float64 and detached, so that epoch and dataset means do not lose digits to float32."""
-    parts = (terms.elbo, terms.log_p_x_given_z, terms.kl, *extra)
+def term_sums(terms: LoggedTerms, *extra: Tensor) -> Tensor:
+    """Batch sums of each logged term (in field order: elbo, log_p_x_given_z, kl, or
+    log_p_x_given_z alone) and then of each of `extra` (each (B,)): (T + E,), float64 and
+    detached, so that epoch and dataset means do not lose digits to float32."""
+    parts = (*(getattr(terms, field.name) for field in fields(terms)), *extra)
     return torch.stack([t.detach().sum(dtype=torch.float64) for t in parts])
 
 
@@ -189,12 +218,13 @@ def dataset_terms(
 ) -> MeanTerms:
     """Means over a data set x: (N, *x_shape) (fixed seed) of the ELBO, E_q[log p(x|z)], KL and
     the bound of `objective` at beta = 1 with `k` samples per example (the ELBO terms are then
-    k-sample means), in eval mode."""
+    k-sample means), in eval mode. A deterministic model has the reconstruction term alone."""
     generator = torch.Generator().manual_seed(seed)
     bound = objective_for(model, objective)
-    sums = torch.zeros(4, dtype=torch.float64)
+    names = logged_term_names(model)
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     with _eval_mode(model):
         for begin in range(0, len(x), batch_size):
             result = bound(model, x[begin : begin + batch_size], generator, k=k)
             sums += term_sums(result.terms, result.surrogate)
-    return MeanTerms.from_sums(sums, len(x))
+    return MeanTerms.from_sums(names, sums, len(x))

@@ -529,33 +529,78 @@ def meta_state_dict(config: RunConfig, x_shape: tuple[int, ...], *, where: str) 
 # Metrics
 
 
-class MetricsRecord(BaseModel):
-    """One line of metrics.jsonl: one finished epoch (nats per example)."""
+RECONSTRUCTION = "reconstruction"
+"""The `bound` of an autoencoder's records: it is selected on its reconstruction term (no ELBO)."""
+
+
+class AutoencoderRecord(BaseModel):
+    """One line of an autoencoder's metrics.jsonl: one finished epoch (nats per example). It
+    carries the reconstruction term log p(x | z = f(x)) alone, which is also the value it is
+    selected on (`valid_bound_nats`): an autoencoder has no ELBO and no KL."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
     epoch: Annotated[int, Ge(1)]
     lr: Annotated[float, Gt(0)]
     compile_seconds: Annotated[float, Ge(0)] | None = None
-    train_elbo_nats: float
     train_log_p_x_given_z_nats: float
-    train_kl_nats: float
     seconds: Annotated[float, Ge(0)]
     images_per_second: Annotated[float, Ge(0)]
-    valid_elbo_nats: float
     valid_log_p_x_given_z_nats: float
+    valid_bound_nats: float  # the bound model selection used (see `bound`)
+    bound: str
+
+
+class MetricsRecord(AutoencoderRecord):
+    """One line of a VAE's metrics.jsonl: the autoencoder's keys and the ELBO and its KL term."""
+
+    train_elbo_nats: float
+    train_kl_nats: float
+    valid_elbo_nats: float
     valid_kl_nats: float
-    valid_bound_nats: float | None = None  # absent in runs that predate selection on the bound
-    bound: str | None = None
+
+
+def migrate_record(record: Any) -> Any:
+    """An epoch record of an older vaelab in today's shape (anything else is returned as it is,
+    for validation to refuse):
+
+    - an autoencoder's record carried its reconstruction term under the ELBO's keys too and a KL
+      of 0, in training and validation: those four keys go. Such a record is an AE's if its
+      `bound` is "reconstruction" or, in a run older than `bound`, absent (a VAE's KL, a float64
+      mean over examples and latent dims, is not exactly 0); the bound is then its validation
+      reconstruction term;
+    - a VAE's record older than selection on the objective's bound (no `bound`, no
+      `valid_bound_nats`) was selected on the ELBO: "ELBO" and the validation ELBO.
+    """
+    if not isinstance(record, dict):
+        return record
+    record = dict(record)
+    old_autoencoder = record.get("bound", RECONSTRUCTION) == RECONSTRUCTION and all(
+        record.get(f"{split}_kl_nats") == 0
+        and record.get(f"{split}_elbo_nats") == record.get(f"{split}_log_p_x_given_z_nats")
+        for split in ("train", "valid")
+    )
+    if old_autoencoder:
+        for split in ("train", "valid"):
+            record.pop(f"{split}_elbo_nats", None)
+            record.pop(f"{split}_kl_nats")
+        record.setdefault("valid_bound_nats", record.get("valid_log_p_x_given_z_nats"))
+        record.setdefault("bound", RECONSTRUCTION)
+    elif "bound" not in record and "valid_bound_nats" not in record and "valid_elbo_nats" in record:
+        record.update(valid_bound_nats=record["valid_elbo_nats"], bound="ELBO")
+    return record
 
 
 def check_history(records: list[Any], where: Callable[[int], str]) -> list[dict[str, Any]]:
-    """Epoch records validated as `MetricsRecord`s numbered 1, 2, ...; `where(i)` names record i."""
-    for i, record in enumerate(records):
-        _validated(MetricsRecord, record, where(i))
+    """Epoch records, migrated (`migrate_record`) and validated as an `AutoencoderRecord` (bound
+    "reconstruction") or a VAE's `MetricsRecord`, numbered 1, 2, ...; `where(i)` names record i."""
+    migrated = [migrate_record(record) for record in records]
+    for i, record in enumerate(migrated):
+        autoencoder = isinstance(record, dict) and record.get("bound") == RECONSTRUCTION
+        _validated(AutoencoderRecord if autoencoder else MetricsRecord, record, where(i))
         if record["epoch"] != i + 1:
             raise UserError(f"{where(i)}: `epoch` {record['epoch']}: expected {i + 1} (epochs in order)")
-    return records
+    return migrated
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -588,8 +633,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The epoch model selection kept: the best validation bound (the ELBO in runs that predate it)."""
-    return max(history, key=lambda r: r.get("valid_bound_nats", r["valid_elbo_nats"]))
+    """The epoch model selection kept: the best validation bound, of records as `check_history`
+    returns them (older runs' records migrated)."""
+    return max(history, key=lambda r: r["valid_bound_nats"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,7 +709,7 @@ def load_checkpoint_state(run_dir: Path, config: RunConfig) -> dict[str, Any]:
             raise UserError(f"{path}: `{name}` {getattr(scalars, name)}: beyond `epoch` {epoch}")
     if len(scalars.history) != epoch:
         raise UserError(f"{path}: `history` has {len(scalars.history)} records for `epoch` {epoch}")
-    check_history(scalars.history, lambda i: f"{path}: `history.{i}`")
+    state["history"] = check_history(scalars.history, lambda i: f"{path}: `history.{i}`")
     for name in ("generator", "global_rng"):
         rng = getattr(scalars, name)
         if rng is not None and (rng.dtype != torch.uint8 or rng.shape != (RNG_STATE_BYTES,)):

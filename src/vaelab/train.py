@@ -34,13 +34,14 @@ from vaelab.data import Splits, check_fits_likelihood, load_data
 from vaelab.errors import UserError
 from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
-from vaelab.objectives import dataset_terms, objective_for, term_sums
+from vaelab.objectives import dataset_terms, logged_term_names, objective_for, term_sums
 
 log = logging.getLogger(__name__)
 
 FUSED_ADAM = True  # measured in benchmarks/train_throughput.py
 VALID_SEED_OFFSET = 1  # validation noise comes from seed + 1, the same every epoch
 POSTFIX_SECONDS = 0.5  # how often the progress bar's running means are refreshed (and at the end)
+POSTFIX_NAMES = {"elbo": "ELBO", "log_p_x_given_z": "recon", "kl": "KL"}  # the logged terms' short names
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class TrainResult:
 def bound_name(config: RunConfig) -> str:
     """The bound a run is selected on: its objective's, at beta = 1."""
     if config.model.kind == "ae":
-        return "reconstruction"
+        return runs.RECONSTRUCTION
     objective = config.objective
     return f"IWAE k={objective.k}" if objective.name == "iwae" and objective.k > 1 else "ELBO"
 
@@ -273,13 +274,8 @@ class Trainer:
             objective=config.objective.name,
             k=config.objective.k,
         )
-        record.update(
-            valid_elbo_nats=valid.elbo,
-            valid_log_p_x_given_z_nats=valid.log_p_x_given_z,
-            valid_kl_nats=valid.kl,
-            valid_bound_nats=valid.bound,
-            bound=bound_name(config),
-        )
+        record.update({f"valid_{name}_nats": value for name, value in valid.logged().items()})
+        record.update(valid_bound_nats=valid.bound, bound=bound_name(config))
         if valid.bound > state["best_valid_bound"]:
             state.update(best_valid_bound=valid.bound, best_epoch=epoch, bad_epochs=0, lr_bad_epochs=0)
             runs.save_weights(self.out / runs.WEIGHTS, self.selected_model)
@@ -389,7 +385,8 @@ def _train_epoch(
     averaged: AveragedModel | None,
     progress: bool,
 ):
-    """One pass over the shuffled training set; returns the epoch's mean terms and speed."""
+    """One pass over the shuffled training set; returns the epoch's mean logged terms (the ELBO
+    and its terms, or an AE's reconstruction term alone) as `train_*_nats`, and its speed."""
     model.train()
     x_train = splits.train
     n, batch_size = len(x_train), config.train.batch_size
@@ -399,7 +396,8 @@ def _train_epoch(
     for group in optimizer.param_groups:
         group["lr"] = lr
     bf16, k = config.train.precision == "bf16", config.objective.k
-    sums = torch.zeros(3, dtype=torch.float64)
+    names = logged_term_names(model)
+    sums = torch.zeros(len(names), dtype=torch.float64)
     bar = tqdm(
         total=n,
         desc=f"epoch {epoch}/{config.train.epochs}",
@@ -429,16 +427,17 @@ def _train_epoch(
         sums += term_sums
         bar.update(len(x))
         if progress and ((now := time.perf_counter()) >= next_postfix or step == steps - 1):
-            elbo, recon, kl = (sums / (begin + len(x))).tolist()
-            bar.set_postfix_str(f"ELBO {elbo:.2f} | recon {recon:.2f} | KL {kl:.2f} nats")
+            means = (sums / (begin + len(x))).tolist()
+            shown = " | ".join(
+                f"{POSTFIX_NAMES[name]} {mean:.2f}" for name, mean in zip(names, means, strict=True)
+            )
+            bar.set_postfix_str(f"{shown} nats")
             next_postfix = now + POSTFIX_SECONDS
     seconds = time.perf_counter() - start
     bar.close()
-    elbo, recon, kl = (sums / n).tolist()
+    means = (sums / n).tolist()
     return {
-        "train_elbo_nats": elbo,
-        "train_log_p_x_given_z_nats": recon,
-        "train_kl_nats": kl,
+        **{f"train_{name}_nats": mean for name, mean in zip(names, means, strict=True)},
         "seconds": seconds,
         "images_per_second": n / seconds,
     }
@@ -446,7 +445,7 @@ def _train_epoch(
 
 def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, bf16: bool):
     """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
-    the batch sums of the ELBO and its two terms, in float64, for the epoch's means."""
+    the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         result = objective(model, x, generator, beta=beta, k=k)
     return -result.surrogate.mean(), term_sums(result.terms)

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from vaelab.cli.options import add_fields, add_run_config, build, run_config
+from vaelab.cli.options import add_command, add_run_config, build, run_config
 from vaelab.cli.run import RunDir
 from vaelab.config import Count, Flag, Options, RunConfig, Samples, Seed, Split
 from vaelab.errors import UserError
@@ -78,11 +78,12 @@ class PlotOptions(Options):
         ZRange, Field(description="latent range of the grid (default: Gaussian quantiles of the prior)")
     ] = None
     dims: Annotated[
-        tuple[Annotated[int, Field(ge=0)], ...] | None,
+        tuple[Annotated[int, Field(ge=1)], ...] | None,
         Field(
             min_length=2,
             max_length=2,
-            description="latent dims of the grid axes, from 0 (default: for Z > 2 the two of largest KL)",
+            description="latent dims of the grid axes, numbered from 1 as in the figures (1,2: z1 and z2; "
+            "default: for Z > 2 the two of largest KL)",
         ),
         Flag(metavar="I,J"),
     ] = None
@@ -112,12 +113,14 @@ def _dim_pair(dims: tuple[int, ...] | None) -> tuple[int, int] | None:
 
 
 def add_plot(sub) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "plot",
+        PlotOptions,
+        cmd_plot,
         help="draw a figure of a run (PNG): grid, scatter, samples, ...",
         description="Draw one figure of a run, or all of them with --kind all.",
     )
-    p.set_defaults(func=cmd_plot, own=add_fields(p, PlotOptions))
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -167,13 +170,15 @@ class CompareOptions(Options):
 
 
 def add_compare(sub) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "compare",
+        CompareOptions,
+        cmd_compare,
         help="AE vs VAE: two runs of the same data side by side",
         description="Measure two runs on the test split (reconstruction, ELBO and log p(x) where "
         "defined, a logistic-regression probe on the codes) and draw them side by side.",
     )
-    p.set_defaults(func=cmd_compare, own=add_fields(p, CompareOptions))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -235,15 +240,16 @@ class SweepOptions(Options):
 
 
 def add_sweep(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sweep",
+        SweepOptions,
+        cmd_sweep,
         help="train one run per value of a knob; CSV, markdown table and plot",
         description="Train and evaluate one run per value. Finished points are not re-run; "
         "running the same command again resumes an interrupted sweep.",
     )
-    p.set_defaults(
-        func=cmd_sweep, own=add_fields(p, SweepOptions), fields=add_run_config(p, SWEEP_BASE_FIELDS)
-    )
+    p.set_defaults(fields=add_run_config(p, SWEEP_BASE_FIELDS))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -287,12 +293,14 @@ class ReportOptions(Options):
 
 
 def add_report(sub) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "report",
+        ReportOptions,
+        cmd_report,
         help="one self-contained report.html of a run, comparison or sweep",
         description="Write one HTML file with every figure embedded; it opens offline.",
     )
-    p.set_defaults(func=cmd_report, own=add_fields(p, ReportOptions))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

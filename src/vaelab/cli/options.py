@@ -72,6 +72,20 @@ def add_fields(
     return fields
 
 
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    options: type[BaseModel],
+    func: Callable[[argparse.Namespace], int],
+    **parser_args: Any,
+) -> argparse.ArgumentParser:
+    """Add the subcommand `name` (`parser_args`: help, description) that runs `func(args)`, with
+    one flag per field of `options`; `build(options, args, args.own)` reads them back."""
+    parser = sub.add_parser(name, **parser_args)
+    parser.set_defaults(func=func, own=add_fields(parser, options))
+    return parser
+
+
 def add_run_config(
     parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None, defaults: RunConfig | None = None
 ) -> Fields:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from vaelab.cli.options import Fields, add_fields, add_run_config, build, run_config
+from vaelab.cli.options import Fields, add_command, add_fields, add_run_config, build, run_config
 from vaelab.config import (
     PRESETS,
     Count,
@@ -120,11 +120,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def print_epoch(record: dict[str, Any]) -> None:
     """One line per epoch: the ELBO and its terms for a VAE (plus the bound selected on, when it
-    is not the ELBO), the reconstruction term alone for an AE, which has no ELBO."""
+    is not the ELBO), the reconstruction term alone for an AE, whose record has no ELBO."""
     if "compile_seconds" in record:
         print(f"compiled the training step in {record['compile_seconds']:.1f} s", flush=True)
     speed = f"{record['images_per_second']:8.0f} img/s"
-    if record["bound"] == "reconstruction":
+    if "valid_elbo_nats" not in record:
         line = (
             f"train recon {record['train_log_p_x_given_z_nats']:9.3f}  "
             f"valid recon {record['valid_log_p_x_given_z_nats']:9.3f} nats/example  {speed}"
@@ -155,13 +155,15 @@ class EvaluateOptions(Options):
 
 
 def add_evaluate(sub) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "evaluate",
+        EvaluateOptions,
+        cmd_evaluate,
         help="ELBO, its terms and an importance-sampled log p(x) of a run on a split",
         description="Evaluate a run on a data split; writes RUN/eval.json (RUN/eval-SPLIT.json for "
         "another split than test).",
     )
-    p.set_defaults(func=cmd_evaluate, own=add_fields(p, EvaluateOptions))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -214,8 +216,13 @@ class ReconstructOptions(Options):
 
 
 def add_sample(sub) -> None:
-    p = sub.add_parser("sample", help="decode samples z ~ p(z) into a PNG grid")
-    p.set_defaults(func=cmd_sample, own=add_fields(p, SampleOptions))
+    add_command(
+        sub,
+        "sample",
+        SampleOptions,
+        cmd_sample,
+        help="decode samples z ~ p(z) into a PNG grid",
+    )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -229,8 +236,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def add_reconstruct(sub) -> None:
-    p = sub.add_parser("reconstruct", help="originals over their reconstructions, as a PNG")
-    p.set_defaults(func=cmd_reconstruct, own=add_fields(p, ReconstructOptions))
+    add_command(
+        sub,
+        "reconstruct",
+        ReconstructOptions,
+        cmd_reconstruct,
+        help="originals over their reconstructions, as a PNG",
+    )
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from vaelab.cli.options import add_fields, build
+from vaelab.cli.options import add_command, build
 from vaelab.config import Count, Flag, Options, Seed
 from vaelab.errors import UserError
 
@@ -54,26 +54,32 @@ class KLDirectionsOptions(Options):
 
 
 def add_subcommands(sub) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "bayes",
+        BayesOptions,
+        run_bayes,
         help="Bayes' rule on a diagnostic test: P(+) and P(disease | +)",
         description="P(D | +) = P(+ | D) P(D) / [P(+ | D) P(D) + P(+ | not D) P(not D)].",
     )
-    p.set_defaults(func=run_bayes, own=add_fields(p, BayesOptions))
-    p = sub.add_parser(
+    add_command(
+        sub,
         "estimators",
+        EstimatorsOptions,
+        run_estimators,
         help="compare ELBO, IWAE, importance sampling and naive MC against an exact log p(x)",
         description="On a model whose log p(x) is known exactly, run every estimator of log p(x) at "
         "several k and print value, standard error, error against the exact answer and wall time.",
     )
-    p.set_defaults(func=run_estimators, own=add_fields(p, EstimatorsOptions))
-    p = sub.add_parser(
+    add_command(
+        sub,
         "kl-directions",
+        KLDirectionsOptions,
+        run_kl_directions,
         help="fit one Gaussian to a bimodal mixture by reverse and by forward KL",
         description="Fit q = N(m, s^2) to p = 0.5 N(-3, 1) + 0.5 N(3, 1) by minimizing KL(q||p) "
         "(reverse: mode-seeking) and KL(p||q) (forward: mass-covering).",
     )
-    p.set_defaults(func=run_kl_directions, own=add_fields(p, KLDirectionsOptions))
 
 
 def _fmt(value: float) -> str:

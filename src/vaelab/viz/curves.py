@@ -13,63 +13,53 @@ from vaelab.diagnostics import ACTIVE_THRESHOLD, LatentStatistics
 from vaelab.errors import UserError
 from vaelab.runs import best_record
 
+Panel = tuple[str, np.ndarray, np.ndarray]  # title, train values (E,), validation values (E,)
+
 
 @dataclass(frozen=True)
 class TrainingCurves:
-    """Per-epoch dataset means from metrics.jsonl, nats per example, each (E,).
+    """Per-epoch dataset means from metrics.jsonl, nats per example.
 
-    panels: (title, train values, validation values) of each panel to draw: ELBO, reconstruction
-    term and KL for a VAE; the reconstruction term alone for an AE, which has no KL and no ELBO.
+    epoch: (E,); panels: (title, train values (E,), validation values (E,)) of each panel to
+    draw: ELBO, reconstruction term and KL for a VAE; the reconstruction term alone for an AE,
+    whose records carry no ELBO and no KL (it has neither).
     """
 
     epoch: np.ndarray
-    train_elbo: np.ndarray
-    valid_elbo: np.ndarray
-    train_log_p_x_given_z: np.ndarray
-    valid_log_p_x_given_z: np.ndarray
-    train_kl: np.ndarray
-    valid_kl: np.ndarray
+    panels: tuple[Panel, ...]
     best_epoch: int
-    deterministic: bool
     title: str = "training curves"
 
-    @property
-    def panels(self) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
-        if self.deterministic:
-            return (
-                (
-                    "reconstruction term log p(x | z = f(x)): an AE has no KL term and no ELBO",
-                    self.train_log_p_x_given_z,
-                    self.valid_log_p_x_given_z,
-                ),
-            )
-        return (
-            ("ELBO (higher is better)", self.train_elbo, self.valid_elbo),
-            ("reconstruction term E_q[log p(x|z)]", self.train_log_p_x_given_z, self.valid_log_p_x_given_z),
-            ("KL(q(z|x) || p(z))", self.train_kl, self.valid_kl),
-        )
 
-
-def training_curves(
-    metrics: list[dict], *, deterministic: bool = False, title: str = "training curves"
-) -> TrainingCurves:
-    """Arrays of the per-epoch records that `vaelab.train` writes (keys *_nats)."""
+def training_curves(metrics: list[dict], *, title: str = "training curves") -> TrainingCurves:
+    """Arrays of the per-epoch records that `vaelab.runs.read_metrics` returns (keys *_nats); the
+    records say which panels there are (an AE's have no `valid_elbo_nats`)."""
     if not metrics:
         raise UserError("no training metrics: metrics.jsonl is missing or empty")
 
-    def column(key: str) -> np.ndarray:
-        return np.array([float(r[key]) for r in metrics])
+    def panel(name: str, term: str) -> Panel:
+        train, valid = (
+            np.array([float(r[f"{split}_{term}_nats"]) for r in metrics]) for split in ("train", "valid")
+        )
+        return name, train, valid
 
+    panels: tuple[Panel, ...]
+    if all("valid_elbo_nats" in r for r in metrics):
+        panels = (
+            panel("ELBO (higher is better)", "elbo"),
+            panel("reconstruction term E_q[log p(x|z)]", "log_p_x_given_z"),
+            panel("KL(q(z|x) || p(z))", "kl"),
+        )
+    else:
+        panels = (
+            panel(
+                "reconstruction term log p(x | z = f(x)): an AE has no KL term and no ELBO", "log_p_x_given_z"
+            ),
+        )
     return TrainingCurves(
-        column("epoch").astype(int),
-        column("train_elbo_nats"),
-        column("valid_elbo_nats"),
-        column("train_log_p_x_given_z_nats"),
-        column("valid_log_p_x_given_z_nats"),
-        column("train_kl_nats"),
-        column("valid_kl_nats"),
+        np.array([int(r["epoch"]) for r in metrics]),
+        panels,
         int(best_record(metrics)["epoch"]),  # the epoch selection kept (on its bound, maybe not the ELBO)
-        deterministic,
         title,
     )
 

@@ -51,10 +51,10 @@ class FigureOptions:
     split: rows the figure draws from; seed: of its random choices (images, samples); n: images
     (reconstructions, samples), grid points per axis (grid), path points (interpolation) or steps
     (traversals), None for each kind's default; z_range: (z1min, z1max, z2min, z2max) of a grid,
-    None for the prior's quantiles; dims: the two latent dims (0-based) a grid varies, None for the
-    two most used; base: row of `split` whose posterior mean holds the dims a grid or traversal
-    does not vary, None for the prior mean 0; mode: samples as decoder means or draws; method:
-    interpolation path.
+    None for the prior's quantiles; dims: the two latent dims a grid varies, numbered from 1 as
+    they are named (1 is z1, `latent_name`), None for the two most used; base: row of `split`
+    whose posterior mean holds the dims a grid or traversal does not vary, None for the prior
+    mean 0; mode: samples as decoder means or draws; method: interpolation path.
     """
 
     split: str = "test"
@@ -73,8 +73,8 @@ class FigureOptions:
             raise UserError(f"n must be >= 1 (or None for each figure's default), got {self.n}")
         if self.z_range is not None and len(self.z_range) != 4:
             raise UserError(f"z_range must be (z1min, z1max, z2min, z2max), got {self.z_range}")
-        if self.dims is not None and len(self.dims) != 2:
-            raise UserError(f"dims must be two latent dims, got {self.dims}")
+        if self.dims is not None and (len(self.dims) != 2 or min(self.dims) < 1):
+            raise UserError(f"dims must be two latent dims numbered from 1 (z1 is 1), got {self.dims}")
         if self.base is not None and self.base < 0:
             raise UserError(f"base must be a row index >= 0, got {self.base}")
         if self.mode not in MODES:
@@ -164,7 +164,7 @@ def _scatter(run: Run, options: FigureOptions):
 def _grid(run: Run, options: FigureOptions):
     base, where = run.base_code(options.base)
     if options.dims is not None:
-        dims = options.dims
+        dims = (options.dims[0] - 1, options.dims[1] - 1)  # z1 is index 0
     else:
         d1, d2 = (0, 1) if run.model.latent_dim <= 2 else top_dims(run.stats, 2)
         dims = (d1, d2)
@@ -216,7 +216,7 @@ def _curves(run: Run, options: FigureOptions):
         f"training curves of run {run.dir.name} ({what}, Z = {run.model.latent_dim}, "
         f"{run.config.data.source}); dotted line: best validation epoch"
     )
-    return training_curves(run.metrics, deterministic=run.deterministic, title=title)
+    return training_curves(run.metrics, title=title)
 
 
 NO_ELBO = "an autoencoder has no ELBO to decompose (its point-mass code has an infinite KL to any density)"
@@ -362,7 +362,7 @@ def _suffix(name: str, value: Any) -> str:
     if name == "z_range":
         return "range_" + "_".join(f"{v:g}" for v in value)
     if name == "dims":
-        return "-".join(latent_name(d) for d in value)
+        return "-".join(latent_name(d - 1) for d in value)
     if name == "mode":
         return "draw" if value == "sample" else value
     if name in ("method", "split"):

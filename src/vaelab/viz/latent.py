@@ -191,8 +191,8 @@ def latent_grid(
     d1, d2 = dims
     if d1 == d2 or not (0 <= d1 < latent_dim and 0 <= d2 < latent_dim):
         raise UserError(
-            f"dims {d1},{d2}: need two different dims in 0..{latent_dim - 1} "
-            f"({latent_name(0)}..{latent_name(latent_dim - 1)})"
+            f"dims {latent_name(d1)},{latent_name(d2)}: need two different latent dims of "
+            f"{latent_name(0)}..{latent_name(latent_dim - 1)}"
         )
     if z_range is None:
         probabilities, z1_values = quantile_coordinates(n)
