@@ -128,6 +128,10 @@ def test_a_setting_ignored_in_a_config_file_names_the_file_and_field(tmp_path, c
         (["train", "--lr", "-1"], "argument --lr: Input should be greater than 0, got -1.0"),
         (["train", "--lr", "abc"], "argument --lr: expected a number, got 'abc'"),
         (["train", "--hidden", "4,x"], "argument --hidden: expected comma-separated values"),
+        (
+            ["train", "--hidden", "4,0"],
+            "argument --hidden: item 1: Input should be greater than or equal to 1",
+        ),
         (["train", "--seed", "99999999999999999999999"], "argument --seed: Input should be less than"),
         (["train", "--epochs", "0"], "argument --epochs: Input should be greater than or equal to 1"),
         (["sample", "RUN", "--n", "0"], "argument --n: Input should be greater than or equal to 1, got 0"),

@@ -47,9 +47,14 @@ class Fields(dict[str, CliField]):
         return {name: getattr(args, f.dest) for name, f in self.items() if hasattr(args, f.dest)}
 
     def flag_error(self, err: ConfigError, given: dict[str, Any]) -> UserError:
-        """A validation error, under the flag the user typed when the value came from one."""
-        if err.field in given:
-            return UserError(f"argument {self[err.field].flag}: {err.problem}")
+        """A validation error, under the flag the user typed when the value came from one (an
+        item of a list, e.g. `model.hidden.1`, belongs to its field's flag)."""
+        for name in given:
+            if err.field == name or err.field.startswith(name + "."):
+                item = err.field[len(name) + 1 :]
+                return UserError(
+                    f"argument {self[name].flag}: {f'item {item}: ' if item else ''}{err.problem}"
+                )
         return err
 
 
@@ -122,8 +127,9 @@ def run_config(
     try:
         config = merged(base, file_layer, run_config_changes(given))
     except ConfigError as err:
-        if err.field in given:
-            raise fields.flag_error(err, given) from None
+        named = fields.flag_error(err, given)
+        if named is not err:
+            raise named from None
         raise ConfigError(str(config_file or "config"), err.field, err.problem) from None
     user_set = set(given) | {f"{s}.{k}" for s, values in file_layer.items() for k in values}
     return config, user_set
@@ -242,7 +248,7 @@ def _metavar(kind: Any) -> str:
 
 def _help(info: FieldInfo, kind: Any, flag: Flag, default: Any) -> str:
     text = info.description or ""
-    if flag.positional or "(default" in text:
+    if flag.positional or info.is_required() or "(default" in text:
         return text
     if isinstance(default, tuple):
         shown = ",".join(str(v) for v in default)
