@@ -84,8 +84,15 @@ def latent_statistics(
             kl = kl_diagonal_normal(q.loc.double(), q.scale.double(), p.loc.double(), p.scale.double())
             kl_sum += kl.sum(0)  # (Z,)
     m = torch.cat(means)  # (N, Z)
-    variance = m.var(0) if len(m) > 1 else torch.zeros(m.shape[1], dtype=torch.float64)
+    variance, active = active_units(m, threshold)
     kl_per_dim = (kl_sum / len(m)).numpy() if closed_form else None
-    return LatentStatistics(
-        kl_per_dim, variance.numpy(), int((variance > threshold).sum()), threshold, len(m)
-    )
+    return LatentStatistics(kl_per_dim, variance.numpy(), active, threshold, len(m))
+
+
+def active_units(posterior_means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> tuple[Tensor, int]:
+    """(A, count): A_u = Cov_x(E_q[z_u]), the unbiased variance over the N rows of
+    `posterior_means` (N, Z) -> (Z,) in float64 (zeros for one row), and how many exceed
+    `threshold` (Burda et al. 2015, Section 5.2)."""
+    m = posterior_means.to(torch.float64)
+    variance = m.var(0) if len(m) > 1 else torch.zeros(m.shape[1], dtype=torch.float64)
+    return variance, int((variance > threshold).sum())

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaelab.diagnostics import ACTIVE_THRESHOLD
+from vaelab.diagnostics import ACTIVE_THRESHOLD, active_units
 from vaelab.distributions import analytic_kl as closed_form_kl
 from vaelab.distributions import draw, is_diagonal_normal, kl_diagonal_normal
 from vaelab.models import LatentVariableModel
@@ -411,10 +411,8 @@ def elbo_decomposition(
     mean_log_p_xz, mean_entropy = mean_recon + sums["cross"] / n, sums["entropy"] / n
     mean_variance = active = None
     if sum(m.shape[0] for m in posterior_means) == n:  # every batch had a vector latent
-        means = torch.cat(posterior_means)  # (N, Z)
-        variance = means.var(0) if n > 1 else torch.zeros(means.shape[1], dtype=torch.float64)
+        variance, active = active_units(torch.cat(posterior_means), active_threshold)  # (Z,), count
         mean_variance = tuple(float(v) for v in variance)
-        active = int((variance > active_threshold).sum())
     log_px = sums["log_px"] / n if k_importance > 0 else None
     return ElboDecomposition(
         num_examples=n,
