@@ -61,7 +61,7 @@ class Run:
     def evaluation(self) -> dict[str, Any] | None:
         """RUN/eval.json (the test-split evaluation) as a dict, or None before `evaluate`."""
         path = self.dir / "eval.json"
-        return runs.read_json(path) if path.is_file() else None
+        return runs.read_evaluation(path) if path.is_file() else None
 
     def base_code(self, index: int | None) -> tuple[Tensor | None, str]:
         """The latent point at which figures hold the dims they do not vary, and its description:
