@@ -631,6 +631,7 @@ class EvaluationFile(BaseModel):
     kl_per_dim: list[FiniteFloat] | None = None
     posterior_mean_variance: list[FiniteFloat] | None = None
     active_units: Annotated[int, Ge(0)] | None = None
+    active_threshold: Annotated[FiniteFloat, Ge(0)] | None = None
     log_px: Nats = None
     log_px_stderr: Annotated[FiniteFloat, Ge(0)] | None = None
     k: Annotated[int, Ge(1)] | None = None
