@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from vaelab import runs
 from vaelab.config import RunConfig
 from vaelab.evaluate import eval_path, evaluate_run
+from vaelab.experiments.evaluation import EVALUATION
 from vaelab.experiments.report import REPORT
 from vaelab.train import Trainer, train
 
@@ -39,7 +40,6 @@ FUZZ = settings.get_profile("vaelab-fuzz-run")
 TINY = RunConfig().replace(
     data={"source": "digits"}, model={"hidden": (16,), "latent_dim": 2}, train={"epochs": 2, "threads": 1}
 )
-EVALUATION = "eval.json"
 EPOCHS_PER_RESUME = 2  # a mutation that makes resume train (more epochs, a restart) is cut after this
 K = "2"  # importance samples: eval.json of the finished run is current for this k, so nothing re-evaluates
 
