@@ -350,7 +350,7 @@ def _validated(model: type[M], raw: Any, where: str) -> M:
         return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        if not first["loc"]:  # a rule across fields (a model validator) names its fields itself
+        if not first["loc"] and first["type"] == "value_error":  # a rule across fields names them itself
             raise UserError(f"{where}: {first['ctx']['error']}") from None
         field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in first["loc"])
         more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
