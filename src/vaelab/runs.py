@@ -514,6 +514,16 @@ def load_model(run_dir: str | Path, weights: str = WEIGHTS):
     return model.eval()
 
 
+def check_example_shape(run_dir: Path, x_shape: tuple[int, ...], x: Tensor, source: str) -> None:
+    """Data x: (N, *shape) from `source` must hold examples of the shape `x_shape` that the run's
+    model was built for (a damaged config.json can name other data than run.json's x_shape)."""
+    if tuple(x.shape[1:]) != tuple(x_shape):
+        raise UserError(
+            f"{run_dir}: the model expects examples of shape {tuple(x_shape)}, {source} gives "
+            f"{tuple(x.shape[1:])}"
+        )
+
+
 def meta_state_dict(config: RunConfig, x_shape: tuple[int, ...], *, where: str) -> dict[str, Tensor]:
     """The state_dict of the model of `config` for examples of `x_shape`, on the meta device."""
     from vaelab.models import build_model

@@ -611,3 +611,21 @@ def test_the_report_of_a_comparison_with_a_damaged_run_writes_nothing(fuzz, fini
         result = fuzz.cli("run weights", argv, must_refuse=False, unchanged_on_failure=copies.root)
         assert result.outcome == "clean error" and "NaN or infinite" in result.stderr, result
         assert not (out / REPORT).exists() and not (copies.good / "figures").exists()
+
+
+@pytest.mark.parametrize(
+    "command", ["evaluate", "reconstruct", "plot grid", "report", "compare two damaged runs"]
+)
+def test_a_config_naming_other_data_than_the_model_was_built_for(fuzz, finished, command):
+    """config.json without `data.source` (so the default, 28x28 MNIST) beside a model of 8x8
+    digits: found by `make fuzz` as a traceback in the first matrix product."""
+
+    def drop_source(run):
+        config = json.loads((run / runs.CONFIG).read_text())
+        del config["data"]["source"]
+        (run / runs.CONFIG).write_text(json.dumps(config))
+
+    with copies_of(finished, drop_source) as copies:
+        result = run_command(fuzz, "run config.json", copies, command)
+        assert result.outcome == "clean error", result
+        assert re.search(r"the model expects examples of shape \(1, 8, 8\), mnist5k gives", result.stderr)

@@ -41,6 +41,7 @@ class Run:
         self.splits = load_data(self.config.data, self.config.limits)
         self.split = split
         self.x: Tensor = self.splits.split(split)
+        runs.check_example_shape(self.dir, self.model.x_shape, self.x, self.config.data.source)
         self.labels: Tensor | None = self.splits.labels(split)
 
     @property
