@@ -176,11 +176,7 @@ def evaluate_run(
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
     x = load_data(config.data, config.limits).split(split)
-    if tuple(x.shape[1:]) != model.x_shape:
-        raise UserError(
-            f"{run_dir}: the model expects examples of shape {model.x_shape}, "
-            f"{config.data.source} gives {tuple(x.shape[1:])}"
-        )
+    runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)
     result = evaluate_model(
         model,
         x,

@@ -53,7 +53,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import torch
 from annotated_types import Ge, Gt, Len
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, FiniteFloat, ValidationError, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -352,6 +352,8 @@ def _validated(model: type[M], raw: Any, where: str) -> M:
         return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
+        if not first["loc"] and first["type"] == "value_error":  # a rule across fields names them itself
+            raise UserError(f"{where}: {first['ctx']['error']}") from None
         field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in first["loc"])
         more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
         value = "" if first["type"] == "missing" else f" {_short_repr(first['input'])}"
@@ -514,6 +516,16 @@ def load_model(run_dir: str | Path, weights: str = WEIGHTS):
     return model.eval()
 
 
+def check_example_shape(run_dir: Path, x_shape: tuple[int, ...], x: Tensor, source: str) -> None:
+    """Data x: (N, *shape) from `source` must hold examples of the shape `x_shape` that the run's
+    model was built for (a damaged config.json can name other data than run.json's x_shape)."""
+    if tuple(x.shape[1:]) != tuple(x_shape):
+        raise UserError(
+            f"{run_dir}: the model expects examples of shape {tuple(x_shape)}, {source} gives "
+            f"{tuple(x.shape[1:])}"
+        )
+
+
 def meta_state_dict(config: RunConfig, x_shape: tuple[int, ...], *, where: str) -> dict[str, Tensor]:
     """The state_dict of the model of `config` for examples of `x_shape`, on the meta device."""
     from vaelab.models import build_model
@@ -636,6 +648,79 @@ def best_record(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The epoch model selection kept: the best validation bound, of records as `check_history`
     returns them (older runs' records migrated)."""
     return max(history, key=lambda r: r["valid_bound_nats"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+Nats = FiniteFloat | None
+
+
+class DecompositionSection(BaseModel):
+    """A nested ELBO-decomposition section of eval.json (`decomposition` or `elbo_decomposition`),
+    whose values figures and reports read when the top level lacks them."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    log_p_xz: Nats = None
+    entropy: Nats = None
+    kl_per_dim: list[FiniteFloat] | None = None
+    active_units: Annotated[int, Ge(0)] | None = None
+    active_threshold: Annotated[FiniteFloat, Ge(0)] | None = None
+
+
+class EvaluationFile(BaseModel):
+    """eval.json (`vaelab.evaluate.Evaluation.to_dict`): dataset means in nats per example, every
+    number finite. Unknown fields are an error; the ELBO comes with its KL, log p(x) with the ELBO."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    run: str | None = None
+    split: Literal["train", "valid", "test"]
+    num_examples: Annotated[int, Ge(0)]
+    num_dims: Annotated[int, Ge(1)]
+    log_p_x_given_z: FiniteFloat
+    seconds_elbo: Annotated[FiniteFloat, Ge(0)] | None = None
+    elbo: Nats = None
+    kl: Nats = None
+    log_p_xz: Nats = None
+    entropy: Nats = None
+    kl_per_dim: list[FiniteFloat] | None = None
+    posterior_mean_variance: list[FiniteFloat] | None = None
+    active_units: Annotated[int, Ge(0)] | None = None
+    active_threshold: Annotated[FiniteFloat, Ge(0)] | None = None
+    log_px: Nats = None
+    log_px_stderr: Annotated[FiniteFloat, Ge(0)] | None = None
+    k: Annotated[int, Ge(1)] | None = None
+    seconds_log_px: Annotated[FiniteFloat, Ge(0)] | None = None
+    precision: str = "fp32"
+    note: str | None = None
+    units: str | None = None
+    nll: Nats = None
+    gap: Nats = None
+    nll_bpd: Nats = None
+    negative_elbo_bpd: Nats = None
+    decomposition: DecompositionSection | None = None
+    elbo_decomposition: DecompositionSection | None = None
+
+    @model_validator(mode="after")
+    def _terms_together(self) -> EvaluationFile:
+        if (self.elbo is None) != (self.kl is None):
+            raise ValueError("`elbo` and `kl` come together (elbo = log_p_x_given_z - kl)")
+        if self.log_px is not None and self.elbo is None:
+            raise ValueError("`log_px` without `elbo`")
+        return self
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """An eval.json, validated as an `EvaluationFile`, as the dict it holds."""
+    path = Path(path)
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: not a vaelab evaluation (expected a JSON object)")
+    _validated(EvaluationFile, raw, str(path))
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------

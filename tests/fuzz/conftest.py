@@ -9,7 +9,8 @@ Every case runs through `fuzz.check(kind, call, ...)` (a library call) or `fuzz.
   `MemoryError` or an allocator failure: each case runs with its address space capped a little
   above what the process holds, so a loader that trusts a header fails here rather than swap the
   machine), invalid accepted (an input that must be refused was accepted, or the result fails
-  the `accepted` check), and warning (a library warning printed before or instead of the result).
+  the `accepted` check), warning (a library warning printed before or instead of the result),
+  and half written (a command that failed left a file that was not there before it ran).
 
 A failure fails the test with the input's outcome and detail; Hypothesis then shrinks the input.
 
@@ -17,6 +18,8 @@ Tests draw inputs with Hypothesis under the `vaelab-fuzz` profile registered her
 `derandomize=True`, no example database, no deadline), as
 `@settings(settings.get_profile("vaelab-fuzz"))`. `VAELAB_FUZZ_EXAMPLES` sets the examples per
 test (default 40, so the whole of tests/fuzz/ takes well under a minute; `make fuzz` runs 2000).
+Tests whose every case runs a command on a run directory (a model loaded, an evaluation, figures)
+use the profile `vaelab-fuzz-run`: a tenth of those examples, at least 5.
 The run ends with a table of cases by input kind and outcome (printed with -v, or whenever
 VAELAB_FUZZ_EXAMPLES is set; written as Markdown to the file VAELAB_FUZZ_SUMMARY names).
 """
@@ -31,6 +34,7 @@ import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +54,13 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
+FUZZ_RUN_EXAMPLES = max(5, FUZZ_EXAMPLES // 10)
+settings.register_profile(
+    "vaelab-fuzz-run", settings.get_profile("vaelab-fuzz"), max_examples=FUZZ_RUN_EXAMPLES
+)
 
 OK, CLEAN = "ok", "clean error"
-FAILURES = ("traceback", "memory error", "invalid accepted", "warning")
+FAILURES = ("traceback", "memory error", "invalid accepted", "warning", "half written")
 OUTCOMES = (OK, CLEAN, *FAILURES)
 
 MEMORY_HEADROOM = 2 << 30
@@ -79,6 +87,20 @@ def capped_memory() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def file_list(root: Path) -> set[str]:
+    """Every path under `root`, relative to it (links not followed)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a command did: its outcome (one of OUTCOMES), exit status and stderr."""
+
+    outcome: str
+    code: int | None
+    stderr: str
 
 
 class Tally:
@@ -124,11 +146,27 @@ class Tally:
             detail = "; ".join(f"{w.category.__name__}: {w.message}" for w in caught)
         return self._record(kind, outcome, detail)
 
-    def cli(self, kind: str, argv: list[str], *, must_refuse: bool) -> str:
+    def cli(
+        self,
+        kind: str,
+        argv: list[str],
+        *,
+        must_refuse: bool,
+        enough: type[Exception] | None = None,
+        unchanged_on_failure: Path | None = None,
+    ) -> Command:
         """Run `vaelab ARGV` in process: exit 0 is ok (unless `must_refuse`); exit 2 with exactly
-        one line `vaelab: error: ...` on stderr is a clean error; anything else is a failure."""
+        one line `vaelab: error: ...` on stderr is a clean error; anything else is a failure.
+        `enough`: an exception the caller raises to cut an accepted command short (a resumed
+        training that has shown it runs), counted as exit 0. `unchanged_on_failure`: a directory
+        whose file list a failing command must leave as it was. The process's torch thread count,
+        which `train` sets from the run's config, is restored afterwards."""
+        import torch
+
         from vaelab import cli
 
+        before = file_list(unchanged_on_failure) if unchanged_on_failure is not None else set()
+        threads = torch.get_num_threads()
         out, err = io.StringIO(), io.StringIO()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -138,11 +176,17 @@ class Tally:
             except SystemExit as exit_:
                 code = exit_.code
             except MemoryError:
-                return self._record(kind, "memory error", traceback.format_exc())
-            except Exception as exc:  # a traceback the CLI let through
-                memory = any(text in str(exc) for text in ALLOCATOR_FAILURES)
-                return self._record(kind, "memory error" if memory else "traceback", traceback.format_exc())
+                return self._command(kind, "memory error", None, traceback.format_exc())
+            except Exception as exc:  # a traceback the CLI let through, unless it is `enough`
+                if enough is None or not isinstance(exc, enough):
+                    memory = any(text in str(exc) for text in ALLOCATOR_FAILURES)
+                    outcome = "memory error" if memory else "traceback"
+                    return self._command(kind, outcome, None, traceback.format_exc())
+                code = 0
+            finally:
+                torch.set_num_threads(threads)
         lines = err.getvalue().strip().splitlines()
+        left = set()
         if code == 0:
             outcome = "invalid accepted" if must_refuse else OK
         elif code == 2 and len(lines) == 1 and lines[0].startswith("vaelab: error: "):
@@ -151,8 +195,18 @@ class Tally:
             outcome = "traceback"
         if caught and outcome in (OK, CLEAN):
             outcome = "warning"
+        if code != 0 and unchanged_on_failure is not None and outcome in (CLEAN, "warning"):
+            left = file_list(unchanged_on_failure) ^ before
+            if left:
+                outcome = "half written"
         messages = [f"{w.category.__name__}: {w.message}" for w in caught]
-        return self._record(kind, outcome, f"exit {code}; stderr: {err.getvalue()!r}; warnings: {messages}")
+        detail = f"exit {code}; stderr: {err.getvalue()!r}; warnings: {messages}"
+        if left:
+            detail += f"; files added or removed: {sorted(left)}"
+        return self._command(kind, outcome, code, detail, err.getvalue())
+
+    def _command(self, kind: str, outcome: str, code: int | None, detail: str, stderr: str = "") -> Command:
+        return Command(self._record(kind, outcome, detail), code, stderr)
 
     def _record(self, kind: str, outcome: str, detail: str) -> str:
         self.counts[kind, outcome] += 1

@@ -145,9 +145,9 @@ def test_train_with_a_fuzzed_config_file(fuzz, tmp_path, tiny_npz, text, must_re
     flags = {"--data": (f"npz:{tiny_npz}", '"source"'), "--epochs": ("1", '"epochs"')}
     # a flag would override the very value under test, so a case that sets a field goes without it
     argv = [word for flag, (value, key) in flags.items() if key not in text for word in (flag, value)]
-    outcome = fuzz.cli(
+    command = fuzz.cli(
         "train --config",
         ["train", "--config", str(config), *argv, "--out", str(tmp_path / "run"), "--quiet"],
         must_refuse=must_refuse,
     )
-    assert outcome == ("clean error" if must_refuse else "ok")
+    assert command.outcome == ("clean error" if must_refuse else "ok")

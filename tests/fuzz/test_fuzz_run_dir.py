@@ -1,53 +1,65 @@
 """Fuzzing a run directory (issue 16): a finished tiny run whose config.json, run.json,
-metrics.jsonl, checkpoint/state.pt or weights are mutated is either accepted or refused with one
-line and exit status 2 by `evaluate`, `sample` and `train --resume`; nothing raises and nothing
-is written outside the run.
+metrics.jsonl, eval.json, checkpoint/state.pt or weights are mutated goes through every command
+that reads a run (`evaluate`, `sample`, `reconstruct`, `plot`, `report`, `compare` with a good or a
+second damaged run, `train --resume`), and each command either succeeds or exits 2 with one line;
+nothing raises, a command that fails leaves the file list as it was (no eval.json, figure or
+report.html behind), and nothing outside the runs is written.
 
-Hypothesis draws the mutations, seeded (`derandomize=True`) so that every run of the suite tries
-the same inputs; VAELAB_FUZZ_EXAMPLES sets the examples per target (default 5: the file takes
-seconds; a release check runs e.g. 200). Each defect the issue found is a named case below.
-Self-contained: its fixtures live here, not in a conftest.
+Every case goes through the shared `fuzz` fixture (tests/fuzz/conftest.py), so it is classified
+and counted in the suite's table under its input kind ("run config.json", ...). Hypothesis draws
+the mutations under the profile `vaelab-fuzz-run` (a tenth of VAELAB_FUZZ_EXAMPLES, at least 5:
+each case runs a command on a run). Each defect the issue found is a named case below.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import os
 import re
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from vaelab import runs
-from vaelab.cli import main
 from vaelab.config import RunConfig
-from vaelab.errors import UserError
+from vaelab.evaluate import eval_path, evaluate_run
+from vaelab.experiments.evaluation import EVALUATION
+from vaelab.experiments.report import REPORT
 from vaelab.train import Trainer, train
 
-EXAMPLES = int(os.environ.get("VAELAB_FUZZ_EXAMPLES", "5"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = settings.get_profile("vaelab-fuzz-run")
 TINY = RunConfig().replace(
     data={"source": "digits"}, model={"hidden": (16,), "latent_dim": 2}, train={"epochs": 2, "threads": 1}
 )
-COMMANDS = ("evaluate", "sample", "resume")
 EPOCHS_PER_RESUME = 2  # a mutation that makes resume train (more epochs, a restart) is cut after this
+K = "2"  # importance samples: eval.json of the finished run is current for this k, so nothing re-evaluates
+
+# Each command on the damaged run RUN; TWIN is a second copy with the same damage, GOOD an intact
+# copy, OUT a comparison directory that does not exist yet.
+COMMANDS: dict[str, list[str]] = {
+    "evaluate": ["evaluate", "RUN", "--k", K],
+    "sample": ["sample", "RUN", "--n", "4"],
+    "reconstruct": ["reconstruct", "RUN", "--n", "4"],
+    "plot curves": ["plot", "RUN", "--kind", "curves"],
+    "plot decomposition": ["plot", "RUN", "--kind", "decomposition"],
+    "plot grid": ["plot", "RUN", "--kind", "grid", "--n", "3"],
+    "report": ["report", "RUN", "--k", K],
+    "compare with a good run": ["compare", "GOOD", "RUN", "--k", K, "--n", "3", "--out", "OUT"],
+    "compare two damaged runs": ["compare", "RUN", "TWIN", "--k", K, "--n", "3", "--out", "OUT"],
+    "resume": ["train", "--resume", "RUN", "--quiet"],
+}
+ALL_COMMANDS = tuple(COMMANDS)
+READS_METRICS = ("plot curves", "report", "resume")
+READS_EVALUATION = ("plot decomposition", "report", "compare with a good run", "compare two damaged runs")
 
 
 class EnoughTraining(Exception):
@@ -56,30 +68,51 @@ class EnoughTraining(Exception):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
+    """A finished tiny run, evaluated with k = K (so eval.json is current for every command)."""
     out = tmp_path_factory.mktemp("fuzz") / "run"
-    train(TINY, out, progress=False)
+    threads = torch.get_num_threads()
+    try:
+        train(TINY, out, progress=False)
+        evaluate_run(out, k=int(K), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
+@dataclass(frozen=True)
+class Runs:
+    """A damaged run, its damaged twin and an intact copy, side by side in `root`."""
+
+    root: Path
+    run: Path
+    twin: Path
+    good: Path
+
+    def argv(self, command: str) -> list[str]:
+        places = {"RUN": self.run, "TWIN": self.twin, "GOOD": self.good, "OUT": self.root / "compare"}
+        return [str(places[word]) if word in places else word for word in COMMANDS[command]]
+
+
 @contextlib.contextmanager
-def copy_of(finished: Path, *, running: bool = False, prepare=None) -> Iterator[Path]:
-    """A fresh copy of the finished run (marked running when `running`, then changed by
-    `prepare(run)`) in its own directory beside a decoy directory; on leaving, asserts that
-    nothing outside the run changed."""
+def copies_of(finished: Path, damage: Callable[[Path], None], *, running: bool = False) -> Iterator[Runs]:
+    """Copies of the finished run: `run` and `twin` marked running when `running`, then changed by
+    `damage(run)`, and `good` as it is, beside a decoy directory `outside`; on leaving, asserts
+    that nothing in `outside` changed."""
     root = Path(tempfile.mkdtemp(prefix="vaelab-fuzz-"))
-    run = root / "run"
-    shutil.copytree(finished, run)
+    copies = Runs(root, root / "run", root / "twin", root / "good")
+    for run in (copies.run, copies.twin, copies.good):
+        shutil.copytree(finished, run)
     (root / "outside").mkdir()
     (root / "outside" / "epoch-00001.safetensors").write_bytes(b"not yours")
-    if running:
-        info = json.loads((run / runs.RUN).read_text())
-        (run / runs.RUN).write_text(json.dumps({**info, "status": "running"}))
-    if prepare is not None:
-        prepare(run)
+    for run in (copies.run, copies.twin):
+        if running:
+            info = json.loads((run / runs.RUN).read_text())
+            (run / runs.RUN).write_text(json.dumps({**info, "status": "running"}))
+        damage(run)
     before = _outside(root)
     try:
-        yield run
-        assert _outside(root) == before, "a file outside the run was written or deleted"
+        yield copies
+        assert _outside(root) == before, "a file outside the runs was written or deleted"
     finally:
         shutil.rmtree(root)
 
@@ -87,20 +120,15 @@ def copy_of(finished: Path, *, running: bool = False, prepare=None) -> Iterator[
 def _outside(root: Path) -> dict[str, tuple[int, int]]:
     return {
         p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if not p.is_relative_to(root / "run") and not p.is_symlink()
+        for p in (root / "outside").rglob("*")
+        if not p.is_symlink()
     }
 
 
-def check_command(run: Path, command: str) -> tuple[int, str]:
-    """Run `command` on `run` through the CLI: exit 0, or exit 2 with one line; never raises.
-    Returns the exit status and stderr."""
-    argv = {
-        "evaluate": ["evaluate", str(run), "--k", "2"],
-        "sample": ["sample", str(run), "--n", "4"],
-        "resume": ["train", "--resume", str(run), "--quiet"],
-    }[command]
-    threads = torch.get_num_threads()
+def run_command(fuzz, kind: str, copies: Runs, command: str):
+    """`command` on the damaged copies through the shared harness (`fuzz.cli`): exit 0, or exit 2
+    with one line and no file added or removed under the copies' root. An accepted resume is cut
+    after EPOCHS_PER_RESUME epochs. Returns the harness's `Command`."""
     epochs = 0
     inner = Trainer._run_epoch
 
@@ -111,23 +139,21 @@ def check_command(run: Path, command: str) -> tuple[int, str]:
             raise EnoughTraining
         return inner(trainer)
 
-    out, err = io.StringIO(), io.StringIO()
+    Trainer._run_epoch = bounded
     try:
-        Trainer._run_epoch = bounded
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            with warnings.catch_warnings(record=True) as caught:  # a warning would be a second line
-                warnings.simplefilter("always")
-                code = main(argv)
-    except EnoughTraining:
-        code = 0
+        return fuzz.cli(
+            kind,
+            copies.argv(command),
+            must_refuse=False,
+            enough=EnoughTraining,
+            unchanged_on_failure=copies.root,
+        )
     finally:
         Trainer._run_epoch = inner
-        torch.set_num_threads(threads)
-    assert not caught, [str(w.message) for w in caught]
-    if code != 0:
-        lines = err.getvalue().splitlines()
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("vaelab: error: "), err.getvalue()
-    return code, err.getvalue()
+
+
+def _write(name: str, content: bytes) -> Callable[[Path], None]:
+    return lambda run: (run / name).write_bytes(content)
 
 
 # --- mutations -------------------------------------------------------------------------------
@@ -219,39 +245,57 @@ def tensors() -> st.SearchStrategy[torch.Tensor]:
 @pytest.mark.parametrize("name", [runs.CONFIG, runs.RUN])
 @FUZZ
 @given(data=st.data())
-def test_mutated_json_files_are_accepted_or_refused_in_one_line(finished, name, data):
+def test_fuzz_run_json_files(fuzz, finished, name, data):
     original = (finished / name).read_bytes()
-    command = data.draw(st.sampled_from(COMMANDS))
+    command = data.draw(st.sampled_from(ALL_COMMANDS), label="command")
     if data.draw(st.booleans()):
         content = json.dumps(data.draw(mutated_tree(json.loads(original), json_values))).encode()
     else:
         content = data.draw(mutated_bytes(original))
-    with copy_of(finished, running=command == "resume") as run:
-        if name == runs.RUN and command == "resume":  # keep the mutation, not the "running" marker
-            content = content.replace(b'"finished"', b'"running"')
-        (run / name).write_bytes(content)
-        check_command(run, command)
+    if name == runs.RUN and command == "resume":  # keep the mutation, not the "running" marker
+        content = content.replace(b'"finished"', b'"running"')
+    with copies_of(finished, _write(name, content), running=command == "resume") as copies:
+        run_command(fuzz, f"run {name}", copies, command)
 
 
-@FUZZ
-@given(data=st.data())
-def test_mutated_metrics_are_records_or_one_error(finished, data):
-    original = (finished / runs.METRICS).read_bytes()
+def epochs_in_order(records: list[dict[str, Any]]) -> str | None:
+    numbers = [r["epoch"] for r in records]
+    return None if numbers == list(range(1, len(numbers) + 1)) else f"epochs {numbers}"
+
+
+def mutated_metrics(data, original: bytes) -> bytes:
+    """metrics.jsonl with one record's JSON mutated, or its bytes cut or changed."""
     lines = original.decode().splitlines()
     if data.draw(st.booleans()):
         i = data.draw(st.integers(0, len(lines) - 1))
         lines[i] = json.dumps(data.draw(mutated_tree(json.loads(lines[i]), json_values)))
-        content = ("\n".join(lines) + "\n").encode()
+        return ("\n".join(lines) + "\n").encode()
+    return data.draw(mutated_bytes(original))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_run_metrics(fuzz, finished, data):
+    content = mutated_metrics(data, (finished / runs.METRICS).read_bytes())
+    command = data.draw(st.sampled_from(("read_metrics", *READS_METRICS)), label="command")
+    with copies_of(finished, _write(runs.METRICS, content), running=command == "resume") as copies:
+        if command == "read_metrics":
+            fuzz.check("run metrics.jsonl", lambda: runs.read_metrics(copies.run), accepted=epochs_in_order)
+        else:
+            run_command(fuzz, "run metrics.jsonl", copies, command)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_run_evaluation(fuzz, finished, data):
+    original = (finished / EVALUATION).read_bytes()
+    command = data.draw(st.sampled_from(READS_EVALUATION), label="command")
+    if data.draw(st.booleans()):
+        content = json.dumps(data.draw(mutated_tree(json.loads(original), json_values))).encode()
     else:
         content = data.draw(mutated_bytes(original))
-    with copy_of(finished) as run:
-        (run / runs.METRICS).write_bytes(content)
-        try:
-            records = runs.read_metrics(run)
-        except UserError as error:
-            assert "\n" not in str(error) and str(run / runs.METRICS) in str(error)
-        else:
-            assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
+    with copies_of(finished, _write(EVALUATION, content)) as copies:
+        run_command(fuzz, "run eval.json", copies, command)
 
 
 def _state_values():
@@ -275,42 +319,49 @@ def _state_values():
 
 @FUZZ
 @given(data=st.data())
-def test_mutated_checkpoint_state_is_resumed_or_refused_in_one_line(finished, data):
-    state = torch.load(finished / runs.STATE, weights_only=True)
-    with copy_of(finished, running=True) as run:
-        if data.draw(st.booleans()):
-            torch.save(data.draw(mutated_tree(state, _state_values())), run / runs.STATE)
-        else:
-            (run / runs.STATE).write_bytes(data.draw(mutated_bytes((finished / runs.STATE).read_bytes())))
-        check_command(run, "resume")
+def test_fuzz_run_checkpoint_state(fuzz, finished, data):
+    if data.draw(st.booleans()):
+        state = torch.load(finished / runs.STATE, weights_only=True)
+        mutated = data.draw(mutated_tree(state, _state_values()))
+
+        def damage(run):
+            torch.save(mutated, run / runs.STATE)
+    else:
+        damage = _write(runs.STATE, data.draw(mutated_bytes((finished / runs.STATE).read_bytes())))
+    with copies_of(finished, damage, running=True) as copies:
+        run_command(fuzz, "run state.pt", copies, "resume")
 
 
 @FUZZ
 @given(data=st.data())
-def test_mutated_weights_are_loaded_or_refused_in_one_line(finished, data):
+def test_fuzz_run_weights(fuzz, finished, data):
     name = data.draw(st.sampled_from([runs.WEIGHTS, runs.checkpoint_weights(2)]))
-    command = data.draw(st.sampled_from(COMMANDS))
+    # the checkpoint's weights are read by resume only; the best weights by every other command
+    commands = ("resume",) if name != runs.WEIGHTS else tuple(c for c in ALL_COMMANDS if c != "resume")
+    command = data.draw(st.sampled_from(commands), label="command")
     tensors_in_file = load_file(finished / name)
-    with copy_of(finished, running=command == "resume") as run:
-        if data.draw(st.booleans()):
-            key = data.draw(st.sampled_from(sorted(tensors_in_file)))
-            kind = data.draw(st.sampled_from(["drop", "add", "reshape", "retype", "nan"]))
-            value = tensors_in_file[key]
-            changed = dict(tensors_in_file)
-            if kind == "drop":
-                del changed[key]
-            elif kind == "add":
-                changed["extra.weight"] = torch.zeros(2)
-            elif kind == "reshape":
-                changed[key] = torch.zeros(value.numel() + 1)
-            elif kind == "retype":
-                changed[key] = value.to(torch.float64)
-            else:
-                changed[key] = torch.full_like(value, float("nan"))
-            save_file(changed, run / name)
+    if data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(tensors_in_file)))
+        kind = data.draw(st.sampled_from(["drop", "add", "reshape", "retype", "nan"]))
+        value = tensors_in_file[key]
+        changed = dict(tensors_in_file)
+        if kind == "drop":
+            del changed[key]
+        elif kind == "add":
+            changed["extra.weight"] = torch.zeros(2)
+        elif kind == "reshape":
+            changed[key] = torch.zeros(value.numel() + 1)
+        elif kind == "retype":
+            changed[key] = value.to(torch.float64)
         else:
-            (run / name).write_bytes(data.draw(mutated_bytes((finished / name).read_bytes())))
-        check_command(run, command)
+            changed[key] = torch.full_like(value, float("nan"))
+
+        def damage(run):
+            save_file(changed, run / name)
+    else:
+        damage = _write(name, data.draw(mutated_bytes((finished / name).read_bytes())))
+    with copies_of(finished, damage, running=command == "resume") as copies:
+        run_command(fuzz, "run weights", copies, command)
 
 
 # --- named regression cases (issue 16) -------------------------------------------------------
@@ -404,23 +455,23 @@ STATE_CASES = {
 
 
 @pytest.mark.parametrize("case", STATE_CASES)
-def test_named_malformed_states_are_one_clean_error(finished, case):
+def test_named_malformed_states_are_one_clean_error(fuzz, finished, case):
     change, message = STATE_CASES[case]
-    with copy_of(finished, running=True) as run:
-        _set_state(run, change)
-        state_before = (run / runs.STATE).read_bytes()
-        code, err = check_command(run, "resume")
-        assert code == 2 and re.search(message, err) and str(run / runs.STATE) in err, err
-        assert (run / runs.STATE).read_bytes() == state_before
+    with copies_of(finished, lambda run: _set_state(run, change), running=True) as copies:
+        state_before = (copies.run / runs.STATE).read_bytes()
+        command = run_command(fuzz, "run state.pt", copies, "resume")
+        assert command.outcome == "clean error", command
+        assert re.search(message, command.stderr) and str(copies.run / runs.STATE) in command.stderr
+        assert (copies.run / runs.STATE).read_bytes() == state_before
 
 
-def test_a_truncated_state_is_one_clean_error(finished):
-    with copy_of(finished, running=True) as run:
-        (run / runs.STATE).write_bytes((finished / runs.STATE).read_bytes()[:300])
-        assert check_command(run, "resume")[0] == 2
+def test_a_truncated_state_is_one_clean_error(fuzz, finished):
+    cut = _write(runs.STATE, (finished / runs.STATE).read_bytes()[:300])
+    with copies_of(finished, cut, running=True) as copies:
+        assert run_command(fuzz, "run state.pt", copies, "resume").outcome == "clean error"
 
 
-def test_a_checkpoint_link_to_another_directory_is_not_followed(finished):
+def test_a_checkpoint_link_to_another_directory_is_not_followed(fuzz, finished):
     def link_checkpoint_outside(run):
         outside = run.parent / "outside"
         for path in (run / runs.CHECKPOINT).iterdir():
@@ -428,18 +479,153 @@ def test_a_checkpoint_link_to_another_directory_is_not_followed(finished):
         shutil.rmtree(run / runs.CHECKPOINT)
         (run / runs.CHECKPOINT).symlink_to(outside, target_is_directory=True)
 
-    with copy_of(finished, running=True, prepare=link_checkpoint_outside) as run:
-        assert check_command(run, "resume")[0] == 2  # copy_of checks that `outside` is unchanged
+    with copies_of(finished, link_checkpoint_outside, running=True) as copies:
+        # copies_of checks that `outside` is unchanged
+        assert run_command(fuzz, "run state.pt", copies, "resume").outcome == "clean error"
 
 
-def test_x_shape_of_the_wrong_type_and_nan_weights(finished):
-    with copy_of(finished) as run:
+def test_x_shape_of_the_wrong_type(fuzz, finished):
+    def x_shape_abc(run):
         info = json.loads((run / runs.RUN).read_text())
         (run / runs.RUN).write_text(json.dumps({**info, "x_shape": "abc"}))
-        assert "`x_shape` 'abc'" in check_command(run, "evaluate")[1]
-    with copy_of(finished) as run:
+
+    with copies_of(finished, x_shape_abc) as copies:
+        command = run_command(fuzz, "run run.json", copies, "evaluate")
+        assert command.outcome == "clean error" and "`x_shape` 'abc'" in command.stderr, command
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample", "report"])
+def test_nan_weights_are_refused_and_nothing_is_written(fuzz, finished, command):
+    def nan_weights(run):
         weights = load_file(run / runs.WEIGHTS)
         save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, run / runs.WEIGHTS)
-        assert "NaN or infinite" in check_command(run, "evaluate")[1]
-        assert check_command(run, "sample")[0] == 2
-        assert not (run / "eval.json").exists()
+        eval_path(run).unlink()  # so that evaluate and report would write a new one
+
+    with copies_of(finished, nan_weights) as copies:
+        result = run_command(fuzz, "run weights", copies, command)
+        assert result.outcome == "clean error" and "NaN or infinite" in result.stderr, result
+
+
+# eval.json with other fields, types or values than `vaelab evaluate` writes: (change, message)
+EVALUATION_CASES: dict[str, tuple[Callable[[dict], Any], str]] = {
+    "other-fields": (lambda e: {"foo": 1}, r"`split`: field required \(and 4 more problems\)"),
+    "an-extra-field": (lambda e: {**e, "foo": 1}, r"`foo` 1: extra inputs are not permitted"),
+    "elbo-string": (lambda e: {**e, "elbo": "abc"}, r"`elbo` 'abc': input should be a valid number"),
+    "elbo-nan": (lambda e: {**e, "elbo": float("nan")}, r"`elbo` nan: input should be a finite number"),
+    "no-kl": (lambda e: {k: v for k, v in e.items() if k != "kl"}, r"`elbo` and `kl` come together"),
+    "log-px-without-elbo": (lambda e: {**e, "elbo": None, "kl": None}, r"`log_px` without `elbo`"),
+    "k-string": (lambda e: {**e, "k": "2"}, r"`k` '2': input should be a valid integer"),
+    "split-unknown": (lambda e: {**e, "split": "abc"}, r"`split` 'abc': input should be 'train'"),
+    "kl-per-dim-infinite": (
+        lambda e: {**e, "kl_per_dim": [1.0, float("inf")]},
+        r"`kl_per_dim.1` inf: input should be a finite number",
+    ),
+    "nested-entropy-string": (
+        lambda e: {**e, "decomposition": {"entropy": "x"}},
+        r"`decomposition.entropy` 'x': input should be a valid number",
+    ),
+    "not-an-object": (lambda e: [e], r"not a vaelab evaluation \(expected a JSON object\)"),
+}
+
+
+@pytest.mark.parametrize("command", ["report", "plot decomposition"])
+@pytest.mark.parametrize("case", EVALUATION_CASES)
+def test_an_eval_json_with_other_fields_is_one_clean_error(fuzz, finished, case, command):
+    change, message = EVALUATION_CASES[case]
+
+    def damage(run):
+        evaluation = json.loads((run / EVALUATION).read_text())
+        (run / EVALUATION).write_text(json.dumps(change(evaluation)))
+
+    with copies_of(finished, damage) as copies:
+        result = run_command(fuzz, "run eval.json", copies, command)
+        assert result.outcome == "clean error", result
+        assert re.search(message, result.stderr) and str(copies.run / EVALUATION) in result.stderr, result
+
+
+def _metrics_lines(finished: Path) -> list[bytes]:
+    return (finished / runs.METRICS).read_bytes().splitlines(keepends=True)
+
+
+# metrics.jsonl damaged: (damage from the finished run's lines, expected outcome, message)
+METRICS_CASES: dict[str, tuple[Callable[[list[bytes]], bytes], str, str]] = {
+    "garbage": (lambda lines: b"garbage\n", "clean error", r"metrics.jsonl: line 1: not valid JSON"),
+    "garbage-second-line": (
+        lambda lines: lines[0] + b"{garbage\n",
+        "clean error",
+        r"metrics.jsonl: line 2: not valid JSON",
+    ),
+    "record-of-other-fields": (
+        lambda lines: lines[0] + b'{"epoch": 2}\n',
+        "clean error",
+        r"metrics.jsonl: line 2: `lr`: field required",
+    ),
+    "epochs-out-of-order": (
+        lambda lines: lines[1] + lines[0],
+        "clean error",
+        r"metrics.jsonl: line 1: `epoch` 2: expected 1",
+    ),
+    # a last line cut short is what a kill during an append leaves: dropped, the rest is read
+    "truncated-in-the-last-line": (lambda lines: lines[0] + lines[1][:40], "ok", ""),
+}
+
+
+@pytest.mark.parametrize("command", ["plot curves", "report"])
+@pytest.mark.parametrize("case", METRICS_CASES)
+def test_a_garbage_or_truncated_metrics_file_in_plot_and_report(fuzz, finished, case, command):
+    damage_lines, outcome, message = METRICS_CASES[case]
+    content = damage_lines(_metrics_lines(finished))
+    with copies_of(finished, _write(runs.METRICS, content)) as copies:
+        result = run_command(fuzz, "run metrics.jsonl", copies, command)
+        assert result.outcome == outcome and re.search(message, result.stderr), result
+
+
+def test_report_writes_no_file_before_failing(fuzz, finished):
+    """The report of a run without eval.json or figures evaluates and draws before it writes the
+    page; a damaged metrics.jsonl must stop it before the first of those files is written."""
+
+    def damage(run):
+        eval_path(run).unlink()
+        shutil.rmtree(run / "figures", ignore_errors=True)
+        (run / runs.METRICS).write_bytes(_metrics_lines(finished)[0] + b"{garbage\n")
+
+    with copies_of(finished, damage) as copies:
+        result = run_command(fuzz, "run metrics.jsonl", copies, "report")
+        assert result.outcome == "clean error" and "line 2: not valid JSON" in result.stderr, result
+        assert not eval_path(copies.run).exists() and not (copies.run / REPORT).exists()
+
+
+def test_the_report_of_a_comparison_with_a_damaged_run_writes_nothing(fuzz, finished):
+    """A comparison's report draws both runs' figures: the second run's damage must be found before
+    the first run's figures are written."""
+    from vaelab.experiments.compare import compare_runs
+
+    with copies_of(finished, lambda run: None) as copies:
+        out = copies.root / "compare"
+        compare_runs(copies.good, copies.run, out, k=int(K), n_grid=3)
+        weights = load_file(copies.run / runs.WEIGHTS)
+        save_file(
+            {k: torch.full_like(v, float("nan")) for k, v in weights.items()}, copies.run / runs.WEIGHTS
+        )
+        argv = ["report", str(out), "--k", K]
+        result = fuzz.cli("run weights", argv, must_refuse=False, unchanged_on_failure=copies.root)
+        assert result.outcome == "clean error" and "NaN or infinite" in result.stderr, result
+        assert not (out / REPORT).exists() and not (copies.good / "figures").exists()
+
+
+@pytest.mark.parametrize(
+    "command", ["evaluate", "reconstruct", "plot grid", "report", "compare two damaged runs"]
+)
+def test_a_config_naming_other_data_than_the_model_was_built_for(fuzz, finished, command):
+    """config.json without `data.source` (so the default, 28x28 MNIST) beside a model of 8x8
+    digits: found by `make fuzz` as a traceback in the first matrix product."""
+
+    def drop_source(run):
+        config = json.loads((run / runs.CONFIG).read_text())
+        del config["data"]["source"]
+        (run / runs.CONFIG).write_text(json.dumps(config))
+
+    with copies_of(finished, drop_source) as copies:
+        result = run_command(fuzz, "run config.json", copies, command)
+        assert result.outcome == "clean error", result
+        assert re.search(r"the model expects examples of shape \(1, 8, 8\), mnist5k gives", result.stderr)

@@ -272,10 +272,11 @@ def compare_runs(
         )
     out_dir = Path(out_dir)
     splits = load_data(config_a.data, config_a.limits)
-    summaries = [summarize_run(run, splits, k=k, seed=seed) for run in (run_a, run_b)]
     models = [runs.load_model(run_a), runs.load_model(run_b)]
     if models[0].x_shape != models[1].x_shape:
         raise UserError(f"{run_a} and {run_b} model examples of different shapes")
+    runs.check_example_shape(run_a, models[0].x_shape, splits.test, config_a.data.source)
+    summaries = [summarize_run(run, splits, k=k, seed=seed) for run in (run_a, run_b)]
     differences = config_differences(config_a.to_dict(), config_b.to_dict())
     if differences:
         log.warning("the two runs differ in more than the model kind: %s", "; ".join(differences))

@@ -42,8 +42,8 @@ def current_evaluation(run_dir: str | Path, k: int = 1000, seed: int = 0) -> dic
     run_dir = runs.check_run_dir(run_dir)
     path = run_dir / EVALUATION
     if path.is_file():
-        evaluation = runs.read_json(path)
-        if isinstance(evaluation, dict) and is_current(evaluation, path, run_dir / runs.WEIGHTS, k):
+        evaluation = runs.read_evaluation(path)
+        if is_current(evaluation, path, run_dir / runs.WEIGHTS, k):
             return evaluation
     log.info("%s: no current %s; evaluating the test split (k = %d)", run_dir, EVALUATION, k)
     return evaluate_run(run_dir, k=k, split="test", seed=seed).to_dict()

@@ -29,6 +29,7 @@ from vaelab import runs
 from vaelab.diagnostics import active_units_rule
 from vaelab.errors import UserError
 from vaelab.estimators import bits_per_dim
+from vaelab.evaluate import eval_path
 from vaelab.experiments.compare import (
     COMPARE_FIGURES,
     Comparison,
@@ -207,6 +208,18 @@ def _config_rows(config: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def check_run(run_dir: Path) -> None:
+    """Every file of the run that a report reads, validated before the report writes anything (an
+    evaluation or a figure), so that a failing report leaves no file behind."""
+    run_dir = runs.check_run_dir(run_dir)
+    runs.read_config(run_dir)
+    runs.read_run_info(run_dir)
+    runs.read_metrics(run_dir)
+    if eval_path(run_dir).is_file():
+        runs.read_evaluation(eval_path(run_dir))
+    runs.load_model(run_dir)
+
+
 def add_run(
     page: Page,
     run_dir: Path,
@@ -284,6 +297,7 @@ def add_run(
 
 def run_report(run_dir: Path, *, k: int = 1000, refresh: bool = False) -> Page:
     config = runs.read_config(run_dir)
+    check_run(run_dir)
     page = Page(
         f"vaelab report: {config.model.kind.upper()} on {config.data.source}, Z = {config.model.latent_dim}"
     )
@@ -316,6 +330,9 @@ def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False) -
     for name, figure in COMPARE_FIGURES.items():
         if name in comparison.figures and (compare_dir / comparison.figures[name]).is_file():
             page.figure(compare_dir / comparison.figures[name], figure.caption)
+    for summary in (a, b):
+        if resolve_run(compare_dir, summary.run).is_dir():
+            check_run(resolve_run(compare_dir, summary.run))
     for i, summary in enumerate((a, b)):
         run_dir = resolve_run(compare_dir, summary.run)
         if not run_dir.is_dir():

@@ -228,7 +228,7 @@ def _decomposition_applies(run_dir: Path, config: RunConfig) -> str | None:
     path = Path(run_dir) / "eval.json"
     if not path.is_file():
         return f"{path}: not found; evaluate the run first (vaelab evaluate)"
-    if runs.read_json(path).get("elbo") is None:
+    if runs.read_evaluation(path).get("elbo") is None:
         return f"{path}: holds no ELBO to decompose"
     return None
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from torch import Tensor
 
+from vaelab import runs
 from vaelab.errors import UserError
+from vaelab.evaluate import eval_path
 from vaelab.viz.draw import render, save_figure
 from vaelab.viz.figures import (
     ALL_FIGURES,
@@ -66,8 +68,13 @@ def plot_all(
     other than the default options a file is named after them (`figure_file_name`), never after the
     default figure. A figure that does not apply (the ELBO decomposition of an AE, or before
     evaluation) is skipped with a log message. only_missing: keep PNGs that already exist.
+    The run's metrics.jsonl and eval.json are validated first: a damaged one is an error before
+    any file is written, not a figure skipped.
     """
-    run_dir = Path(run_dir)
+    run_dir = runs.check_run_dir(run_dir)
+    runs.read_metrics(run_dir)
+    if eval_path(run_dir).is_file():
+        runs.read_evaluation(eval_path(run_dir))
     out_dir = Path(out_dir) if out_dir is not None else run_dir / FIGURES_DIR
     written: dict[str, Path] = {}
     todo = []

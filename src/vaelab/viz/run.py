@@ -41,6 +41,7 @@ class Run:
         self.splits = load_data(self.config.data, self.config.limits)
         self.split = split
         self.x: Tensor = self.splits.split(split)
+        runs.check_example_shape(self.dir, self.model.x_shape, self.x, self.config.data.source)
         self.labels: Tensor | None = self.splits.labels(split)
 
     @property
@@ -61,7 +62,7 @@ class Run:
     def evaluation(self) -> dict[str, Any] | None:
         """RUN/eval.json (the test-split evaluation) as a dict, or None before `evaluate`."""
         path = self.dir / "eval.json"
-        return runs.read_json(path) if path.is_file() else None
+        return runs.read_evaluation(path) if path.is_file() else None
 
     def base_code(self, index: int | None) -> tuple[Tensor | None, str]:
         """The latent point at which figures hold the dims they do not vary, and its description:
