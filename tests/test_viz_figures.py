@@ -229,7 +229,10 @@ def test_cli_plot_dims_are_numbered_from_1_as_the_figures_name_them(pair, tmp_pa
     assert grid.dims == (1, 0)  # z2 across, z1 up: the indices of the code's columns
     assert figure_file_name("grid", FigureOptions(dims=(2, 1))) == "grid-z2-z1.png"
     assert main(["plot", str(pair.vae), "--kind", "grid", "--dims", "0,1"]) == 2
-    assert "dims.0: Input should be greater than or equal to 1, got 0" in capsys.readouterr().err
+    assert (
+        "argument --dims: item 0: Input should be greater than or equal to 1, got 0"
+        in capsys.readouterr().err
+    )
     assert main(["plot", str(pair.vae), "--kind", "grid", "--dims", "1,3"]) == 2  # Z = 2
     assert "dims z1,z3: need two different latent dims of z1..z2" in capsys.readouterr().err
 
