@@ -144,3 +144,29 @@ def test_a_bad_flag_is_one_line_naming_the_flag(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_repeatable_option_collects_one_item_per_flag():
+    """The mechanism later options such as `--track tensorboard --track mlflow` use."""
+    import argparse
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from vaelab.cli.options import add_fields, build
+    from vaelab.config import Flag, Options
+
+    class Tracking(Options):
+        track: Annotated[
+            tuple[Literal["none", "tensorboard", "mlflow"], ...],
+            Field(description="trackers"),
+            Flag(repeat=True),
+        ] = ("none",)
+
+    parser = argparse.ArgumentParser()
+    fields = add_fields(parser, Tracking)
+    parsed = build(Tracking, parser.parse_args(["--track", "tensorboard", "--track", "mlflow"]), fields)
+    assert parsed.track == ("tensorboard", "mlflow")
+    assert build(Tracking, parser.parse_args([]), fields).track == ("none",)
+    with pytest.raises(SystemExit, match="2"):
+        parser.parse_args(["--track", "wandb"])  # (argparse's own choices check)

@@ -43,8 +43,10 @@ class Fields(dict[str, CliField]):
     """dotted field name -> its argument, for one parser."""
 
     def given(self, args: argparse.Namespace) -> dict[str, Any]:
-        """dotted field -> parsed value, for the flags that were given."""
-        return {name: getattr(args, f.dest) for name, f in self.items() if hasattr(args, f.dest)}
+        """dotted field -> parsed value, for the flags that were given (a repeated flag's values
+        as a tuple)."""
+        given = {name: getattr(args, f.dest) for name, f in self.items() if hasattr(args, f.dest)}
+        return {name: tuple(v) if isinstance(v, list) else v for name, v in given.items()}
 
     def flag_error(self, err: ConfigError, given: dict[str, Any]) -> UserError:
         """A validation error, under the flag the user typed when the value came from one (an
@@ -153,6 +155,8 @@ def _add(parser: argparse.ArgumentParser, dotted: str, name: str, info: FieldInf
     flag_name = flag.name or "--" + name.replace("_", "-")
     dest = dotted.replace(".", "__")
     kwargs: dict[str, Any] = {"help": _help(info, kind, flag, default)}
+    if flag.repeat:  # a tuple field, one item per occurrence of the flag
+        kind = _strip_optional(typing.get_args(kind)[0])[0]
     if flag.positional:
         if flag.choices is not None:
             kwargs["choices"] = tuple(flag.choices())
