@@ -123,7 +123,9 @@ class ModelConfig(Options):
     `mog` (a learned mixture of `prior_components` diagonal Gaussians) or `vamp` (the VampPrior,
     Tomczak & Welling 2018: p(z) = (1/K) sum_k q(z | u_k) with K = `prior_components` learned
     pseudo-inputs u_k). dropout: the drop probability after every hidden layer of both networks
-    during training (0: none; off at evaluation).
+    during training (0: none; off at evaluation). posterior: the family of q(z|x) (see
+    `vaelab.posteriors`): `diagonal`, `full` (full-covariance Gaussian) or `iaf` (an inverse
+    autoregressive flow of `flow_steps` steps with `flow_hidden` units each).
     """
 
     kind: Annotated[
@@ -160,6 +162,18 @@ class ModelConfig(Options):
         Field(ge=0.0, lt=1.0, description="dropout probability after every hidden layer while training"),
         Flag(metavar="P"),
     ] = 0.0
+    posterior: Annotated[
+        Literal["diagonal", "full", "iaf"],
+        Field(description="q(z|x): diagonal Gaussian, full-covariance Gaussian, or iaf (a normalizing flow)"),
+    ] = "diagonal"
+    flow_steps: Annotated[
+        int, Field(ge=1, le=64, description="steps T of the iaf posterior"), Flag(metavar="T")
+    ] = 2
+    flow_hidden: Annotated[
+        int,
+        Field(ge=1, le=4096, description="hidden units of each iaf step and size of its context h"),
+        Flag(metavar="H"),
+    ] = 64
 
 
 class ObjectiveConfig(Options):
@@ -298,6 +312,8 @@ class RunConfig(Options):
             "model.sigma": self.model.likelihood != "gaussian" and "it applies to the gaussian likelihood",
             "model.activation": self.model.net == "gated" and "a gated net has gates instead",
             "model.prior_components": self.model.prior == "normal" and "the normal prior has no components",
+            "model.flow_steps": self.model.posterior != "iaf" and "it applies to the iaf posterior",
+            "model.flow_hidden": self.model.posterior != "iaf" and "it applies to the iaf posterior",
             "objective.k": self.objective.name != "iwae" and "the elbo objective draws one sample",
             "train.lr_patience": self.train.lr_schedule != "plateau" and "it applies to lr_schedule plateau",
         }
@@ -305,6 +321,7 @@ class RunConfig(Options):
             for name in ("objective.name", "objective.beta", "objective.k", "objective.kl_warmup_epochs"):
                 why[name] = "an ae trains on the reconstruction term only"
             why["model.prior"] = why["model.prior_components"] = "an ae has no prior"
+            why["model.posterior"] = "an ae's code is a point, not a distribution"
         return [f"{name}: ignored ({reason})" for name, reason in why.items() if reason and name in given]
 
 

@@ -97,6 +97,16 @@ class PointMass(Distribution):
         return torch.zeros(self.batch_shape, dtype=self.loc.dtype, device=self.loc.device)
 
 
+class FromNoise(Distribution):
+    """A reparameterized family sampled as a deterministic function of standard normal noise,
+    z = f(eps), eps ~ N(0, I) of the event's shape (a normalizing flow); `draw` feeds it the
+    noise of an explicit generator."""
+
+    def transformed(self, eps: Tensor) -> Tensor:
+        """z = f(eps): eps (*S, *batch, *event) -> z of the same shape."""
+        raise NotImplementedError
+
+
 class DiagonalGaussianMixture(MixtureSameFamily):
     """p(z) = sum_k pi_k N(z; m_k, diag(s_k^2)): logits (K,), loc and scale (K, Z); batch (), event (Z,).
 
@@ -293,6 +303,8 @@ def draw(
     if isinstance(dist, PointMass):
         return dist.rsample(sample_shape)
     shape = dist._extended_shape(sample_shape)
+    if isinstance(dist, FromNoise):
+        return dist.transformed(torch.randn(shape, generator=generator, device=generator.device))
     if isinstance(dist, Normal):
         eps = torch.randn(shape, generator=generator, dtype=dist.loc.dtype, device=dist.loc.device)
         return dist.loc + dist.scale * eps

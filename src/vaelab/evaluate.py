@@ -23,6 +23,7 @@ from vaelab.data import load_data
 from vaelab.diagnostics import ACTIVE_THRESHOLD, latent_name
 from vaelab.errors import UserError
 from vaelab.estimators import bits_per_dim, dataset_log_px, elbo_decomposition
+from vaelab.inference_gaps import inference_gaps
 from vaelab.models import LatentVariableModel
 from vaelab.objectives import dataset_terms
 
@@ -63,6 +64,7 @@ class Evaluation:
     seconds_log_px: float | None = None
     precision: str = "fp32"
     note: str | None = None
+    inference_gaps: dict[str, Any] | None = None
     path: Path | None = None
 
     @property
@@ -169,9 +171,12 @@ def evaluate_run(
     seed: int = 0,
     precision: str = "fp32",
     progress: bool = True,
+    gap_rows: int = 0,
 ) -> Evaluation:
     """Evaluate a run's model on `split` (see `evaluate_model`) and write it to `eval_path`;
-    the result's `path` says where."""
+    the result's `path` says where. With `gap_rows` > 0, also split the inference gap into its
+    approximation and amortization parts on that many seeded random rows
+    (`vaelab.inference_gaps`)."""
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
@@ -188,6 +193,10 @@ def evaluate_run(
         precision=precision,
         progress=progress,
     )
+    if gap_rows and not model.deterministic:
+        rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:gap_rows]
+        gaps = inference_gaps(model, x[rows], k=k, seed=seed)
+        result = replace(result, inference_gaps=gaps.to_dict())
     path = eval_path(run_dir, split)
     runs.write_json(path, result.to_dict())
     return replace(result, path=path)
@@ -217,6 +226,14 @@ def format_evaluation(e: Evaluation) -> str:
             f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"
             f"  (Cov_x(E_q[z_u]) > {ACTIVE_THRESHOLD:g})"
         )
+    if e.inference_gaps is not None:
+        g = e.inference_gaps
+        lines.append(
+            f"  {'gap split (Cremer 2018)':<26} approximation {g['approximation_gap']:.3f} ± "
+            f"{g['approximation_gap_stderr']:.3f} + amortization {g['amortization_gap']:.3f} ± "
+            f"{g['amortization_gap_stderr']:.3f} nats  ({g['num_examples']} random rows)"
+        )
+        lines.append(f"  {'':<26} method: {g['method']}")
     if e.kl_per_dim is not None:
         top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]
         top_dims = ", ".join(f"{latent_name(i)} {v:.2f}" for i, v in top)

@@ -8,7 +8,8 @@ Every model speaks the protocol `LatentVariableModel` that objectives and estima
 
 and tells its `latent_dim` (Z), `x_shape` and whether it is `deterministic` (an autoencoder).
 
-`VAE` has a Gaussian q(z|x) = N(mu(x), diag(sigma^2(x))) and a N(0, I) prior (Kingma &
+`VAE` has a Gaussian q(z|x) = N(mu(x), diag(sigma^2(x))) (or another family of
+`vaelab.posteriors`: full covariance, an inverse autoregressive flow) and a N(0, I) prior (Kingma &
 Welling 2014). `AE` is the same networks with a deterministic code (a point mass at the
 encoder's output); it keeps the N(0, I) prior only so that decoding prior samples shows what an
 unregularized code space does.
@@ -27,6 +28,7 @@ from vaelab import distributions as D
 from vaelab.config import ModelConfig
 from vaelab.errors import UserError
 from vaelab.nets import build_nets, forward_flat
+from vaelab.posteriors import build_posterior
 
 
 @runtime_checkable
@@ -92,6 +94,14 @@ class VAE(nn.Module):
         self.config = config
         self.x_shape = tuple(x_shape)
         self.latent_dim = config.latent_dim
+        self.posterior_family = build_posterior(
+            config.posterior, config.latent_dim, config.flow_steps, config.flow_hidden
+        )
+        if config.prior == "vamp" and config.posterior != "diagonal":
+            raise UserError(
+                f"model.prior vamp: its components are diagonal posteriors; model.posterior "
+                f"{config.posterior} is not (use model.posterior diagonal or another prior)"
+            )
         self.encoder, self.decoder = build_nets(
             config.net,
             self.x_shape,
@@ -114,12 +124,17 @@ class VAE(nn.Module):
 
     @property
     def encoder_outputs(self) -> int:
-        return 2 * self.config.latent_dim
+        return self.posterior_family.num_params
 
     def posterior(self, x: Tensor) -> Distribution:
-        """q(z|x) = N(mu(x), diag(exp(log_var(x)))); x: (B, *x_shape) -> batch (B,), event (Z,)."""
-        loc, log_var = self.encoder(x).float().chunk(2, dim=-1)  # float32 even under bf16 autocast
-        return D.diagonal_normal(loc, log_var)
+        """q(z|x) of the configured family (`vaelab.posteriors`); x: (B, *x_shape) -> batch (B,),
+        event (Z,). The diagonal family: N(mu(x), diag(exp(log_var(x))))."""
+        return self.posterior_family(self.posterior_params(x))
+
+    def posterior_params(self, x: Tensor) -> Tensor:
+        """The encoder's output, the parameters of q(z|x): (B, *x_shape) -> (B, P), float32 even
+        under bf16 autocast."""
+        return self.encoder(x).float()
 
     def prior(self) -> Distribution:
         """p(z): N(0, I_Z), or a mixture of K diagonal Gaussians; batch (), event (Z,).

@@ -670,6 +670,22 @@ class DecompositionSection(BaseModel):
     active_threshold: Annotated[FiniteFloat, Ge(0)] | None = None
 
 
+class InferenceGapsSection(BaseModel):
+    """eval.json's `inference_gaps` (`vaelab.inference_gaps.InferenceGaps`)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    num_examples: Annotated[int, Ge(1)]
+    log_px: FiniteFloat
+    elbo_encoder: FiniteFloat
+    elbo_optimized: FiniteFloat
+    approximation_gap: FiniteFloat
+    approximation_gap_stderr: FiniteFloat | None
+    amortization_gap: FiniteFloat
+    amortization_gap_stderr: FiniteFloat | None
+    method: str
+
+
 class EvaluationFile(BaseModel):
     """eval.json (`vaelab.evaluate.Evaluation.to_dict`): dataset means in nats per example, every
     number finite. Unknown fields are an error; the ELBO comes with its KL, log p(x) with the ELBO."""
@@ -703,6 +719,7 @@ class EvaluationFile(BaseModel):
     negative_elbo_bpd: Nats = None
     decomposition: DecompositionSection | None = None
     elbo_decomposition: DecompositionSection | None = None
+    inference_gaps: InferenceGapsSection | None = None
 
     @model_validator(mode="after")
     def _terms_together(self) -> EvaluationFile:

@@ -152,6 +152,15 @@ class EvaluateOptions(Options):
     precision: Annotated[
         Precision, Field(description="importance sampling's network products in fp32 or bf16 (~2x faster)")
     ] = "fp32"
+    gap_rows: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="split the inference gap into approximation and amortization gaps on "
+            "this many random rows (Cremer et al. 2018; 0: skip)",
+        ),
+        Flag(metavar="N"),
+    ] = 100
 
 
 def add_evaluate(sub) -> None:
@@ -177,6 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=options.batch_size,
         seed=options.seed,
         precision=options.precision,
+        gap_rows=options.gap_rows,
     )
     print(format_evaluation(result))
     print(f"written: {result.path}")

@@ -45,6 +45,15 @@ class EstimatorsOptions(Options):
     replicates: Annotated[
         Count, Field(description="independent runs averaged for the ELBO and IWAE bounds")
     ] = 8
+    fit_steps: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="linear-gaussian models: steps training a diagonal, a full-covariance "
+            "and an iaf encoder, whose ELBO gaps are shown against theory (0: skip)",
+        ),
+        Flag(metavar="N"),
+    ] = 1000
 
 
 class KLDirectionsOptions(Options):
@@ -117,7 +126,13 @@ def run_estimators(args: argparse.Namespace) -> int:
     """Sample a batch from an exact model and print the estimator table for each k."""
     import torch
 
-    from vaelab.theory.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
+    from vaelab.theory.exact import (
+        EXACT_MODELS,
+        LinearGaussian,
+        build_exact_model,
+        estimator_table,
+        format_table,
+    )
 
     options: EstimatorsOptions = build(EstimatorsOptions, args, args.own)
     generator = torch.Generator().manual_seed(options.seed)
@@ -132,6 +147,16 @@ def run_estimators(args: argparse.Namespace) -> int:
     )
     print()
     print(format_table(rows, num_dims=x[0].numel()))
+    if isinstance(model, LinearGaussian) and options.fit_steps:
+        from vaelab.theory.gaps import format_gap_table, posterior_gap_table
+
+        print()
+        print(
+            f"posterior families, each an affine encoder trained {options.fit_steps} steps on the ELBO "
+            "of these examples, the decoder held at the true parameters:"
+        )
+        gaps = posterior_gap_table(model, x, steps=options.fit_steps, seed=options.seed)
+        print(format_gap_table(gaps))
     return 0
 
 

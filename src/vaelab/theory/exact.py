@@ -397,6 +397,17 @@ def _linear_gaussian(generator: torch.Generator) -> LinearGaussian:
     return LinearGaussian(W, b, 0.5).with_diagonal_posterior(shift=0.25, scale=1.5)
 
 
+@register_exact_model("linear-gaussian-correlated")
+def _linear_gaussian_correlated(generator: torch.Generator) -> LinearGaussian:
+    """Z = 3, D = 5, sigma = 0.5, overlapping loadings: a strongly correlated posterior, where a
+    mean-field q cannot be exact (best gap 0.789 nats); q = its exact marginals."""
+    W = torch.tensor(
+        [[1.0, 0.9, 0.0], [0.8, 1.0, 0.3], [0.0, 0.5, 1.0], [1.0, 1.0, 1.0], [0.3, -0.2, 0.6]],
+        dtype=torch.float64,
+    )
+    return LinearGaussian(W, torch.zeros(5, dtype=torch.float64), 0.5).with_diagonal_posterior()
+
+
 @register_exact_model("bernoulli-mixture")
 def _bernoulli_mixture(generator: torch.Generator) -> BernoulliMixture:
     """K = 8 components over D = 24 pixels; q = the exact responsibilities tempered at T = 3."""
