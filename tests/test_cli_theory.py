@@ -44,9 +44,38 @@ def test_bad_input_is_one_line_and_exit_2(argv, capsys):
     assert err.startswith("vaelab: error: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("model", ["linear-gaussian", "bernoulli-mixture", "binary-latent"])
+def test_estimators_shows_the_posterior_families_gaps_on_a_linear_gaussian_model(capsys):
+    argv = ["estimators", "--model", "linear-gaussian-correlated", "--k", "10", "--fit-steps", "30"]
+    out = run(argv, capsys)
+    assert "posterior families, each an affine encoder trained 30 steps" in out
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split()[:1] in (["diagonal"], ["full"], ["iaf"])
+    }
+    assert set(rows) == {"diagonal", "full", "iaf"}
+    assert rows["diagonal"][3] == "0.7887" and rows["full"][3] == "0.0000"  # theory's best gaps
+    assert all(float(row[1]) > 0 for row in rows.values())  # a gap is a KL: positive
+
+
+@pytest.mark.parametrize(
+    "model", ["linear-gaussian", "linear-gaussian-correlated", "bernoulli-mixture", "binary-latent"]
+)
 def test_estimators_prints_a_table(model, capsys):
-    out = run(["estimators", "--model", model, "--k", "1,10,100", "--seed", "1", "--batch-size", "4"], capsys)
+    argv = [
+        "estimators",
+        "--model",
+        model,
+        "--k",
+        "1,10,100",
+        "--seed",
+        "1",
+        "--batch-size",
+        "4",
+        "--fit-steps",
+        "0",
+    ]
+    out = run(argv, capsys)
     assert f"model {model}" in out
     lines = out.splitlines()
     separator = next(i for i, line in enumerate(lines) if set(line) == {"-"})
