@@ -122,14 +122,20 @@ def _conformed(splits: Splits, config: DataConfig, limits: Limits) -> Splits:
                     f"{tuple(splits.x_shape)}"
                 )
         return splits
-    parts = {}
-    for split in SPLITS:
-        x = splits.split(split)
-        conformed = images.conform(
-            x.numpy(), config.channels, config.image_size, config.crop, f"{config.source}: {split}", limits
+    train, valid, test = (
+        torch.as_tensor(
+            images.conform(
+                splits.split(s).numpy(),
+                config.channels,
+                config.image_size,
+                config.crop,
+                f"{config.source}: {s}",
+                limits,
+            )
         )
-        parts[split] = x if conformed.shape == tuple(x.shape) else torch.as_tensor(conformed)
-    return replace(splits, **parts)
+        for s in SPLITS
+    )
+    return replace(splits, train=train, valid=valid, test=test)
 
 
 SIGMA_RATIO = 100.0
@@ -150,7 +156,9 @@ def check_fits_likelihood(splits: Splits, likelihood: str, where: str, *, sigma:
         for split in SPLITS:
             lo, hi = _input_range(splits, split)
             if lo < 0.0 or hi > 1.0:
-                raise UserError(f"{where}: {split} values span [{lo:g}, {hi:g}]; {_bernoulli_advice(splits, split)}")
+                raise UserError(
+                    f"{where}: {split} values span [{lo:g}, {hi:g}]; {_bernoulli_advice(splits, split)}"
+                )
     elif likelihood == "gaussian" and sigma is not None:
         sd = _input_sd(splits)
         if sigma * SIGMA_RATIO < sd:
@@ -176,7 +184,12 @@ def _bernoulli_advice(splits: Splits, split: str) -> str:
 def _levels_advice(splits: Splits, split: str) -> str:
     """Where float data look like 8-bit levels (whole numbers in [0, 255]), the way to say so."""
     x = splits.split(split)
-    if x.is_floating_point() and splits.transform.steps == () and float(x.min()) >= 0 and float(x.max()) <= 255:
+    if (
+        x.is_floating_point()
+        and splits.transform.steps == ()
+        and float(x.min()) >= 0
+        and float(x.max()) <= 255
+    ):
         if bool((x == x.round()).all()):
             return (
                 "; if they are 8-bit levels, store them as integers (x.astype(np.uint8)), which vaelab "
@@ -205,7 +218,11 @@ def _input_sd(splits: Splits) -> float:
     square = 0.0
     for i in range(0, len(x), CHUNK):
         chunk = splits.transform(x[i : i + CHUNK]).double()
-        total, square, count = total + float(chunk.sum()), square + float((chunk**2).sum()), count + chunk.numel()
+        total, square, count = (
+            total + float(chunk.sum()),
+            square + float((chunk**2).sum()),
+            count + chunk.numel(),
+        )
     mean = total / count
     return max(square / count - mean**2, 0.0) ** 0.5
 

@@ -172,7 +172,9 @@ def stored_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     integers = {where for where, x in arrays.items() if x.dtype.kind in INTEGER_KINDS}
     if integers and integers != arrays.keys():
         dtypes = ", ".join(f"{where}: {x.dtype}" for where, x in arrays.items())
-        raise UserError(f"integer and non-integer arrays in one data set ({dtypes}); no one scaling fits both")
+        raise UserError(
+            f"integer and non-integer arrays in one data set ({dtypes}); no one scaling fits both"
+        )
     if not integers:
         return {where: x.astype(np.float32) for where, x in arrays.items()}
     lo = min(int(x.min()) for x in arrays.values())

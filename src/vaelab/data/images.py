@@ -24,6 +24,7 @@ shrinking; a convex combination of pixels, so 8-bit levels stay in 0..255 and [0
 [0, 1]): `crop` "center" scales the shorter side to N and keeps the centre of the longer one
 (`ImageOps.fit`, the aspect ratio kept), "none" stretches to N x N.
 """
+
 from __future__ import annotations
 
 import re
@@ -120,7 +121,9 @@ def read_images(
                 except (*PILLOW_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
                     raise _image_error(p, err, limits) from None
             if size is None and pixels.shape[1:] != hw:
-                raise UserError(f"{p}: decoded size {_wxh(pixels.shape[1:])} differs from its header's {_wxh(hw)}")
+                raise UserError(
+                    f"{p}: decoded size {_wxh(pixels.shape[1:])} differs from its header's {_wxh(hw)}"
+                )
             x[i] = pixels
     return x
 
@@ -196,7 +199,10 @@ def channels_first(x: np.ndarray, where: str) -> np.ndarray:
     if x.ndim == 3:
         return x[:, None]
     if x.ndim != 4:
-        raise UserError(f"{where}: expected an array of shape (N, D), (N, H, W), (N, H, W, C) or (N, C, H, W), got {x.shape}")
+        raise UserError(
+            f"{where}: expected an array of shape (N, D), (N, H, W), (N, H, W, C) or (N, C, H, W), "
+            f"got {x.shape}"
+        )
     first, last = x.shape[1] in CHANNEL_COUNTS, x.shape[3] in CHANNEL_COUNTS
     if first and last:
         raise UserError(
