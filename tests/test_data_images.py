@@ -200,7 +200,9 @@ def test_a_folder_of_mixed_sizes_is_refused_unless_resized(tmp_path):
     for i in range(4):
         Image.fromarray(np.full((8, 8), 200, np.uint8)).save(folder / f"{i}.png")
     _striped(24).save(folder / "wide.png")
-    with pytest.raises(UserError, match=r"wide\.png: size 24x8 differs from 0\.png's 8x8; set data\.image_size"):
+    with pytest.raises(
+        UserError, match=r"wide\.png: size 24x8 differs from 0\.png's 8x8; set data\.image_size"
+    ):
         load(f"folder:{folder}")
     centre = load(f"folder:{folder}", image_size=8)
     assert centre.x_shape == (1, 8, 8)
@@ -306,7 +308,9 @@ def test_float_levels_with_bernoulli_get_advice_that_leads_to_a_sensible_run(tmp
     assert "likelihood gaussian and a learned sigma" in message and "x.astype(np.uint8)" in message
     # following each piece of advice gives data that fit
     check_fits_likelihood(s, "gaussian", "x.npy", sigma=None)
-    check_fits_likelihood(load(npy(tmp_path, everything(s).numpy().astype(np.uint8), "u.npy")), "bernoulli", "u")
+    check_fits_likelihood(
+        load(npy(tmp_path, everything(s).numpy().astype(np.uint8), "u.npy")), "bernoulli", "u"
+    )
 
 
 def test_a_fixed_sigma_in_the_wrong_units_is_refused_the_655457102_nat_trap(tmp_path):
