@@ -176,7 +176,10 @@ def _is_colour(image) -> bool:
         return True
     if image.mode not in PALETTE_MODES or image.palette is None:
         return False
-    rgb = np.frombuffer(image.palette.tobytes(), dtype=np.uint8)
+    try:
+        rgb = np.frombuffer(image.palette.tobytes(), dtype=np.uint8)
+    except PILLOW_ERRORS:  # raw palette data (Pillow has not parsed it yet): decoding will tell
+        return True
     if image.palette.mode != "RGB" or len(rgb) % 3:
         return True  # a palette this reader cannot read as RGB: keep whatever colour it holds
     rgb = rgb.reshape(-1, 3)
