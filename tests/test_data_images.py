@@ -302,10 +302,13 @@ def test_float_levels_with_bernoulli_get_advice_that_leads_to_a_sensible_run(tmp
     x = rng.integers(0, 256, (20, 5, 5)).astype(np.float32)
     x[0, 0, :2] = 0, 255
     s = load(npy(tmp_path, x))
-    with pytest.raises(UserError, match=r"span \[0, 255\]; the bernoulli likelihood needs \[0, 1\]") as err:
+    with pytest.raises(
+        UserError, match=r"span \[0, 255\], but the bernoulli likelihood needs \[0, 1\]"
+    ) as err:
         check_fits_likelihood(s, "bernoulli", "x.npy")
     message = str(err.value)
-    assert "likelihood gaussian and a learned sigma" in message and "x.astype(np.uint8)" in message
+    assert message.index("x.astype(np.uint8)") < message.index("rescale them into [0, 1]")
+    assert message.index("rescale") < message.index("likelihood gaussian and a learned sigma")
     # following each piece of advice gives data that fit
     check_fits_likelihood(s, "gaussian", "x.npy", sigma=None)
     check_fits_likelihood(
@@ -319,7 +322,9 @@ def test_a_fixed_sigma_in_the_wrong_units_is_refused_the_655457102_nat_trap(tmp_
     x = rng.integers(0, 256, (20, 4, 4))
     x[0, 0, :2] = 0, 255
     floats = load(npy(tmp_path, x.astype(np.float32)))
-    with pytest.raises(UserError, match=r"model\.sigma 0\.1 is a fixed noise level .* below 1/100 .*learned"):
+    with pytest.raises(
+        UserError, match=r"model\.sigma 0\.1 is a fixed noise level .* below 1/100 .*x\.astype"
+    ):
         check_fits_likelihood(floats, "gaussian", "x.npy", sigma=0.1)
     check_fits_likelihood(floats, "gaussian", "x.npy", sigma=1.0)  # a sigma in the data's units
     levels = load(npy(tmp_path, x, "i.npy"))  # the array as integers: 8-bit levels now
@@ -335,3 +340,18 @@ def test_the_cli_refuses_the_trap_before_training(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert "vaelab: error: " in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_run_from_before_channels_keeps_reading_its_images_as_grey(tmp_path):
+    import json
+
+    from vaelab import runs
+
+    old = RunConfig().to_dict()
+    del old["data"]["channels"], old["data"]["image_size"], old["data"]["crop"]
+    old["data"]["source"] = "folder:images"
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert runs.read_config(tmp_path).data.channels == "grey"
+    old["data"]["source"] = "npy:x.npy"  # arrays kept their channel axis before too
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert runs.read_config(tmp_path).data.channels == "auto"

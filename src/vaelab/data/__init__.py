@@ -157,7 +157,8 @@ def check_fits_likelihood(splits: Splits, likelihood: str, where: str, *, sigma:
             lo, hi = _input_range(splits, split)
             if lo < 0.0 or hi > 1.0:
                 raise UserError(
-                    f"{where}: {split} values span [{lo:g}, {hi:g}]; {_bernoulli_advice(splits, split)}"
+                    f"{where}: {split} values span [{lo:g}, {hi:g}], but the bernoulli likelihood needs "
+                    f"[0, 1]; {_advice(splits, split)}"
                 )
     elif likelihood == "gaussian" and sigma is not None:
         sd = _input_sd(splits)
@@ -167,35 +168,31 @@ def check_fits_likelihood(splits: Splits, likelihood: str, where: str, *, sigma:
                 f"{where}: model.sigma {sigma:g} is a fixed noise level in the data's units, below 1/"
                 f"{SIGMA_RATIO:g} of the training values' standard deviation {sd:.3g} (they span "
                 f"[{lo:g}, {hi:g}]): a unit mismatch whose ELBO is dominated by (x - mean)^2 / (2 sigma^2) "
-                f"(sigma 0.1 suits data on a [0, 1] scale); learn sigma (model.sigma learned)"
-                f"{_levels_advice(splits, 'train')}"
+                f"(sigma 0.1 suits data on a [0, 1] scale); {_advice(splits, 'train')}"
             )
 
 
-def _bernoulli_advice(splits: Splits, split: str) -> str:
-    return (
-        "the bernoulli likelihood needs [0, 1]. Model the values in their units with likelihood "
-        "gaussian and a learned sigma (model.sigma learned: a fixed sigma such as the default 0.1 is "
-        "in the data's units, and its log-densities are of the values as given, not probabilities), "
-        f"or rescale them into [0, 1]{_levels_advice(splits, split)}"
+def _advice(splits: Splits, split: str) -> str:
+    """What to do about values outside [0, 1], most sensible first: 8-bit levels stored as floats
+    are said to be levels; other values are rescaled, or modelled in their units."""
+    in_units = (
+        "model them in their units with likelihood gaussian and a learned sigma (model.sigma learned; "
+        "the log-densities reported are then of the values as given, nats per example in their units)"
     )
+    if _look_like_levels(splits.split(split)) and splits.transform.steps == ():
+        return (
+            "they are whole numbers in 0..255: if they are 8-bit levels, store them as integers "
+            "(x.astype(np.uint8)), which vaelab scales by 1/255 like image files (floats are never "
+            f"scaled); otherwise rescale them into [0, 1], or {in_units}"
+        )
+    return f"rescale them into [0, 1], or {in_units}"
 
 
-def _levels_advice(splits: Splits, split: str) -> str:
-    """Where float data look like 8-bit levels (whole numbers in [0, 255]), the way to say so."""
-    x = splits.split(split)
-    if (
-        x.is_floating_point()
-        and splits.transform.steps == ()
-        and float(x.min()) >= 0
-        and float(x.max()) <= 255
-    ):
-        if bool((x == x.round()).all()):
-            return (
-                "; if they are 8-bit levels, store them as integers (x.astype(np.uint8)), which vaelab "
-                "scales by 1/255 like image files (floats are never scaled)"
-            )
-    return ""
+def _look_like_levels(x: torch.Tensor) -> bool:
+    """Float data that are whole numbers in [0, 255] (8-bit levels stored as floats)."""
+    if not x.is_floating_point() or float(x.min()) < 0 or float(x.max()) > 255:
+        return False
+    return bool((x == x.round()).all())
 
 
 CHUNK = 4096
