@@ -122,7 +122,7 @@ class DataConfig(Options):
     ] = "auto"
     image_size: Annotated[
         Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)] | None,
-        Field(description="resize every image to N x N pixels (Pillow, bilinear); default: as stored"),
+        Field(description="resize every image to N x N pixels (Pillow, bilinear); none keeps their size"),
         Flag(metavar="N"),
     ] = None
     crop: Annotated[

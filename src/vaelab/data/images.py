@@ -109,7 +109,7 @@ def read_images(
             for p, (hw, _) in zip(paths[1:], headers[1:], strict=True):
                 if hw != shape:
                     raise UserError(
-                        f"{p}: size {_wxh(hw)} differs from {paths[0].name}'s {_wxh(shape)}; "
+                        f"{p}: size {_wxh(hw)} differs from {paths[0]}'s {_wxh(shape)}; "
                         "set data.image_size to resize every image to one size"
                     )
         check_elements(str(paths[0].parent), (len(paths), c, *shape), limits, declared_by="the image folder")
