@@ -265,6 +265,7 @@ def test_integer_arrays_of_levels_are_8_bit_and_scaled_like_image_files(tmp_path
         (np.array([0, 300]), torch.float32),  # counts beyond 8 bits: values as given
         (np.array([-1, 3]), torch.float32),
         (np.array([0.0, 255.0]), torch.float32),  # floats are never scaled
+        (np.array([0, 255]), torch.float32),  # an integer table holds counts or codes: never scaled
     ],
 )
 def test_other_integers_and_floats_keep_their_values(tmp_path, values, dtype):
@@ -273,6 +274,13 @@ def test_other_integers_and_floats_keep_their_values(tmp_path, values, dtype):
     s = load(npy(tmp_path, x))
     assert s.train.dtype == dtype and s.transform.steps == ()
     assert set(everything(s).unique().tolist()) == set(values.astype(float).tolist())
+
+
+def test_a_uint8_table_is_8_bit_as_uint8_arrays_always_are(tmp_path):
+    x = rng.integers(0, 256, (20, 3)).astype(np.uint8)
+    x[0, :2] = 0, 255
+    s = load(npy(tmp_path, x))
+    assert s.train.dtype == torch.uint8 and float(s.inputs("train").max()) <= 1
 
 
 def test_npz_splits_are_recognised_together_and_keep_their_class_names(tmp_path):

@@ -150,15 +150,17 @@ def real_array(x: np.ndarray, where: str) -> np.ndarray:
 
 
 def stored_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Arrays of one data set (keyed by where each came from), as vaelab stores them.
+    """Arrays of one data set in vaelab's layout (images (N, C, H, W), tables (N, D); keyed by
+    where each came from), as vaelab stores them.
 
     Refused unless each holds real numbers (bools, integers or floats) that float32 can hold (a
     finite float64 beyond its range would silently become infinite), and unless they agree on
     integers vs the rest. Integers are recognised by their values over all the arrays together:
     - all in {0, 1}: binary data, float32 0/1 as given (not the darkest levels 0 and 1/255);
-    - else all in [0, 255]: 8-bit levels, stored uint8, which the transform scales by 1/255 like
-      image files (whatever the integer dtype: int64 pixels are as common as uint8);
-    - else: values in their units, float32.
+    - else all in [0, 255], and images (or uint8, whatever the shape): 8-bit levels, stored uint8,
+      which the transform scales by 1/255 like image files (int64 pixels are as common as uint8);
+    - else: values in their units, float32 (an integer table of another dtype holds counts or
+      codes, never scaled).
     Floats and bools are float32 as given: never scaled, even when their values are 0..255.
     """
     for where, x in arrays.items():
@@ -179,8 +181,10 @@ def stored_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {where: x.astype(np.float32) for where, x in arrays.items()}
     lo = min(int(x.min()) for x in arrays.values())
     hi = max(int(x.max()) for x in arrays.values())
-    binary, levels = lo >= 0 and hi <= 1, lo >= 0 and hi <= UINT8_MAX
-    dtype = np.uint8 if levels and not binary else np.float32
+    binary, in_range = lo >= 0 and hi <= 1, lo >= 0 and hi <= UINT8_MAX
+    images = all(x.ndim == 4 for x in arrays.values())
+    eight_bit = all(x.dtype == np.uint8 for x in arrays.values())
+    dtype = np.uint8 if in_range and not binary and (images or eight_bit) else np.float32
     return {where: x.astype(dtype) for where, x in arrays.items()}
 
 

@@ -141,8 +141,8 @@ def npz(arg: str, limits: Limits) -> Splits:
     arrays = read_npz(path, limits)
     if set(SPLITS) <= arrays.keys():
         wheres = {s: f"{path}: array {s!r}" for s in SPLITS}
-        stored = stored_arrays({wheres[s]: arrays[s] for s in SPLITS})
-        xs = {s: channels_first(stored[wheres[s]], wheres[s]) for s in SPLITS}
+        stored = stored_arrays({wheres[s]: channels_first(arrays[s], wheres[s]) for s in SPLITS})
+        xs = {s: stored[wheres[s]] for s in SPLITS}
         shapes = {x.shape[1:] for x in xs.values()}
         if len(shapes) != 1:
             raise UserError(f"{path}: train, valid and test have different example shapes {sorted(shapes)}")
@@ -152,7 +152,7 @@ def npz(arg: str, limits: Limits) -> Splits:
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:
         raise UserError(f"{path}: expected arrays train/valid/test or x (found {', '.join(arrays)})")
-    x = channels_first(real_array(arrays[key], f"{path}: array {key!r}"), f"{path}: array {key!r}")
+    x = real_array(channels_first(arrays[key], f"{path}: array {key!r}"), f"{path}: array {key!r}")
     y = arrays.get("y")
     if y is not None:
         y = checked_labels(y, len(x), f"{path}: array 'y'")
@@ -195,7 +195,7 @@ def npy(arg: str, limits: Limits) -> Splits:
     `stored_arrays`)."""
     path = regular_file(arg)
     x = read_npy(path, limits, ndims=(2, 3, 4))
-    return split_arrays(path.name, channels_first(real_array(x, str(path)), str(path)), None)
+    return split_arrays(path.name, real_array(channels_first(x, str(path)), str(path)), None)
 
 
 def csv(arg: str, limits: Limits) -> Splits:
