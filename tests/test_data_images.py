@@ -335,6 +335,7 @@ def test_a_fixed_sigma_in_the_wrong_units_is_refused_the_655457102_nat_trap(tmp_
     ):
         check_fits_likelihood(floats, "gaussian", "x.npy", sigma=0.1)
     check_fits_likelihood(floats, "gaussian", "x.npy", sigma=1.0)  # a sigma in the data's units
+    check_fits_likelihood(load("digits"), "gaussian", "digits", sigma=1e-4)  # [0, 1]: a sharp choice
     levels = load(npy(tmp_path, x, "i.npy"))  # the array as integers: 8-bit levels now
     for likelihood, sigma in (("bernoulli", None), ("gaussian", 0.1)):
         check_fits_likelihood(levels, likelihood, "i.npy", sigma=sigma)

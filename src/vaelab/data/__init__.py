@@ -139,8 +139,8 @@ def _conformed(splits: Splits, config: DataConfig, limits: Limits) -> Splits:
 
 
 SIGMA_RATIO = 100.0
-"""A fixed Gaussian sigma below 1/SIGMA_RATIO of the data's standard deviation is a unit mismatch
-(sigma 0.1 meant for [0, 1] data against values 0..255), not a modelling choice."""
+"""A fixed Gaussian sigma below 1/SIGMA_RATIO of the data's standard deviation, on data beyond
+[-1, 1], is a unit mismatch (sigma 0.1 meant for [0, 1] data against values 0..255)."""
 
 
 def check_fits_likelihood(splits: Splits, likelihood: str, where: str, *, sigma: float | None = None) -> None:
@@ -148,9 +148,10 @@ def check_fits_likelihood(splits: Splits, likelihood: str, where: str, *, sigma:
     to a sensible run.
 
     bernoulli: inputs in [0, 1] (8-bit levels are, once scaled). gaussian with a fixed `sigma`
-    (None: learned, which adapts to any scale): sigma at least 1/100 of the inputs' standard
-    deviation over the training split; a smaller one is a unit mismatch whose ELBO is dominated by
-    (x - mean)^2 / (2 sigma^2), e.g. -6.6e8 nats for 0..255 values with sigma 0.1.
+    (None: learned, which adapts to any scale): on inputs beyond [-1, 1], sigma at least 1/100 of
+    their standard deviation over the training split; a smaller one is a unit mismatch whose ELBO
+    is dominated by (x - mean)^2 / (2 sigma^2), e.g. -6.6e8 nats for 0..255 values with sigma 0.1.
+    (Within [-1, 1] a small sigma is a modelling choice, sharp reconstructions, and is left alone.)
     """
     if likelihood == "bernoulli":
         for split in SPLITS:
@@ -161,14 +162,18 @@ def check_fits_likelihood(splits: Splits, likelihood: str, where: str, *, sigma:
                     f"[0, 1]; {_advice(splits, split)}"
                 )
     elif likelihood == "gaussian" and sigma is not None:
+        lo, hi = _input_range(splits, "train")
+        if lo >= -1.0 and hi <= 1.0:
+            return
         sd = _input_sd(splits)
         if sigma * SIGMA_RATIO < sd:
-            lo, hi = _input_range(splits, "train")
+            levels = _levels_advice(splits, "train")
             raise UserError(
                 f"{where}: model.sigma {sigma:g} is a fixed noise level in the data's units, below 1/"
                 f"{SIGMA_RATIO:g} of the training values' standard deviation {sd:.3g} (they span "
                 f"[{lo:g}, {hi:g}]): a unit mismatch whose ELBO is dominated by (x - mean)^2 / (2 sigma^2) "
-                f"(sigma 0.1 suits data on a [0, 1] scale); {_advice(splits, 'train')}"
+                f"(sigma 0.1 suits data on a [0, 1] scale); {levels + '; otherwise ' if levels else ''}"
+                "learn sigma (model.sigma learned) or give one in the data's units"
             )
 
 
@@ -179,13 +184,22 @@ def _advice(splits: Splits, split: str) -> str:
         "model them in their units with likelihood gaussian and a learned sigma (model.sigma learned; "
         "the log-densities reported are then of the values as given, nats per example in their units)"
     )
-    if _look_like_levels(splits.split(split)) and splits.transform.steps == ():
-        return (
-            "they are whole numbers in 0..255: if they are 8-bit levels, store them as integers "
-            "(x.astype(np.uint8)), which vaelab scales by 1/255 like image files (floats are never "
-            f"scaled); otherwise rescale them into [0, 1], or {in_units}"
-        )
-    return f"rescale them into [0, 1], or {in_units}"
+    levels = _levels_advice(splits, split)
+    return (
+        f"{levels}; otherwise rescale them into [0, 1], or {in_units}"
+        if levels
+        else (f"rescale them into [0, 1], or {in_units}")
+    )
+
+
+def _levels_advice(splits: Splits, split: str) -> str:
+    """For float data that look like 8-bit levels, how to say they are; else ''."""
+    if splits.transform.steps != () or not _look_like_levels(splits.split(split)):
+        return ""
+    return (
+        "they are whole numbers in 0..255: if they are 8-bit levels, store them as integers "
+        "(x.astype(np.uint8)), which vaelab scales by 1/255 like image files (floats are never scaled)"
+    )
 
 
 def _look_like_levels(x: torch.Tensor) -> bool:
