@@ -185,7 +185,7 @@ def test_reconstruction_rows_alternate_originals_and_decoder_means(tiny_model):
     np.testing.assert_allclose(cell(0, 2), x[2, 0].numpy())
     np.testing.assert_allclose(cell(1, 2), images.reconstructions(model, x[2:3])[0, 0].numpy(), atol=1e-6)
     np.testing.assert_allclose(cell(4, 1), x[9, 0].numpy())
-    assert (cell(4, 2) == 0).all() and (cell(5, 3) == 0).all()  # blank padding cells
+    assert (cell(4, 2) == images.BACKGROUND).all() and (cell(5, 3) == images.BACKGROUND).all()  # blank cells
 
 
 def test_image_rows_places_rows_and_labels_and_pads_short_rows():
@@ -196,7 +196,7 @@ def test_image_rows_places_rows_and_labels_and_pads_short_rows():
     )
     assert rows.canvas.shape == (2 * 4 - 1, 4 * 3 - 1) and rows.cell_size == (3, 2)
     np.testing.assert_array_equal(rows.canvas[4:7, 3:5], second[1, 0].numpy())
-    assert (rows.canvas[4:7, 6:] == 0).all()
+    assert (rows.canvas[4:7, 6:] == images.BACKGROUND).all()
     assert [rows.row_centre(i) for i in range(2)] == [1.0, 5.0]
     assert [rows.column_centre(j) for j in range(4)] == [0.5, 3.5, 6.5, 9.5]
 

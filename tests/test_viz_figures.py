@@ -199,7 +199,7 @@ def test_trained_vae_scatter_has_ten_digit_classes(pair):
     from vaelab.viz.latent import latent_scatter
 
     splits = load_data(runs.read_config(pair.vae).data)
-    scatter = latent_scatter(runs.load_model(pair.vae), splits.test, splits.test_labels)
+    scatter = latent_scatter(runs.load_model(pair.vae), splits.inputs("test"), splits.test_labels)
     assert scatter.classes == tuple(range(10)) and len(np.unique(scatter.colors, axis=0)) == 10
     assert np.isfinite(scatter.points).all() and scatter.points.std(0).min() > 0.1  # not collapsed
 

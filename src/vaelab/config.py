@@ -85,6 +85,8 @@ Hidden = Annotated[
 # ---------------------------------------------------------------------------- the run config
 
 BINARIZATIONS = ("none", "static", "dynamic")
+MAX_IMAGE_SIDE = 8192
+"""The largest --image-size: above any image a VAE is trained on (Limits bound the total anyway)."""
 PRIORS = ("normal", "mog", "vamp")
 
 
@@ -94,6 +96,10 @@ class DataConfig(Options):
     binarize: `none`; `static` (one fixed Bernoulli draw x' ~ Bernoulli(x) of every split);
     `dynamic` (a fresh draw of each training batch every epoch; validation and test are drawn
     once, statically, so evaluation numbers are on a fixed set).
+    channels, image_size, crop: how images are read (`vaelab.data.images`): `channels` auto keeps
+    them as stored (grey, or RGB), grey or rgb converts; `image_size` N resizes every image to
+    N x N (a folder of mixed sizes needs it), `crop` center keeping the aspect ratio, none
+    stretching.
     """
 
     source: Annotated[
@@ -110,6 +116,22 @@ class DataConfig(Options):
         Literal["none", "static", "dynamic"],
         Field(description="binarize [0, 1] data: once (static) or per training batch (dynamic)"),
     ] = "none"
+    channels: Annotated[
+        Literal["auto", "grey", "rgb"],
+        Field(description="image channels: auto (as stored), grey (1; colour by ITU-R 601 luma) or rgb (3)"),
+    ] = "auto"
+    image_size: Annotated[
+        Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)] | None,
+        Field(description="resize every image to N x N pixels (Pillow, bilinear); none keeps their size"),
+        Flag(metavar="N"),
+    ] = None
+    crop: Annotated[
+        Literal["center", "none"],
+        Field(
+            description="with image-size: center (keep the aspect ratio, cut the longer side's centre) "
+            "or none (stretch to N x N)"
+        ),
+    ] = "center"
 
 
 class ModelConfig(Options):
@@ -316,6 +338,7 @@ class RunConfig(Options):
             "model.flow_hidden": self.model.posterior != "iaf" and "it applies to the iaf posterior",
             "objective.k": self.objective.name != "iwae" and "the elbo objective draws one sample",
             "train.lr_patience": self.train.lr_schedule != "plateau" and "it applies to lr_schedule plateau",
+            "data.crop": self.data.image_size is None and "it applies with image_size",
         }
         if self.model.kind == "ae":
             for name in ("objective.name", "objective.beta", "objective.k", "objective.kl_warmup_epochs"):

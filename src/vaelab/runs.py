@@ -424,9 +424,19 @@ def run_info(run_dir: Path) -> dict[str, Any]:
 
 
 def read_config(run_dir: Path) -> RunConfig:
-    """config.json, validated."""
+    """config.json, migrated (`migrate_config`) and validated."""
     path = Path(run_dir) / CONFIG
-    return RunConfig.from_dict(read_json(path), where=str(path))
+    return RunConfig.from_dict(migrate_config(read_json(path)), where=str(path))
+
+
+def migrate_config(raw: Any) -> Any:
+    """A config.json of an older vaelab in today's shape (anything else as it is, for validation
+    to refuse): before `data.channels` existed, a folder's images were read as grey, so such a
+    run's folder is read with channels "grey" (auto would now keep its colour)."""
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "channels" not in raw["data"]:
+        if str(raw["data"].get("source", "")).startswith("folder:"):
+            return {**raw, "data": {**raw["data"], "channels": "grey"}}
+    return raw
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

@@ -155,7 +155,7 @@ class Trainer:
         """Data, model, optimizer, RNG stream and objective of `config`; writes nothing."""
         if splits is None:
             splits = load_data(config.data, config.limits)
-        check_fits_likelihood(splits, config.model.likelihood, config.data.source)
+        check_fits_likelihood(splits, config.model.likelihood, config.data.source, sigma=config.model.sigma)
         if self.x_shape is not None and self.x_shape != splits.x_shape:
             raise UserError(
                 f"{self.out / runs.RUN}: `x_shape` {list(self.x_shape)}: the run's data "

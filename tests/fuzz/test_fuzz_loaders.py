@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -364,3 +365,108 @@ def test_fuzz_binarized_mnist(fuzz, binarized_dir, form, split, data):
         return problem
 
     fuzz.check(f"binarized-mnist {form}", _loads(f"binarized-mnist:{binarized_dir}"), accepted=binary)
+
+
+# ----------------------------------------------------------------- image layouts and options
+
+IMAGE_OPTIONS = st.fixed_dictionaries(
+    {
+        "channels": st.sampled_from(["auto", "grey", "rgb"]),
+        "image_size": st.one_of(st.none(), st.integers(1, 12)),
+        "crop": st.sampled_from(["center", "none"]),
+    }
+)
+LAYOUT_SEEDS = {
+    "NHWC uint8": _npy(rng.integers(0, 256, (12, 5, 7, 3)).astype(np.uint8)),
+    "NCHW float": _npy(rng.random((12, 3, 5, 7)).astype(np.float32)),
+    "NHWC int64": _npy(rng.integers(0, 256, (12, 6, 6, 1))),
+    "NHWC rgba": _npy(np.concatenate([rng.integers(0, 256, (12, 5, 5, 3)), np.full((12, 5, 5, 1), 255)], 3)),
+    "NHW binary": _npy(rng.integers(0, 2, (12, 5, 6)).astype(np.int16)),
+}
+
+
+def conforms_to(options: dict):
+    """What the image options promise of accepted image splits: the channels asked for (1 or 3)
+    and, with image_size, size x size pixels."""
+
+    def check(splits) -> str | None:
+        if problem := splits_invariants(splits):
+            return problem
+        shape = splits.x_shape
+        if len(shape) != 3:
+            return f"examples of shape {shape} from image options {options}"
+        want_c = {"grey": (1,), "rgb": (3,)}.get(options["channels"], (1, 3))
+        size = options["image_size"]
+        if shape[0] not in want_c or (size is not None and shape[1:] != (size, size)):
+            return f"examples of shape {shape} for options {options}"
+        if splits.train.dtype == torch.uint8 and not 0 <= float(splits.inputs("train").min()) <= 1:
+            return "8-bit levels not scaled into [0, 1]"
+        return None
+
+    return check
+
+
+@FUZZ
+@given(which=st.sampled_from(sorted(LAYOUT_SEEDS)), options=IMAGE_OPTIONS, data=st.data())
+def test_fuzz_npy_layouts_with_image_options(fuzz, work, which, options, data):
+    """Arrays in every layout (channels last or first, grey, RGB, RGBA, integers), mutated, read
+    with drawn channels and resizing."""
+    mutant = data.draw(mutated(LAYOUT_SEEDS[which]))
+    (work / "layout.npy").write_bytes(mutant)
+    fuzz.check(
+        f"npy layout {which}",
+        lambda: load_data(DataConfig(source=f"npy:{work / 'layout.npy'}", **options)),
+        accepted=conforms_to(options),
+    )
+
+
+def _pixels(size: tuple[int, int], *channels: int) -> np.ndarray:
+    """Random 8-bit pixels of (width, height), the same for the same size (hypothesis replays a
+    case with the same bytes)."""
+    generator = np.random.default_rng(size)
+    return generator.integers(0, 256, (size[1], size[0], *channels)).astype(np.uint8)
+
+
+IMAGE_MODES = {
+    "RGB": lambda size: Image.fromarray(_pixels(size, 3)),
+    "RGBA": lambda size: Image.fromarray(_pixels(size, 4)),
+    "L": lambda size: Image.fromarray(_pixels(size)),
+    "P": lambda size: Image.fromarray(_pixels(size, 3)).quantize(16),
+    "LA": lambda size: Image.fromarray(_pixels(size)).convert("LA"),
+}
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(work):
+    folder = work / "mixed"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+    return folder
+
+
+@FUZZ
+@given(
+    modes=st.lists(st.sampled_from(sorted(IMAGE_MODES)), min_size=4, max_size=4),
+    sizes=st.lists(st.tuples(st.integers(1, 20), st.integers(1, 20)), min_size=4, max_size=4),
+    fmt=st.sampled_from(["png", "gif", "bmp"]),
+    options=IMAGE_OPTIONS,
+    data=st.data(),
+)
+def test_fuzz_image_folder_of_mixed_modes_and_sizes(fuzz, mixed_dir, modes, sizes, fmt, options, data):
+    """A folder of images of drawn modes (grey, RGB, palette, with alpha) and sizes, one of them
+    mutated, read with drawn channels and resizing (mixed sizes without image_size: refused)."""
+    for old in mixed_dir.rglob("*.*"):
+        old.unlink()
+    for i, (mode, size) in enumerate(zip(modes, sizes, strict=True)):
+        image = IMAGE_MODES[mode](size)
+        if fmt == "bmp" and image.mode in ("LA", "P"):
+            image = image.convert("RGBA" if image.mode == "LA" else "RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, fmt.upper())
+        path = mixed_dir / "ab"[i % 2] / f"{i}.{fmt}"
+        path.write_bytes(data.draw(mutated(buffer.getvalue(), header=64)) if i == 0 else buffer.getvalue())
+    fuzz.check(
+        f"folder mixed {fmt}",
+        lambda: load_data(DataConfig(source=f"folder:{mixed_dir}", **options)),
+        accepted=conforms_to(options),
+    )

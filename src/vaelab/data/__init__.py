@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from vaelab.config import DataConfig
-from vaelab.data import embedded, files
+from vaelab.data import embedded, files, images
 from vaelab.data.splits import SPLITS, Splits, split_arrays
 from vaelab.data.transforms import Binarize, Scale, Transform
 from vaelab.errors import UserError
@@ -45,10 +45,13 @@ BINARIZE_SEED = 20140501
 @dataclass(frozen=True)
 class Source:
     """A data source: `read(arg, limits)`; `needs_arg` sources take `name:ARG` specs, the others none
-    (and are passed the empty string)."""
+    (and are passed the empty string). `takes_config`: read(arg, limits, config) also takes the
+    DataConfig, for options a reader must apply while reading (a folder of mixed sizes is resized
+    as it is decoded); every other source's images are conformed to them after reading."""
 
-    read: Callable[[str, Limits], Splits]
+    read: Callable[..., Splits]
     needs_arg: bool
+    takes_config: bool = False
 
 
 SOURCES: dict[str, Source] = {
@@ -60,7 +63,7 @@ SOURCES: dict[str, Source] = {
     "npz": Source(files.npz, needs_arg=True),
     "npy": Source(files.npy, needs_arg=True),
     "csv": Source(files.csv, needs_arg=True),
-    "folder": Source(files.folder, needs_arg=True),
+    "folder": Source(files.folder, needs_arg=True, takes_config=True),
 }
 
 
@@ -74,7 +77,8 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         raise UserError(f"data source {name!r} needs a path: --data {name}:PATH")
     if not source.needs_arg and arg:
         raise UserError(f"data source {name!r} takes no argument, got {name}:{arg}")
-    splits = source.read(arg, limits)
+    splits = source.read(arg, limits, config) if source.takes_config else source.read(arg, limits)
+    splits = _conformed(splits, config, limits)
     # Row-major in memory: a minibatch is a gather of rows, and a file stored column-major (the
     # shared binarized-MNIST npz is) would make every gather a strided copy, ~6x slower.
     splits = replace(
@@ -107,18 +111,136 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
     return replace(splits, train=x_train, valid=x_valid, test=x_test, transform=transform)
 
 
-def check_fits_likelihood(splits: Splits, likelihood: str, where: str) -> None:
-    """Bernoulli p(x|z) is defined for x in [0, 1]; say which likelihood fits otherwise."""
+def _conformed(splits: Splits, config: DataConfig, limits: Limits) -> Splits:
+    """Images with the channels and size `config` asks for (`vaelab.data.images.conform`); image
+    options given for data that are not images are refused rather than ignored."""
+    if splits.train.ndim != 4:
+        for field, given in (("channels", config.channels != "auto"), ("image_size", config.image_size)):
+            if given:
+                raise UserError(
+                    f"{config.source}: data.{field} applies to images; these examples have shape "
+                    f"{tuple(splits.x_shape)}"
+                )
+        return splits
+    train, valid, test = (
+        torch.as_tensor(
+            images.conform(
+                splits.split(s).numpy(),
+                config.channels,
+                config.image_size,
+                config.crop,
+                f"{config.source}: {s}",
+                limits,
+            )
+        )
+        for s in SPLITS
+    )
+    return replace(splits, train=train, valid=valid, test=test)
+
+
+SIGMA_RATIO = 100.0
+"""A fixed Gaussian sigma below 1/SIGMA_RATIO of the data's standard deviation, on data beyond
+[-1, 1], is a unit mismatch (sigma 0.1 meant for [0, 1] data against values 0..255)."""
+
+
+def check_fits_likelihood(splits: Splits, likelihood: str, where: str, *, sigma: float | None = None) -> None:
+    """Refuse a likelihood p(x|z) that cannot fit the model's inputs, with the advice that leads
+    to a sensible run.
+
+    bernoulli: inputs in [0, 1] (8-bit levels are, once scaled). gaussian with a fixed `sigma`
+    (None: learned, which adapts to any scale): on inputs beyond [-1, 1], sigma at least 1/100 of
+    their standard deviation over the training split; a smaller one is a unit mismatch whose ELBO
+    is dominated by (x - mean)^2 / (2 sigma^2), e.g. -6.6e8 nats for 0..255 values with sigma 0.1.
+    (Within [-1, 1] a small sigma is a modelling choice, sharp reconstructions, and is left alone.)
+    """
     if likelihood == "bernoulli":
-        _check_unit_interval(splits, where, "the bernoulli likelihood (use --likelihood gaussian)")
+        for split in SPLITS:
+            lo, hi = _input_range(splits, split)
+            if lo < 0.0 or hi > 1.0:
+                raise UserError(
+                    f"{where}: {split} values span [{lo:g}, {hi:g}], but the bernoulli likelihood needs "
+                    f"[0, 1]; {_advice(splits, split)}"
+                )
+    elif likelihood == "gaussian" and sigma is not None:
+        lo, hi = _input_range(splits, "train")
+        if lo >= -1.0 and hi <= 1.0:
+            return
+        sd = _input_sd(splits)
+        if sigma * SIGMA_RATIO < sd:
+            levels = _levels_advice(splits, "train")
+            raise UserError(
+                f"{where}: model.sigma {sigma:g} is a fixed noise level in the data's units, below 1/"
+                f"{SIGMA_RATIO:g} of the training values' standard deviation {sd:.3g} (they span "
+                f"[{lo:g}, {hi:g}]): a unit mismatch whose ELBO is dominated by (x - mean)^2 / (2 sigma^2) "
+                f"(sigma 0.1 suits data on a [0, 1] scale); {levels + '; otherwise ' if levels else ''}"
+                "learn sigma (model.sigma learned) or give one in the data's units"
+            )
+
+
+def _advice(splits: Splits, split: str) -> str:
+    """What to do about values outside [0, 1], most sensible first: 8-bit levels stored as floats
+    are said to be levels; other values are rescaled, or modelled in their units."""
+    in_units = (
+        "model them in their units with likelihood gaussian and a learned sigma (model.sigma learned; "
+        "the log-densities reported are then of the values as given, nats per example in their units)"
+    )
+    levels = _levels_advice(splits, split)
+    return (
+        f"{levels}; otherwise rescale them into [0, 1], or {in_units}"
+        if levels
+        else (f"rescale them into [0, 1], or {in_units}")
+    )
+
+
+def _levels_advice(splits: Splits, split: str) -> str:
+    """For float data that look like 8-bit levels, how to say they are; else ''."""
+    if splits.transform.steps != () or not _look_like_levels(splits.split(split)):
+        return ""
+    return (
+        "they are whole numbers in 0..255: if they are 8-bit levels, store them as integers "
+        "(x.astype(np.uint8)), which vaelab scales by 1/255 like image files (floats are never scaled)"
+    )
+
+
+def _look_like_levels(x: torch.Tensor) -> bool:
+    """Float data that are whole numbers in [0, 255] (8-bit levels stored as floats)."""
+    if not x.is_floating_point() or float(x.min()) < 0 or float(x.max()) > 255:
+        return False
+    return bool((x == x.round()).all())
+
+
+CHUNK = 4096
+"""Rows per chunk when summarizing a transformed split: a float32 copy of a chunk, not of the split."""
+
+
+def _input_range(splits: Splits, split: str) -> tuple[float, float]:
+    """(min, max) of the model's inputs of `split` (the evaluation transform, chunk by chunk)."""
+    x = splits.split(split)
+    if x.dtype == torch.uint8 and splits.transform.steps == (Scale(255),):
+        return float(x.min()) / 255, float(x.max()) / 255
+    chunks = [splits.transform(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]
+    return min(float(c.min()) for c in chunks), max(float(c.max()) for c in chunks)
+
+
+def _input_sd(splits: Splits) -> float:
+    """Standard deviation of all the training inputs' values, in float64 (chunk by chunk)."""
+    x = splits.train
+    total = count = 0.0
+    square = 0.0
+    for i in range(0, len(x), CHUNK):
+        chunk = splits.transform(x[i : i + CHUNK]).double()
+        total, square, count = (
+            total + float(chunk.sum()),
+            square + float((chunk**2).sum()),
+            count + chunk.numel(),
+        )
+    mean = total / count
+    return max(square / count - mean**2, 0.0) ** 0.5
 
 
 def _check_unit_interval(splits: Splits, where: str, needed_by: str) -> None:
-    if splits.train.dtype == torch.uint8:  # scaled onto [0, 1] by the transform
-        return
     for split in SPLITS:
-        x = splits.split(split)
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = _input_range(splits, split)
         if lo < 0.0 or hi > 1.0:
             raise UserError(
                 f"{where}: {split} values span [{lo:g}, {hi:g}], outside [0, 1] required by {needed_by}"

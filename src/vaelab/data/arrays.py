@@ -23,6 +23,8 @@ from vaelab.limits import Limits, check_elements, limit_error
 
 NPY_SUFFIX = ".npy"
 REAL_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+INTEGER_KINDS = "iu"
+UINT8_MAX = 255
 NAME_KINDS = "US"  # str and bytes: class names, accepted as labels only
 REFUSED_KINDS = {
     "c": "complex numbers (the imaginary part would be dropped; pass the real part or both as channels)",
@@ -143,17 +145,47 @@ def _checked_members(archive: zipfile.ZipFile, path: Path, limits: Limits) -> li
 
 
 def real_array(x: np.ndarray, where: str) -> np.ndarray:
-    """`x` as float32 (uint8, 8-bit data, as it is), refused unless it holds real numbers (bools,
-    integers or floats) that float32 can hold (a finite float64 beyond its range would silently
-    become infinite)."""
-    if x.dtype.kind not in REAL_KINDS:
-        raise UserError(f"{where}: array of dtype {x.dtype} is not numeric")
-    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
-        beyond = np.isfinite(x) & (np.abs(x) > FLOAT32_MAX)
-        if beyond.any():
-            value = x.flat[int(np.argmax(beyond))]
-            raise UserError(f"{where}: value {value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})")
-    return x if x.dtype == np.uint8 else x.astype(np.float32)
+    """`x` as stored (`stored_arrays`), refused unless it holds real numbers."""
+    return stored_arrays({where: x})[where]
+
+
+def stored_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays of one data set in vaelab's layout (images (N, C, H, W), tables (N, D); keyed by
+    where each came from), as vaelab stores them.
+
+    Refused unless each holds real numbers (bools, integers or floats) that float32 can hold (a
+    finite float64 beyond its range would silently become infinite), and unless they agree on
+    integers vs the rest. Integers are recognised by their values over all the arrays together:
+    - all in {0, 1}: binary data, float32 0/1 as given (not the darkest levels 0 and 1/255);
+    - else all in [0, 255], and images (or uint8, whatever the shape): 8-bit levels, stored uint8,
+      which the transform scales by 1/255 like image files (int64 pixels are as common as uint8);
+    - else: values in their units, float32 (an integer table of another dtype holds counts or
+      codes, never scaled).
+    Floats and bools are float32 as given: never scaled, even when their values are 0..255.
+    """
+    for where, x in arrays.items():
+        if x.dtype.kind not in REAL_KINDS:
+            raise UserError(f"{where}: array of dtype {x.dtype} is not numeric")
+        if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+            beyond = np.isfinite(x) & (np.abs(x) > FLOAT32_MAX)
+            if beyond.any():
+                value = x.flat[int(np.argmax(beyond))]
+                raise UserError(f"{where}: value {value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})")
+    integers = {where for where, x in arrays.items() if x.dtype.kind in INTEGER_KINDS}
+    if integers and integers != arrays.keys():
+        dtypes = ", ".join(f"{where}: {x.dtype}" for where, x in arrays.items())
+        raise UserError(
+            f"integer and non-integer arrays in one data set ({dtypes}); no one scaling fits both"
+        )
+    if not integers:
+        return {where: x.astype(np.float32) for where, x in arrays.items()}
+    lo = min(int(x.min()) for x in arrays.values())
+    hi = max(int(x.max()) for x in arrays.values())
+    binary, in_range = lo >= 0 and hi <= 1, lo >= 0 and hi <= UINT8_MAX
+    images = all(x.ndim == 4 for x in arrays.values())
+    eight_bit = all(x.dtype == np.uint8 for x in arrays.values())
+    dtype = np.uint8 if in_range and not binary and (images or eight_bit) else np.float32
+    return {where: x.astype(dtype) for where, x in arrays.items()}
 
 
 def checked_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:

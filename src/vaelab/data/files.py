@@ -13,27 +13,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.data.arrays import checked_labels, read_npy, read_npz, real_array
+from vaelab.config import DataConfig
+from vaelab.data.arrays import checked_labels, read_npy, read_npz, real_array, stored_arrays
 from vaelab.data.checks import existing_dir, regular_file
 from vaelab.data.idx import OFFICIAL_MD5, read_idx
-from vaelab.data.images import IMAGE_SUFFIXES, image_paths, read_grey_images
+from vaelab.data.images import IMAGE_SUFFIXES, channels_first, image_paths, read_images
 from vaelab.data.splits import SPLITS, Splits, label_codes, split_arrays
 from vaelab.data.tables import read_amat, read_csv
 from vaelab.errors import UserError
 from vaelab.limits import Limits
 
 BINARIZED_MNIST_PIXELS = 784
-
-
-def _as_images(x: np.ndarray, where: str) -> np.ndarray:
-    """(N, 784) -> (N, 1, 28, 28); (N, H, W) -> (N, 1, H, W); other ranks stay as they are."""
-    if x.ndim == 2 and x.shape[1] == 784:
-        return x.reshape(-1, 1, 28, 28)
-    if x.ndim == 3:
-        return x[:, None]
-    if x.ndim in (2, 4):
-        return x
-    raise UserError(f"{where}: expected an array of shape (N, D), (N, H, W) or (N, C, H, W), got {x.shape}")
 
 
 def binarized_mnist(arg: str, limits: Limits) -> Splits:
@@ -144,36 +134,37 @@ def fashion_mnist(arg: str, limits: Limits) -> Splits:
 
 def npz(arg: str, limits: Limits) -> Splits:
     """An .npz with arrays `train`, `valid`, `test` (labels optional as `train_labels` ...),
-    or one array `x` (labels optional as `y`) split 80/10/10."""
+    or one array `x` (labels optional as `y`) split 80/10/10. Labels may be class names (strings),
+    which become the splits' `label_names`. Layouts and 8-bit recognition: `channels_first`,
+    `stored_arrays`."""
     path = regular_file(arg)
     arrays = read_npz(path, limits)
     if set(SPLITS) <= arrays.keys():
-        xs = {
-            s: _as_images(real_array(arrays[s], f"{path}: array {s!r}"), f"{path}: array {s!r}")
-            for s in SPLITS
-        }
+        wheres = {s: f"{path}: array {s!r}" for s in SPLITS}
+        stored = stored_arrays({wheres[s]: channels_first(arrays[s], wheres[s]) for s in SPLITS})
+        xs = {s: stored[wheres[s]] for s in SPLITS}
         shapes = {x.shape[1:] for x in xs.values()}
         if len(shapes) != 1:
             raise UserError(f"{path}: train, valid and test have different example shapes {sorted(shapes)}")
-        dtypes = {str(x.dtype) for x in xs.values()}
-        if len(dtypes) != 1:  # 8-bit levels beside real numbers: no one scaling fits both
-            raise UserError(f"{path}: train, valid and test have different dtypes {sorted(dtypes)}")
-        ys = _split_labels(arrays, {s: len(xs[s]) for s in SPLITS}, path)
+        ys, names = _split_labels(arrays, {s: len(xs[s]) for s in SPLITS}, path)
         train, valid, test = (torch.as_tensor(xs[s]) for s in SPLITS)
-        return Splits(path.name, train, valid, test, ys["train"], ys["valid"], ys["test"])
+        return Splits(path.name, train, valid, test, ys["train"], ys["valid"], ys["test"], label_names=names)
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:
         raise UserError(f"{path}: expected arrays train/valid/test or x (found {', '.join(arrays)})")
-    x = _as_images(real_array(arrays[key], f"{path}: array {key!r}"), f"{path}: array {key!r}")
+    x = real_array(channels_first(arrays[key], f"{path}: array {key!r}"), f"{path}: array {key!r}")
     y = arrays.get("y")
     if y is not None:
         y = checked_labels(y, len(x), f"{path}: array 'y'")
     return split_arrays(path.name, x, y)
 
 
-def _split_labels(arrays: dict[str, np.ndarray], n: dict[str, int], path: Path) -> dict[str, Tensor | None]:
+def _split_labels(
+    arrays: dict[str, np.ndarray], n: dict[str, int], path: Path
+) -> tuple[dict[str, Tensor | None], tuple[str, ...] | None]:
     """The optional `{split}_labels` arrays as int64 tensors: non-negative integer codes, or class
-    names coded 0..K-1 in sorted order over all splits together (so a name has one code)."""
+    names coded 0..K-1 in sorted order over all splits together (so a name has one code); and the
+    names (name of code c at c) where the labels are names, else None."""
     ys = {
         s: checked_labels(arrays[f"{s}_labels"], n[s], f"{path}: array '{s}_labels'")
         for s in SPLITS
@@ -182,15 +173,16 @@ def _split_labels(arrays: dict[str, np.ndarray], n: dict[str, int], path: Path) 
     named = {s for s, y in ys.items() if y.dtype.kind in "US"}
     if named and named != ys.keys():
         raise UserError(f"{path}: labels of {', '.join(sorted(named))} are names, the others integers")
+    names = None
     if named:
-        codes = np.split(
-            label_codes(np.concatenate(list(ys.values()))), np.cumsum([len(y) for y in ys.values()])[:-1]
-        )
+        every = np.concatenate(list(ys.values()))
+        names = tuple(str(v) for v in np.unique(every))
+        codes = np.split(label_codes(every), np.cumsum([len(y) for y in ys.values()])[:-1])
         ys = dict(zip(ys, codes, strict=True))
     for s, y in ys.items():
         if (y < 0).any():
             raise UserError(f"{path}: array '{s}_labels' holds a negative label {int(y.min())}")
-    return {s: torch.as_tensor(ys[s].astype(np.int64)) if s in ys else None for s in SPLITS}
+    return {s: torch.as_tensor(ys[s].astype(np.int64)) if s in ys else None for s in SPLITS}, names
 
 
 def _codes_or_ints(y: np.ndarray) -> np.ndarray:
@@ -199,10 +191,11 @@ def _codes_or_ints(y: np.ndarray) -> np.ndarray:
 
 
 def npy(arg: str, limits: Limits) -> Splits:
-    """One .npy array of examples, split 80/10/10."""
+    """One .npy array of examples, split 80/10/10 (layouts: `channels_first`; 8-bit recognition:
+    `stored_arrays`)."""
     path = regular_file(arg)
     x = read_npy(path, limits, ndims=(2, 3, 4))
-    return split_arrays(path.name, _as_images(real_array(x, str(path)), str(path)), None)
+    return split_arrays(path.name, real_array(channels_first(x, str(path)), str(path)), None)
 
 
 def csv(arg: str, limits: Limits) -> Splits:
@@ -211,14 +204,15 @@ def csv(arg: str, limits: Limits) -> Splits:
     return split_arrays(path.name, read_csv(path, limits), None)
 
 
-def folder(arg: str, limits: Limits) -> Splits:
-    """Images under a directory (grey levels via Pillow, all the same size), split 80/10/10;
-    images in sub-folders are labelled by the sub-folder's name."""
+def folder(arg: str, limits: Limits, config: DataConfig) -> Splits:
+    """Images under a directory, 8-bit levels uint8 (N, C, H, W) with the channels and size of
+    `config` (`vaelab.data.images.read_images`), split 80/10/10; images in sub-folders are labelled
+    by the sub-folder's name (its path below the directory), which becomes the class name."""
     root = existing_dir(arg)
     paths = image_paths(root, limits)
     if not paths:
         raise UserError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    x = read_grey_images(paths, limits)
+    x = read_images(paths, limits, config.channels, config.image_size, config.crop)
     labels = [p.parent.relative_to(root).as_posix() for p in paths]
     y = np.asarray(labels) if len(set(labels)) > 1 else None
     return split_arrays(root.name, x, y)

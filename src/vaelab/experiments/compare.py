@@ -380,7 +380,9 @@ def draw_comparison(
     box = grid_box(n_grid, z_range)
     fig = Figure(figsize=(13.5, 5.6))
     for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
-        scatter = latent_scatter(model, splits.inputs("test"), splits.test_labels)
+        scatter = latent_scatter(
+            model, splits.inputs("test"), splits.test_labels, label_names=splits.label_names
+        )
         draw_latent_scatter(ax, scatter, f"{name}: {scatter.title}", box=box)
     fig.tight_layout()
     figures["scatter"] = _save(fig, out_dir, "scatter")

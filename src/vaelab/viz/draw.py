@@ -38,8 +38,14 @@ def _hide_frame(ax) -> None:
 
 
 def _show_intensities(ax, canvas: np.ndarray) -> None:
-    """Intensities in [0, 1], 0 white and 1 black (inverted grey), one screen pixel per value."""
-    ax.imshow(np.clip(canvas, 0, 1), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    """Intensities in [0, 1] as they are, one screen pixel per value: a grey canvas (H, W) with 0
+    black and 1 white (never inverted, so dark-background images stay dark), an RGB canvas
+    (H, W, 3) in its colours."""
+    pixels = np.clip(canvas, 0, 1)
+    if pixels.ndim == 3:
+        ax.imshow(pixels, interpolation="nearest")
+    else:
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
 
 
 # ------------------------------------------------------------------------------------- images
@@ -78,12 +84,12 @@ def draw_latent_scatter(
     ax.scatter(p[:, 0], p[:, 1], c=scatter.colors, s=size, alpha=0.75, linewidths=0, rasterized=True)
     if scatter.classes:
         handles = [
-            Line2D([], [], marker="o", linestyle="", color=color, markersize=6, label=str(c))
-            for c, color in zip(scatter.classes, scatter.class_colors, strict=True)
+            Line2D([], [], marker="o", linestyle="", color=color, markersize=6, label=name)
+            for name, color in zip(scatter.class_names, scatter.class_colors, strict=True)
         ]
         ax.legend(
             handles=handles,
-            title="label",
+            title="class" if scatter.named else "label",
             loc="center left",
             bbox_to_anchor=(1.01, 0.5),
             fontsize=8,
@@ -113,6 +119,9 @@ def draw_latent_scatter(
             fontsize=7,
             color="0.3",
         )
+    if scatter.projection == "1-d" and scatter.named:  # the second axis is the class code
+        ax.set_yticks(scatter.classes)
+        ax.set_yticklabels(scatter.class_names, fontsize=8)
     ax.set_xlabel(scatter.axis_labels[0], fontsize=9)
     ax.set_ylabel(scatter.axis_labels[1], fontsize=9)
     ax.set_title(scatter.title if title is None else title, fontsize=10)

@@ -25,6 +25,7 @@ from vaelab.errors import UserError
 from vaelab.viz.curves import elbo_chart, training_curves
 from vaelab.viz.images import reconstruction_rows, sample_grid
 from vaelab.viz.latent import (
+    class_name,
     interpolations,
     latent_grid,
     latent_scatter,
@@ -152,7 +153,7 @@ def _samples(run: Run, options: FigureOptions):
 
 @figure_kind("scatter", reads=("split",), help="posterior means E_q[z|x] of a split, coloured by label")
 def _scatter(run: Run, options: FigureOptions):
-    return latent_scatter(run.model, run.x, run.labels, split=run.split)
+    return latent_scatter(run.model, run.x, run.labels, split=run.split, label_names=run.label_names)
 
 
 @figure_kind(
@@ -192,6 +193,12 @@ def _interpolation(run: Run, options: FigureOptions):
         method=options.method,
         indices=tuple(pairs),
         split=run.split,
+        classes=[]
+        if run.labels is None
+        else [
+            (class_name(int(run.labels[i]), run.label_names), class_name(int(run.labels[j]), run.label_names))
+            for i, j in pairs
+        ],
     )
 
 

@@ -1,7 +1,9 @@
 """Pictures of examples as arrays: tiling, labelled rows of images, prior samples, reconstructions.
 
 Everything here returns tensors or numpy arrays (no matplotlib): `vaelab.viz.draw` draws them.
-Image values are intensities in [0, 1], drawn with an inverted grey map (0 white, 1 black).
+Image values are the model's inputs, intensities in [0, 1] (8-bit levels scaled by 1/255), drawn
+as they are: grey images (C = 1) on a grey map with 0 black and 1 white, colour images (C = 3)
+as RGB. Padding between images and blank cells are white (`BACKGROUND`), the paper's colour.
 """
 
 from __future__ import annotations
@@ -17,20 +19,27 @@ from torch import Tensor
 from vaelab.distributions import draw
 from vaelab.errors import UserError
 
+BACKGROUND = 1.0
+"""The value of padding and blank cells: white, for grey and colour images alike."""
+DRAWN_CHANNELS = (1, 3)
+"""Images vaelab draws: grey (C = 1) and RGB (C = 3)."""
+
 
 def tile(
-    images: Tensor | np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: float = 0.0
+    images: Tensor | np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: float = BACKGROUND
 ) -> np.ndarray:
     """(N, C, H, W) or (N, H, W) images -> one (rows*(H+pad)-pad, cols*(W+pad)-pad[, 3]) array.
 
-    Grey images (C = 1) give a 2-D array. Padding is background (0.0, drawn white by the
-    inverted grey map), so digits stay separate without grid lines.
+    Grey images (C = 1) give a 2-D array, RGB images (C = 3) an (H', W', 3) one. Padding is
+    `pad_value` (white by default), so images stay apart whether their background is dark or light.
     """
     x = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
     if x.ndim == 3:
         x = x[:, None]
-    if x.ndim != 4:
-        raise UserError(f"cannot tile images of shape {x.shape}: expected (N, C, H, W)")
+    if x.ndim != 4 or x.shape[1] not in DRAWN_CHANNELS:
+        raise UserError(
+            f"cannot tile images of shape {x.shape}: expected (N, C, H, W) with C 1 (grey) or 3 (RGB)"
+        )
     n, c, h, w = x.shape
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
@@ -113,13 +122,14 @@ def image_rows(
 ) -> ImageRows:
     """Tile rows of examples, each (S, *x_shape) with the same S, into one labelled picture.
 
-    Shorter rows are padded with blank (0) cells; `layout` sets ImageRows' text and size fields.
+    Shorter rows are padded with blank (background) cells; `layout` sets ImageRows' text and size
+    fields.
     """
     num_columns = max(len(r) for r in rows)
     cells = []
     for row in rows:
         images = as_images(row.reshape(-1, *x_shape), x_shape)
-        blank = images.new_zeros(num_columns - len(images), *images.shape[1:])
+        blank = images.new_full((num_columns - len(images), *images.shape[1:]), BACKGROUND)
         cells.append(torch.cat([images, blank]))
     images = torch.cat(cells)  # (R * S, C, H, W)
     height, width = images.shape[-2:]
@@ -196,7 +206,7 @@ def reconstruction_rows(model, x: Tensor, ncols: int = 8) -> ImageRows:
     """Originals over their reconstructions, `ncols` per row: x (N, *x_shape) -> 2 * ceil(N / ncols) rows.
 
     Rows alternate: originals, then their decoder means E[x | z = E_q[z|x]] (not samples); a last,
-    shorter pair of rows is padded with blank (0) images.
+    shorter pair of rows is padded with blank (background) cells.
     """
     recon = reconstructions(model, x)
     rows, labels = [], []

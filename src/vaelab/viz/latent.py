@@ -9,6 +9,7 @@ prior's standard deviation (p(z) = N(0, I)); latent dimensions are named z1, z2,
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,8 @@ class LatentScatter:
     points: (N, 2) posterior means E_q[z|x] (Z = 2), their first two principal components (Z > 2,
     `projection` "pca"), or (z1, label) for Z = 1. labels: (N,) int or None; colors: (N, 4) RGBA,
     one colour per class (`class_colors[k]` for class `classes[k]`), a single colour without labels.
+    class_names: what the legend calls `classes[k]`: the data's class name (a folder's sub-folder,
+    an npz's string label) where it has names (`named`), else the code itself.
     """
 
     points: np.ndarray
@@ -68,16 +71,31 @@ class LatentScatter:
     explained_variance_ratio: tuple[float, float] | None
     latent_dim: int
     title: str
+    class_names: tuple[str, ...] = ()
+    named: bool = False
 
 
 def _mean_axis(d: int) -> str:
     return f"{latent_name(d)} = E_q[{latent_name(d)}|x] ({LATENT_UNIT})"
 
 
+def class_name(code: int, label_names: Sequence[str] | None) -> str:
+    """The name of class `code`: label_names[code] where the data name their classes, else the code."""
+    if label_names is not None and 0 <= code < len(label_names):
+        return label_names[code]
+    return str(code)
+
+
 def latent_scatter(
-    model, x: Tensor, labels: Tensor | np.ndarray | None = None, *, split: str = "test"
+    model,
+    x: Tensor,
+    labels: Tensor | np.ndarray | None = None,
+    *,
+    split: str = "test",
+    label_names: Sequence[str] | None = None,
 ) -> LatentScatter:
-    """Posterior means of x: (N, *x_shape), projected to 2-D by PCA when Z > 2, coloured by label."""
+    """Posterior means of x: (N, *x_shape), projected to 2-D by PCA when Z > 2, coloured by label;
+    label_names[c] names class code c in the legend (None: the codes)."""
     from sklearn.decomposition import PCA
 
     z = posterior_means(model, x).double().numpy()  # (N, Z)
@@ -110,10 +128,16 @@ def latent_scatter(
         classes = tuple(int(c) for c in np.unique(y))
         class_colors = class_palette(len(classes))
         colors = class_colors[np.searchsorted(classes, y)]
+    named = label_names is not None
+    if projection == "1-d" and y is not None and named:
+        axis = (axis[0], "class")
     what = "posterior means E_q[z|x]" + (", PCA to 2-D" if projection == "pca" else "")
-    colour = "coloured by label" if classes else "(no labels)"
+    colour = f"coloured by {'class' if named else 'label'}" if classes else "(no labels)"
     title = f"{split}-set {what}, {colour}, N = {n}"
-    return LatentScatter(points, y, colors, classes, class_colors, axis, projection, ratio, latent_dim, title)
+    names = tuple(class_name(c, label_names) for c in classes)
+    return LatentScatter(
+        points, y, colors, classes, class_colors, axis, projection, ratio, latent_dim, title, names, named
+    )
 
 
 # ---------------------------------------------------------------------------------- latent grid
@@ -311,8 +335,10 @@ def interpolations(
     method: str = "linear",
     indices: tuple[tuple[int, int], ...] = (),
     split: str = "test",
+    classes: Sequence[tuple[str, str]] = (),
 ) -> Interpolations:
-    """Decode the path between the posterior means of x_a[i] and x_b[i]: (P, *x_shape) each."""
+    """Decode the path between the posterior means of x_a[i] and x_b[i]: (P, *x_shape) each.
+    classes: the class names of each pair's images, shown beside their row numbers (or ())."""
     if n < 2:
         raise UserError(f"an interpolation needs n >= 2 points, got {n}")
     t = torch.linspace(0.0, 1.0, n)
@@ -324,7 +350,10 @@ def interpolations(
         [torch.cat([x_a[i : i + 1], x_mean[i], x_b[i : i + 1]]) for i in range(len(x_a))],
         model.x_shape,
         f"{method} interpolation between {split} images\ndecoder means E[x|z(t)] along {path}",
-        row_labels=[f"#{a} to #{b}" for a, b in indices],
+        row_labels=[
+            f"#{a} ({classes[i][0]}) to #{b} ({classes[i][1]})" if classes else f"#{a} to #{b}"
+            for i, (a, b) in enumerate(indices)
+        ],
         column_labels=["image A"] + [f"{v:.2f}" for v in t.tolist()] + ["image B"],
         xlabel="path parameter t (z_A, z_B: posterior means of images A, B)",
         label_fontsize=7,

@@ -29,7 +29,8 @@ class Run:
 
     dir: the run directory; config: its RunConfig; model: the best-validation weights, CPU, eval
     mode; splits: the run's data (`vaelab.data.Splits`); split: the split figures are drawn from;
-    x: (N, *x_shape) that split; labels: (N,) int or None; stats: latent statistics over x.
+    x: (N, *x_shape) that split; labels: (N,) int or None; label_names: the class of each label
+    code where the data name them (a folder's sub-folders), else None; stats: latent statistics over x.
     """
 
     def __init__(self, run_dir: str | Path, *, split: str = "test") -> None:
@@ -43,6 +44,7 @@ class Run:
         self.x: Tensor = self.splits.inputs(split)
         runs.check_example_shape(self.dir, self.model.x_shape, self.x, self.config.data.source)
         self.labels: Tensor | None = self.splits.labels(split)
+        self.label_names: tuple[str, ...] | None = self.splits.label_names
 
     @property
     def deterministic(self) -> bool:
