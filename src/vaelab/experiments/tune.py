@@ -166,7 +166,9 @@ def read_search_space(path: str | Path, base: RunConfig) -> SearchSpace:
     except (ValueError, RecursionError, yaml.YAMLError) as err:
         first = (str(err).strip().splitlines() or ["invalid"])[0]
         reason = "nested too deeply" if isinstance(err, RecursionError) else first
-        raise UserError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({reason})") from None
+        raise UserError(
+            f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({reason})"
+        ) from None
     return search_space_from(raw, base, str(path))
 
 
@@ -178,7 +180,8 @@ def parse_param(text: str) -> tuple[str, dict[str, Any]]:
     kind, _, rest = spec.partition(":")
     if not sep or not name or kind not in ("float", "int", "choice"):
         raise UserError(
-            f"param {text!r}: expected NAME=float:LOW:HIGH[:log], NAME=int:LOW:HIGH[:log] or NAME=choice:A|B|..."
+            f"param {text!r}: expected NAME=float:LOW:HIGH[:log], NAME=int:LOW:HIGH[:log] "
+            "or NAME=choice:A|B|..."
         )
     if kind == "choice":
         return name, {"type": "categorical", "choices": [_choice(part) for part in rest.split("|")]}
@@ -189,7 +192,9 @@ def parse_param(text: str) -> tuple[str, dict[str, Any]]:
     try:
         low, high = number(parts[0]), number(parts[1])
     except ValueError:
-        raise UserError(f"param {text!r}: LOW and HIGH must be {'integers' if kind == 'int' else 'numbers'}") from None
+        raise UserError(
+            f"param {text!r}: LOW and HIGH must be {'integers' if kind == 'int' else 'numbers'}"
+        ) from None
     return name, {"type": kind, "low": low, "high": high, "log": len(parts) == 3}
 
 
@@ -231,7 +236,9 @@ def check_storage(storage: str, jobs: int) -> None:
             "(journal:PATH) or a server database (postgresql://...)"
         )
     if not storage.startswith("journal:") and "://" not in storage:
-        raise UserError(f"storage {storage!r}: expected journal:PATH or a database URL such as sqlite:///FILE")
+        raise UserError(
+            f"storage {storage!r}: expected journal:PATH or a database URL such as sqlite:///FILE"
+        )
 
 
 @dataclass(frozen=True)
@@ -252,13 +259,16 @@ class Engine:
     grid: dict[str, list[str]] = field(default_factory=dict)
     pruner: Literal["median", "none"] = "median"
     prune_startup: int = 2
+    stop_on_error: bool = (
+        False  # a UserError stops the worker (the trial is queued again) instead of failing it
+    )
 
     def open(self) -> optuna.Study:
         optuna = _optuna()
         samplers = {
             "tpe": lambda: optuna.samplers.TPESampler(seed=self.seed),
             "random": lambda: optuna.samplers.RandomSampler(seed=self.seed),
-            "grid": lambda: optuna.samplers.GridSampler(self.grid, seed=self.seed),
+            "grid": lambda: _grid_sampler(optuna)(self.grid, seed=self.seed),
         }
         pruner = (
             optuna.pruners.MedianPruner(n_startup_trials=self.prune_startup, n_warmup_steps=0)
@@ -285,6 +295,17 @@ class Engine:
             raise UserError(f"storage {self.storage}: cannot open it ({err})") from None
 
 
+def _grid_sampler(optuna):
+    """Optuna's GridSampler without its `study.stop()` after the last point, which only works
+    inside `study.optimize` (workers here claim trials themselves and stop on the budget)."""
+
+    class GridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return GridSampler
+
+
 @contextlib.contextmanager
 def claim_lock(out: Path) -> Iterator[None]:
     """Workers on this machine claim trials one at a time (an exclusive flock on OUT/.claim.lock)."""
@@ -301,6 +322,8 @@ def _worker_attr() -> dict[str, Any]:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -322,7 +345,9 @@ def requeue_lost_trials(study: optuna.Study) -> list[int]:
         study._storage.set_trial_user_attr(trial._trial_id, "lost", True)
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(trial.params, user_attrs={"run": trial.user_attrs.get("run")})
-        log.warning("trial %d: its worker (PID %s) is gone; queued again to resume", trial.number, worker.get("pid"))
+        log.warning(
+            "trial %d: its worker (PID %s) is gone; queued again to resume", trial.number, worker.get("pid")
+        )
         lost.append(trial.number)
     return lost
 
@@ -355,19 +380,35 @@ def work(engine: Engine, run_trial: TrialFunction, on_trial: Callable[[Any], Non
             value = run_trial(trial)
         except optuna.TrialPruned:
             frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except TrialSkipped as skipped:
+            log.warning("trial %d: %s", trial.number, skipped)
+            trial.set_user_attr("skipped", str(skipped))
+            frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         except UserError as err:
+            if engine.stop_on_error:
+                _give_back(study, trial, engine)
+                raise
             log.warning("trial %d failed: %s", trial.number, err)
             trial.set_user_attr("error", str(err))
             frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
         except BaseException:
-            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": 0})  # gone: resumed later
-            with claim_lock(Path(engine.out)):
-                requeue_lost_trials(study)
+            _give_back(study, trial, engine)
             raise
         else:
             frozen = study.tell(trial, value)
         if on_trial is not None:
             on_trial(frozen)
+
+
+class TrialSkipped(Exception):
+    """A trial that another process's work makes moot (a grid point whose run is locked)."""
+
+
+def _give_back(study: optuna.Study, trial: optuna.Trial, engine: Engine) -> None:
+    """A trial this worker stops without finishing: queued again, to be resumed by a later one."""
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": 0})
+    with claim_lock(Path(engine.out)):
+        requeue_lost_trials(study)
 
 
 def _init_worker() -> None:
@@ -457,7 +498,9 @@ def train_trial(trial: optuna.Trial, config: RunConfig, run_dir: Path) -> float:
     status = runs.run_info(run_dir)["status"] if (run_dir / runs.RUN).is_file() else None
     if status == "finished":  # (its worker was killed between the run's end and the study's record)
         return float(runs.best_record(runs.read_metrics(run_dir))["valid_bound_nats"])
-    trainer = Trainer(config, run_dir, resume=status == "running", overwrite=True, progress=False, splits=_splits(config))
+    trainer = Trainer(
+        config, run_dir, resume=status == "running", overwrite=True, progress=False, splits=_splits(config)
+    )
     pruned = False
     try:
         for record in trainer.state["history"]:  # the epochs a resumed run had trained
@@ -520,7 +563,9 @@ def tune(
             grid[name] = [json.dumps(c) for c in param.choices]
     engine = Engine(str(out), storage, study, trials, sampler, seed, grid, pruner, prune_startup)
     space_raw = {name: param.model_dump(mode="json") for name, param in space.items()}
-    run_workers(engine, partial(tune_trial, base=base.to_dict(), space=space_raw, out=str(out)), jobs, on_trial)
+    run_workers(
+        engine, partial(tune_trial, base=base.to_dict(), space=space_raw, out=str(out)), jobs, on_trial
+    )
     return tune_result(engine)
 
 
@@ -530,7 +575,9 @@ def tune_result(engine: Engine) -> TuneResult:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise UserError(f"{engine.out}: study {engine.study}: no trial completed; nothing to choose from")
-    best = max(complete, key=lambda t: t.value if t.value is not None and math.isfinite(t.value) else -math.inf)
+    best = max(
+        complete, key=lambda t: t.value if t.value is not None and math.isfinite(t.value) else -math.inf
+    )
     best_run = Path(engine.out) / best.user_attrs["run"]
     link_best(Path(engine.out), best_run.name)
     trials = [
