@@ -172,6 +172,15 @@ def read_search_space(path: str | Path, base: RunConfig) -> SearchSpace:
     return search_space_from(raw, base, str(path))
 
 
+def load_search_space(file: str | Path | None, params: tuple[str, ...], base: RunConfig) -> SearchSpace:
+    """The search space of a file (if any) and of `params` (`parse_param`'s texts) together;
+    a parameter given both ways takes the text's."""
+    space = read_search_space(file, base) if file is not None else {}
+    if params:
+        space |= search_space_from(dict(parse_param(text) for text in params), base, "param")
+    return check_search_space(space, base, str(file) if file is not None else "param")
+
+
 def parse_param(text: str) -> tuple[str, dict[str, Any]]:
     """'train.lr=float:1e-4:1e-2:log' -> ("train.lr", {"type": "float", "low": ..., "log": True});
     int:LOW:HIGH[:log] likewise; choice:A|B|C with each choice JSON (a bare word is a string, and
