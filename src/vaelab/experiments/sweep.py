@@ -343,9 +343,9 @@ def run_sweep(
         point_config(base, kind, v)  # (every point's config is valid before anything runs)
     if out_dir.exists() and (out_dir / runs.CONFIG).is_file():
         raise UserError(f"{out_dir}: is a run directory; a sweep needs a directory of its own")
-    out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out_dir, jobs)
     check_storage(storage, jobs)
+    out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{sweep.section}.{sweep.field}"
     engine = Engine(
         str(out_dir),

@@ -561,9 +561,9 @@ def tune(
     out = Path(out)
     if (out / runs.CONFIG).is_file():
         raise UserError(f"{out}: is a run directory; a study needs a directory of its own")
-    out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out, jobs)
     check_storage(storage, jobs)
+    out.mkdir(parents=True, exist_ok=True)
     grid = {}
     if sampler == "grid":
         for name, param in space.items():
@@ -571,11 +571,43 @@ def tune(
                 raise UserError(f"{name}: the grid sampler needs categorical parameters (choices)")
             grid[name] = [json.dumps(c) for c in param.choices]
     engine = Engine(str(out), storage, study, trials, sampler, seed, grid, pruner, prune_startup)
+    check_same_space(engine, space)
     space_raw = {name: param.model_dump(mode="json") for name, param in space.items()}
     run_workers(
         engine, partial(tune_trial, base=base.to_dict(), space=space_raw, out=str(out)), jobs, on_trial
     )
     return tune_result(engine)
+
+
+def distributions(space: SearchSpace) -> dict[str, Any]:
+    """The Optuna distribution of each parameter (choices as their JSON text)."""
+    optuna = _optuna()
+    made = {}
+    for name, param in space.items():
+        if isinstance(param, FloatParam):
+            made[name] = optuna.distributions.FloatDistribution(param.low, param.high, log=param.log)
+        elif isinstance(param, IntParam):
+            made[name] = optuna.distributions.IntDistribution(param.low, param.high, log=param.log)
+        else:
+            made[name] = optuna.distributions.CategoricalDistribution([json.dumps(c) for c in param.choices])
+    return made
+
+
+def check_same_space(engine: Engine, space: SearchSpace) -> None:
+    """Refuse a space that the study's earlier trials contradict (other choices for a parameter,
+    a log scale turned off), which Optuna cannot mix in one study."""
+    optuna = _optuna()
+    new = distributions(space)
+    for trial in engine.open().get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            if name in new:
+                try:
+                    optuna.distributions.check_distribution_compatibility(old, new[name])
+                except ValueError as err:
+                    raise UserError(
+                        f"{engine.out}: study {engine.study}: {name}: {err} (its trial {trial.number} had "
+                        "another space); name another study"
+                    ) from None
 
 
 def tune_result(engine: Engine) -> TuneResult:
