@@ -169,7 +169,30 @@ def read_search_space(path: str | Path, base: RunConfig) -> SearchSpace:
         raise UserError(
             f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({reason})"
         ) from None
+    count_values(raw, str(path))
     return search_space_from(raw, base, str(path))
+
+
+MAX_SPACE_VALUES = 100_000
+"""Values a search space may hold, counting every use of a YAML alias (an alias bomb of a few
+hundred bytes expands to billions)."""
+
+
+def count_values(raw: Any, where: str) -> int:
+    """The number of values in parsed JSON/YAML, refused past MAX_SPACE_VALUES (each alias of a
+    shared node counts again: that is how much validation would walk)."""
+    count, stack = 0, [raw]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > MAX_SPACE_VALUES:
+            raise UserError(f"{where}: more than {MAX_SPACE_VALUES:,} values; not a search space")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def load_search_space(file: str | Path | None, params: tuple[str, ...], base: RunConfig) -> SearchSpace:
