@@ -99,8 +99,8 @@ class World:
 
 
 def launched() -> bool:
-    """Whether this process is a rank of a data-parallel job started by torchrun."""
-    return World.from_environment() is not None
+    """Whether torchrun started this process (as one rank of a job, of any size)."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 # ------------------------------------------------------------------------------- the entry point

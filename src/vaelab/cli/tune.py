@@ -129,7 +129,7 @@ def print_trial(trial: Any) -> None:
     if state == "complete":
         what = f"validation bound {trial.value:.3f} nats"
     elif state == "pruned":
-        what = trial.user_attrs.get("skipped") or f"pruned after epoch {trial.last_step}"
+        what = f"pruned after epoch {trial.last_step}"
     else:
         what = f"failed: {trial.user_attrs.get('error', 'its worker stopped')}"
     print(f"trial {trial.number:>3}  {what}  ({params})  {run}", flush=True)

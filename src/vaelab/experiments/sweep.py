@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import math
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -359,6 +360,7 @@ def run_sweep(
         grid={name: [json.dumps(v) for v in values]},
         pruner="none",
         stop_on_error=True,
+        invocation=uuid.uuid4().hex,
     )
     trial = partial(
         sweep_trial, kind=kind, values=values, base=base.to_dict(), out=str(out_dir), k=k, seed=seed

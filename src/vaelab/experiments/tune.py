@@ -291,9 +291,8 @@ class Engine:
     grid: dict[str, list[str]] = field(default_factory=dict)
     pruner: Literal["median", "none"] = "median"
     prune_startup: int = 2
-    stop_on_error: bool = (
-        False  # a UserError stops the worker (the trial is queued again) instead of failing it
-    )
+    stop_on_error: bool = False  # a UserError stops the worker (its trial queued again), not fails it
+    invocation: str = ""  # this command's id: trials it skips count for it; the next one retries them
 
     def open(self) -> optuna.Study:
         optuna = _optuna()
@@ -384,12 +383,28 @@ def requeue_lost_trials(study: optuna.Study) -> list[int]:
     return lost
 
 
+def counts(trial: optuna.trial.FrozenTrial, engine: Engine) -> bool:
+    """Whether a trial counts towards the study's trials: not one lost with its worker, nor one
+    an earlier command skipped (`TrialSkipped`; `requeue_skipped` queues those again)."""
+    attrs = trial.user_attrs
+    return not attrs.get("lost") and not ("skipped" in attrs and attrs.get("invocation") != engine.invocation)
+
+
+def requeue_skipped(study: optuna.Study, engine: Engine) -> None:
+    """Queue again, once, the parameters of the trials earlier commands skipped."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retries") for t in trials}
+    for trial in trials:
+        if not counts(trial, engine) and "skipped" in trial.user_attrs and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"retries": trial.number})
+
+
 def claim_trial(study: optuna.Study, engine: Engine) -> optuna.Trial | None:
     """The next trial for this worker, or None once the study has all its trials."""
     optuna = _optuna()
     with claim_lock(Path(engine.out)):
         requeue_lost_trials(study)
-        counted = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("lost")]
+        counted = [t for t in study.get_trials(deepcopy=False) if counts(t, engine)]
         waiting = any(t.state == optuna.trial.TrialState.WAITING for t in counted)
         if len(counted) >= engine.trials and not waiting:
             return None
@@ -415,7 +430,8 @@ def work(engine: Engine, run_trial: TrialFunction, on_trial: Callable[[Any], Non
         except TrialSkipped as skipped:
             log.warning("trial %d: %s", trial.number, skipped)
             trial.set_user_attr("skipped", str(skipped))
-            frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            trial.set_user_attr("invocation", engine.invocation)
+            frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
         except UserError as err:
             if engine.stop_on_error:
                 _give_back(study, trial, engine)
@@ -464,10 +480,12 @@ def run_workers(
     """`work` in this process (jobs = 1) or in `jobs` spawned processes; `on_trial` sees each
     finished trial (from this process, by watching the study, when workers are processes)."""
     Path(engine.out).mkdir(parents=True, exist_ok=True)
+    study = engine.open()  # created here, once, before any worker loads it
+    with claim_lock(Path(engine.out)):
+        requeue_skipped(study, engine)
     if jobs == 1:
         work(engine, run_trial, on_trial)
         return
-    study = engine.open()  # created here, once, before the workers load it
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
