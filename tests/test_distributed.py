@@ -164,3 +164,16 @@ def test_shard_dropout_replaces_every_dropout_layer_and_no_weight():
     assert layers and all(isinstance(m, RowsDropout) for m in layers)
     assert {m.per_row for m in model.decoder.modules() if isinstance(m, RowsDropout)} == {3}
     assert list(model.state_dict()) == names
+
+
+def test_cli_refuses_what_data_parallel_training_would_ignore_or_lacks(tmp_path, capsys):
+    from vaelab.cli import main
+
+    out = tmp_path / "r"
+    assert main(["train", "--data", "digits", "--ddp-timeout", "5", "--out", str(out)]) == 2
+    assert "vaelab: error: --ddp-timeout: ignored (it applies to data-parallel" in capsys.readouterr().err
+    assert main(["train", "--nproc", "2", "--data", "digits", "--lr", "-1", "--out", str(out)]) == 2
+    assert (
+        "argument --lr: Input should be greater than 0" in capsys.readouterr().err
+    )  # before any rank starts
+    assert not out.exists()

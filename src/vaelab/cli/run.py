@@ -106,6 +106,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vaelab import distributed
 
     options: TrainOptions = build(TrainOptions, args, args.own)
+    if "ddp_timeout" in args.own.given(args) and options.nproc == 1 and not distributed.launched():
+        raise UserError(
+            "--ddp-timeout: ignored (it applies to data-parallel training, --nproc N or torchrun)"
+        )
     if options.nproc > 1 and not distributed.launched():
         if options.resume is None:
             train_config(args.fields, args, options)  # a bad flag is one line here, not one per rank
