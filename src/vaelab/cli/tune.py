@@ -65,9 +65,11 @@ class TuneOptions(Options):
         ),
         Flag(metavar="URL"),
     ] = None
-    study: Annotated[str, Field(min_length=1, max_length=200, description="study name in the storage")] = (
-        "vaelab"
-    )
+    study: Annotated[
+        str,
+        Field(min_length=1, max_length=200, description="study name in the storage"),
+        Flag(metavar="NAME"),
+    ] = "vaelab"
     sampler: Annotated[
         Literal["tpe", "random", "grid"],
         Field(description="tpe (Bayesian), random, or grid (every combination of categorical choices)"),
