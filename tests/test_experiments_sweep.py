@@ -63,7 +63,8 @@ def test_latent_sweep_writes_csv_table_plot_and_does_not_rerun_finished_points(t
     # regression: a sweep showed no progress. Each point is logged; the bar stays off a non-terminal
     done = [r.getMessage() for r in caplog.records if "done" in r.getMessage()]
     assert [m.split(" done")[0] for m in done] == ["latent sweep: point 1 of 2", "latent sweep: point 2 of 2"]
-    assert "latent_dim = 3" in done[1] and capsys.readouterr().err == ""
+    assert sorted(m.split("(")[1].split(")")[0] for m in done) == ["latent_dim = 1", "latent_dim = 3"]
+    assert capsys.readouterr().err == ""
     assert [p.value for p in result.points] == [1, 3] and result.missing == ()
     assert [p.latent_dim for p in result.points] == [1, 3]
     for p in result.points:
@@ -160,3 +161,26 @@ def test_cli_sweep(tmp_path, capsys):
     assert "--values" in capsys.readouterr().err
     assert main(["sweep", "latent", "--values", "2", "--out", str(out), "--jobs", "0"]) == 2
     assert "argument --jobs: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_point_another_process_trains_is_skipped_not_trained_twice(tmp_path):
+    out = tmp_path / "s"
+    taken = sweep.point_dir(out, "beta", 2.0)
+
+    def stop(record):
+        raise KeyboardInterrupt("stopped")  # a run of this point, interrupted after its first epoch
+
+    with pytest.raises(KeyboardInterrupt, match="stopped"):
+        train(sweep.point_config(TINY, "beta", 2.0), taken, progress=False, on_epoch=stop)
+    lock = runs.RunLock.acquire(taken)  # as another worker resuming this point holds it
+    try:
+        result = sweep.run_sweep("beta", [0.5, 2.0], TINY, out, k=10)
+        assert len(runs.read_metrics(taken)) == 1  # not touched
+    finally:
+        lock.release()
+    assert [p.value for p in result.points] == [0.5] and result.missing == (2.0,)
+    assert "Not finished: 2." in (out / "sweep.md").read_text()
+    again = sweep.run_sweep("beta", [0.5, 2.0], TINY, out, k=10)  # the lock is gone: the point resumes
+    assert [p.value for p in again.points] == [0.5, 2.0] and again.points[0] == result.points[0]
+    assert runs.run_info(taken)["status"] == "finished" and len(runs.read_metrics(taken)) == 2

@@ -14,7 +14,10 @@ validated once, when the data are loaded (`vaelab.data`).
 
 Randomness is explicit: `draw(dist, sample_shape, generator)` samples with a caller-owned
 `torch.Generator` (reparameterized where the family allows), because `Distribution.rsample`
-only uses the global RNG and a resumable run needs its own stream.
+only uses the global RNG and a resumable run needs its own stream. Inside `batch_rows(rows)`
+(data-parallel training, `vaelab.distributed`) a process that holds rows [start, stop) of a
+batch of `size` rows draws the Gaussian noise of all `size` rows and keeps its own, so that its
+generator advances, and its rows get the noise, exactly as in one process training the batch.
 
 KL pairs missing from `torch.distributions.kl` (a diagonal Gaussian `Independent(Normal)` against
 a full-covariance `MultivariateNormal`, both ways) are registered here with `register_kl`, where
@@ -25,6 +28,10 @@ this module is loaded, which every model, objective and estimator does.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeGuard
 
 import torch
@@ -283,6 +290,42 @@ def analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:
         return None
 
 
+@dataclass(frozen=True)
+class BatchRows:
+    """Rows [start, stop) of a batch of `size` rows: one process's share of a global batch."""
+
+    size: int
+    start: int
+    stop: int
+
+
+_batch_rows: ContextVar[BatchRows | None] = ContextVar("batch_rows", default=None)
+
+
+@contextmanager
+def batch_rows(rows: BatchRows | None) -> Iterator[None]:
+    """Inside the block, `draw` treats batches as `rows` of a larger batch (None: as whole)."""
+    token = _batch_rows.set(rows)
+    try:
+        yield
+    finally:
+        _batch_rows.reset(token)
+
+
+def current_batch_rows() -> BatchRows | None:
+    return _batch_rows.get()
+
+
+def _standard_normal(shape: torch.Size, batch_dim: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    """eps ~ N(0, I) of `shape`; inside `batch_rows`, the rows of a draw for the whole batch."""
+    rows = _batch_rows.get()
+    if rows is None or shape[batch_dim] != rows.stop - rows.start:
+        return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+    whole = shape[:batch_dim] + (rows.size,) + shape[batch_dim + 1 :]
+    eps = torch.randn(whole, generator=generator, dtype=like.dtype, device=like.device)
+    return eps.narrow(batch_dim, rows.start, rows.stop - rows.start)
+
+
 def draw(
     dist: Distribution,
     sample_shape: torch.Size | tuple[int, ...] = (),
@@ -306,10 +349,10 @@ def draw(
     if isinstance(dist, FromNoise):
         return dist.transformed(torch.randn(shape, generator=generator, device=generator.device))
     if isinstance(dist, Normal):
-        eps = torch.randn(shape, generator=generator, dtype=dist.loc.dtype, device=dist.loc.device)
+        eps = _standard_normal(shape, len(sample_shape), generator, dist.loc)
         return dist.loc + dist.scale * eps
     if isinstance(dist, MultivariateNormal):
-        eps = torch.randn(shape, generator=generator, dtype=dist.loc.dtype, device=dist.loc.device)
+        eps = _standard_normal(shape, len(sample_shape), generator, dist.loc)
         return dist.loc + (dist.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
     if isinstance(dist, Bernoulli):
         with torch.no_grad():

@@ -279,7 +279,7 @@ class Trainer:
         record.update(valid_bound_nats=valid.bound, bound=bound_name(config))
         if valid.bound > state["best_valid_bound"]:
             state.update(best_valid_bound=valid.bound, best_epoch=epoch, bad_epochs=0, lr_bad_epochs=0)
-            runs.save_weights(self.out / runs.WEIGHTS, self.selected_model)
+            self._save_best()
         else:
             state["bad_epochs"] += 1
             state["lr_bad_epochs"] += 1
@@ -288,12 +288,20 @@ class Trainer:
                 state.update(lr=max(state["lr"] / 2, config.train.lr / 100), lr_bad_epochs=0)
         state["history"].append(record)
         state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + time.perf_counter() - start
-        _checkpoint(self.out, model, self.averaged, self.optimizer, self.generator, state, epoch)
+        self._checkpoint(epoch)
         patience = config.train.patience
         if patience is not None and state["bad_epochs"] >= patience:
             self.stopped_early = True
             log.info("early stop after epoch %d: no validation improvement for %d epochs", epoch, patience)
         return record
+
+    def _save_best(self) -> None:
+        """The selected model's weights become the run's best (a data-parallel rank other than 0
+        writes nothing: `vaelab.distributed`)."""
+        runs.save_weights(self.out / runs.WEIGHTS, self.selected_model)
+
+    def _checkpoint(self, epoch: int) -> None:
+        _checkpoint(self.out, self.model, self.averaged, self.optimizer, self.generator, self.state, epoch)
 
     def finish(self) -> TrainResult:
         """Mark the run finished, remove stray temporaries and release the run's lock."""

@@ -237,6 +237,15 @@ class SweepOptions(Options):
     config: Annotated[
         Path | None, Field(description="JSON base config (flags override it)"), Flag(metavar="FILE")
     ] = None
+    storage: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            description="the sweep's Optuna storage, as for vaelab tune: journal:FILE, or a database URL "
+            "shared by sweeps on several machines (default in --out)",
+        ),
+        Flag(metavar="URL"),
+    ] = None
 
 
 def add_sweep(sub) -> None:
@@ -268,6 +277,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         options.out,
         jobs=options.jobs,
         k=options.k,
+        storage=options.storage,
     )
     print(sweep_markdown(result), end="")
     print(f"written: {options.out / 'sweep.csv'}, {options.out / 'sweep.md'}, {options.out / 'sweep.png'}")

@@ -21,6 +21,7 @@ from vaelab.config import (
     Count,
     Flag,
     Options,
+    Positive,
     Precision,
     PresetName,
     RunConfig,
@@ -65,6 +66,18 @@ class TrainOptions(Options):
     ] = None
     overwrite: Annotated[bool, Field(description="replace an existing run at --out")] = False
     quiet: Annotated[bool, Field(description="no progress bar or per-epoch lines")] = False
+    nproc: Annotated[
+        Count,
+        Field(
+            description="data-parallel ranks on this machine (launches torchrun's launcher; "
+            "see README for several machines)"
+        ),
+    ] = 1
+    ddp_timeout: Annotated[
+        Positive,
+        Field(description="seconds a data-parallel rank waits for the others before it fails"),
+        Flag(metavar="SECONDS"),
+    ] = 600.0
 
 
 def add_train(sub) -> None:
@@ -90,9 +103,17 @@ def train_config(fields: Fields, args: argparse.Namespace, options: TrainOptions
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vaelab.train import train
+    from vaelab import distributed
 
     options: TrainOptions = build(TrainOptions, args, args.own)
+    if "ddp_timeout" in args.own.given(args) and options.nproc == 1 and not distributed.launched():
+        raise UserError(
+            "--ddp-timeout: ignored (it applies to data-parallel training, --nproc N or torchrun)"
+        )
+    if options.nproc > 1 and not distributed.launched():
+        if options.resume is None:
+            train_config(args.fields, args, options)  # a bad flag is one line here, not one per rank
+        return distributed.launch(options.nproc, args.argv)
     if options.resume is not None:
         given = [args.fields[f].flag for f in args.fields.given(args)]
         if options.preset:
@@ -103,14 +124,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = train_config(args.fields, args, options)
         out = options.out or Path("runs") / f"{config.data.source.split(':')[0]}-{config.model.kind}"
-    result = train(
+    result = distributed.train(  # vaelab.train.train, or one rank's share under torchrun
         config,
         out,
         resume=options.resume is not None,
         overwrite=options.overwrite,
         progress=not options.quiet and sys.stderr.isatty(),
         on_epoch=None if options.quiet else print_epoch,
+        timeout_seconds=options.ddp_timeout,
     )
+    if result is None:  # a data-parallel rank other than 0: rank 0 reports
+        return 0
     print(
         f"run: {result.run_dir}  (best validation {result.bound} {result.best_valid_bound:.3f} nats at epoch "
         f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})"

@@ -13,25 +13,29 @@ Kinds (registered in `SWEEPS`):
   (Alemi et al. 2018): rate = KL(q(z|x) || p(z)), distortion = -E_q[log p(x|z)], both in nats.
 - `lr`: the Adam learning rate, tuned by repeated training.
 
-Layout: every point is a run directory `OUT/<kind>-<value>` (the usual run format). A finished point
-is never re-run; an interrupted one continues from its last checkpoint (`train(resume=True)`), so a
-sweep resumes by being started again with the same arguments. Points run in parallel processes with
-`jobs > 1` (spawned, one PyTorch thread each); a progress bar counts finished points on a terminal
-and each point is logged. Results go to `OUT/sweep.csv`, `OUT/sweep.md`,
+Layout: every point is a run directory `OUT/<kind>-<value>` (the usual run format). A sweep is an
+Optuna study on a grid sampler, on the engine of `vaelab tune` (`vaelab.experiments.tune`): each
+value is a trial, claimed by one worker. A finished point is never re-run; an interrupted one
+continues from its last checkpoint (`train(resume=True)`), so a sweep resumes by being started
+again with the same arguments; a point whose run another process holds locked is skipped. Points
+run in parallel processes with `jobs > 1` (spawned, one PyTorch thread each), or in several
+`vaelab sweep` commands sharing the study's storage; a progress bar counts finished points on a
+terminal and each point is logged. Results go to `OUT/sweep.csv`, `OUT/sweep.md`,
 `OUT/sweep.png` and `OUT/sweep.json`. Every evaluation is on the test split; nats per example.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
-import multiprocessing
+import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -274,36 +278,36 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
     )
 
 
-def _init_worker() -> None:
-    import torch
+def sweep_trial(
+    trial, kind: str, values: list[float], base: dict[str, Any], out: str, k: int, seed: int
+) -> float:
+    """One grid point of a sweep as a trial of its study (`vaelab.experiments.tune`): its run is
+    trained (or resumed, or read if finished) and evaluated, unless another process holds its
+    lock (then the trial is pruned and the point skipped: two workers never train one point).
+    The point's numbers are kept with the trial; its value is the best validation ELBO."""
+    from vaelab.experiments.tune import TrialSkipped
 
-    torch.set_num_threads(1)  # jobs processes share the cores; more threads each would oversubscribe
+    sweep = _kind(kind)
+    name = f"{sweep.section}.{sweep.field}"
+    value = sweep.parse(trial.suggest_categorical(name, [json.dumps(v) for v in values]))
+    run_dir = point_dir(Path(out), kind, value)
+    trial.set_user_attr("run", run_dir.name)
+    if runs.is_locked(run_dir):
+        raise TrialSkipped(f"{run_dir}: {runs.holder_phrase(run_dir)} is training it; skipped")
+    config = point_config(RunConfig.from_dict(base), kind, value)
+    point = run_point(config.to_dict(), str(run_dir), value, k, seed)
+    trial.set_user_attr("point", asdict(point))
+    return point.best_valid_elbo
 
 
-def _run_in_processes(tasks: list[tuple], jobs: int, finished: Callable[[SweepPoint], SweepPoint]):
-    """run_point(*task) for every task in `jobs` spawned processes; the points in task order."""
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=min(jobs, len(tasks)), mp_context=context, initializer=_init_worker
-    )
-    try:
-        futures = [pool.submit(run_point, *task) for task in tasks]
-        for future in as_completed(futures):
-            finished(future.result())
-        points = [future.result() for future in futures]
-    except KeyboardInterrupt:
-        # Stop the workers now, so that a resumed sweep never races a point still being trained;
-        # a kill cannot corrupt a run (every file is written atomically, checkpoints each epoch).
-        workers = getattr(pool, "_processes", None) or {}  # pid -> Process of this pool
-        for process in list(workers.values()):
-            process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return points
+def study_points(engine, values: Sequence[float]) -> list[SweepPoint]:
+    """The evaluated points of a sweep's study, in the order of `values` (missing ones left out)."""
+    completed = {}
+    for trial in engine.open().get_trials(deepcopy=False):
+        if trial.state.name == "COMPLETE" and "point" in trial.user_attrs:
+            point = SweepPoint(**trial.user_attrs["point"])
+            completed[point.value] = point
+    return [completed[v] for v in values if v in completed]
 
 
 def run_sweep(
@@ -316,13 +320,19 @@ def run_sweep(
     k: int = 100,
     seed: int = 0,
     progress: bool = True,
+    storage: str | None = None,
 ) -> SweepResult:
     """Train and evaluate one run per value under out_dir, then write sweep.csv/.md/.png/.json.
 
-    Points already finished are read, not re-run; interrupted ones resume. With jobs > 1 the
-    remaining points run in `jobs` spawned processes with one PyTorch thread each. progress: a
-    bar of finished points on a terminal (none when stderr is not one); each point is also logged.
+    The sweep is a study on Optuna's grid sampler (`vaelab.experiments.tune`, the engine of
+    `vaelab tune`), kept in out_dir (`storage`: its default there, or an RDB URL that workers on
+    other machines share): every value is one trial. Points already finished are read, not
+    re-run; interrupted ones resume; a point whose run another process trains is skipped. With
+    jobs > 1 the points run in `jobs` spawned processes with one PyTorch thread each. progress:
+    a bar of finished points on a terminal (none when stderr is not one); each point is logged.
     """
+    from vaelab.experiments.tune import Engine, check_storage, default_storage, run_workers
+
     sweep = _kind(kind)
     if jobs < 1:
         raise UserError(f"jobs must be >= 1, got {jobs}")
@@ -330,37 +340,58 @@ def run_sweep(
         raise UserError(f"k must be >= 2, got {k}")
     out_dir = Path(out_dir)
     values = [sweep.parse(str(v)) for v in values]
-    configs = [point_config(base, kind, v) for v in values]
+    for v in values:
+        point_config(base, kind, v)  # (every point's config is valid before anything runs)
     if out_dir.exists() and (out_dir / runs.CONFIG).is_file():
         raise UserError(f"{out_dir}: is a run directory; a sweep needs a directory of its own")
+    storage = storage or default_storage(out_dir, jobs)
+    check_storage(storage, jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [
-        (c.to_dict(), str(point_dir(out_dir, kind, v)), v, k, seed)
-        for c, v in zip(configs, values, strict=True)
-    ]
+    name = f"{sweep.section}.{sweep.field}"
+    engine = Engine(
+        str(out_dir),
+        storage,
+        # one study per base config and values: a changed sweep in the same directory starts afresh
+        # (its finished points are still read, not re-run, from their runs)
+        study=f"sweep-{kind}-{_digest([base.to_dict(), [json.dumps(v) for v in values], k, seed])}",
+        trials=len(values),
+        sampler="grid",
+        seed=seed,
+        grid={name: [json.dumps(v) for v in values]},
+        pruner="none",
+        stop_on_error=True,
+        invocation=uuid.uuid4().hex,
+    )
+    trial = partial(
+        sweep_trial, kind=kind, values=values, base=base.to_dict(), out=str(out_dir), k=k, seed=seed
+    )
     # disable=None: a bar on a terminal only, nothing in logs or pipes (the log lines stay)
     with tqdm(
-        total=len(tasks), desc=f"{kind} sweep", unit="point", disable=None if progress else True
+        total=len(values), desc=f"{kind} sweep", unit="point", disable=None if progress else True
     ) as bar:
         done: list[SweepPoint] = []  # a disabled bar counts nothing, so count here
 
-        def finished(point: SweepPoint) -> SweepPoint:
+        def finished(frozen) -> None:
+            if "point" not in frozen.user_attrs:
+                return
+            point = SweepPoint(**frozen.user_attrs["point"])
             done.append(point)
             bar.update()
             log.info(
                 "%s sweep: point %d of %d done (%s = %g): ELBO %.2f nats",
-                kind, len(done), len(tasks), sweep.field, point.value, point.elbo,
+                kind, len(done), len(values), sweep.field, point.value, point.elbo,
             )  # fmt: skip
-            return point
 
-        if jobs == 1 or len(tasks) == 1:
-            points = [finished(run_point(*task)) for task in tasks]
-        else:
-            points = _run_in_processes(tasks, jobs, finished)
+        run_workers(engine, trial, jobs, finished)
+    points = study_points(engine, values)
     base_dict = json.loads(json.dumps(base.to_dict()))  # as sweep.json will hold it (lists, not tuples)
     result = SweepResult(kind, str(out_dir), tuple(values), base_dict, tuple(points), k)
     write_sweep(result)
     return result
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------------- outputs
