@@ -93,7 +93,8 @@ class DataConfig(Options):
 
     binarize: `none`; `static` (one fixed Bernoulli draw x' ~ Bernoulli(x) of every split);
     `dynamic` (a fresh draw of each training batch every epoch; validation and test are drawn
-    once, statically, so evaluation numbers are on a fixed set).
+    once, statically, so evaluation numbers are on a fixed set). offline: a named dataset
+    (`source` "cifar10", ...) is read from the cache only, never downloaded (`vaelab.data.download`).
     """
 
     source: Annotated[
@@ -101,8 +102,10 @@ class DataConfig(Options):
         Field(
             min_length=1,
             max_length=4096,
-            description="data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, fashion-mnist:DIR, "
-            "npz:FILE, npy:FILE, csv:FILE, folder:DIR",
+            description="data spec: mnist5k, digits; a standard dataset NAME (downloaded into the cache) "
+            "or NAME:DIR (its files in DIR): mnist, fashion-mnist, kmnist, binarized-mnist, omniglot, "
+            "caltech101-silhouettes, frey-faces, cifar10, svhn, celeba:DIR; npz:FILE, npy:FILE, csv:FILE, "
+            "folder:DIR",
         ),
         Flag(name="--data", metavar="SPEC"),
     ] = "mnist5k"
@@ -110,6 +113,13 @@ class DataConfig(Options):
         Literal["none", "static", "dynamic"],
         Field(description="binarize [0, 1] data: once (static) or per training batch (dynamic)"),
     ] = "none"
+    offline: Annotated[
+        bool,
+        Field(
+            description="never touch the network: a named dataset must already be in the cache "
+            "($VAELAB_DATA), else the error says which files to put where"
+        ),
+    ] = False
 
 
 class ModelConfig(Options):

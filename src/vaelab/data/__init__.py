@@ -21,7 +21,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from vaelab.config import DataConfig
-from vaelab.data import embedded, files
+from vaelab.data import datasets, embedded, files
+from vaelab.data.download import fetch
+from vaelab.data.registry import DATASETS
 from vaelab.data.splits import SPLITS, Splits, split_arrays
 from vaelab.data.transforms import Binarize, Scale, Transform
 from vaelab.errors import UserError
@@ -54,9 +56,18 @@ class Source:
 SOURCES: dict[str, Source] = {
     "mnist5k": Source(embedded.mnist5k, needs_arg=False),
     "digits": Source(embedded.digits, needs_arg=False),
+    # The standard datasets: NAME:DIR reads the files in DIR; a bare NAME (those in
+    # registry.DATASETS) reads them from the cache, downloaded if allowed (download.fetch).
     "binarized-mnist": Source(files.binarized_mnist, needs_arg=True),
-    "mnist": Source(files.mnist, needs_arg=True),
-    "fashion-mnist": Source(files.fashion_mnist, needs_arg=True),
+    "mnist": Source(datasets.mnist, needs_arg=True),
+    "fashion-mnist": Source(datasets.fashion_mnist, needs_arg=True),
+    "kmnist": Source(datasets.kmnist, needs_arg=True),
+    "omniglot": Source(datasets.omniglot, needs_arg=True),
+    "caltech101-silhouettes": Source(datasets.caltech101_silhouettes, needs_arg=True),
+    "frey-faces": Source(datasets.frey_faces, needs_arg=True),
+    "cifar10": Source(datasets.cifar10, needs_arg=True),
+    "svhn": Source(datasets.svhn, needs_arg=True),
+    "celeba": Source(datasets.celeba, needs_arg=True),
     "npz": Source(files.npz, needs_arg=True),
     "npy": Source(files.npy, needs_arg=True),
     "csv": Source(files.csv, needs_arg=True),
@@ -70,6 +81,8 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
     if name not in SOURCES:
         raise UserError(f"unknown data source {name!r}; known: {', '.join(sorted(SOURCES))}")
     source = SOURCES[name]
+    if not arg and name in DATASETS:
+        arg = str(fetch(name, offline=config.offline))
     if source.needs_arg and not arg:
         raise UserError(f"data source {name!r} needs a path: --data {name}:PATH")
     if not source.needs_arg and arg:

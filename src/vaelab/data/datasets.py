@@ -7,7 +7,7 @@ them. Every file is checked from its headers against the `Limits` before anythin
 
 | dataset | files in DIR | stored | splits |
 |---|---|---|---|
-| kmnist | the four IDX .gz files | uint8 (N, 1, 28, 28) | 50k / last 10k of train / 10k |
+| mnist, fashion-mnist, kmnist | the four IDX files (.gz or not) | uint8 (N, 1, 28, 28) | 50k / 10k / 10k |
 | cifar10 | cifar-10-binary.tar.gz, or its cifar-10-batches-bin/ | uint8 (N, 3, 32, 32) | 45k / 5k / 10k |
 | svhn | train_32x32.mat, test_32x32.mat | uint8 (N, 3, 32, 32) | 65,931 / 7,326 / 26,032 |
 | omniglot | chardata.mat (Burda et al.'s IWAE) | float32 in [0, 1] | 21,910 / 2,435 / 8,070 |
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vaelab.data.checks import existing_dir, regular_file, text_file
+from vaelab.data.idx import OFFICIAL_MD5, read_idx
 from vaelab.data.images import PILLOW_ERRORS, pillow_limits
 from vaelab.data.matfile import NUMERIC, Variable, read_mat
 from vaelab.data.splits import Splits, split_arrays
@@ -45,6 +46,7 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
 KMNIST_CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")  # Clanuwat et al. 2018
+IDX_CLASSES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "kmnist": KMNIST_CLASSES}
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
@@ -112,6 +114,87 @@ def _labels(y: np.ndarray, n_classes: int, where: str, offset: int = 0) -> np.nd
         lo, hi = codes.min() + offset, codes.max() + offset
         raise UserError(f"{where}: labels span [{lo}, {hi}], expected {offset}..{offset + n_classes - 1}")
     return codes
+
+
+# ------------------------------------------------------------------------------ IDX (MNIST)
+
+IDX_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _idx_dataset(kind: str, arg: str, limits: Limits) -> Splits:
+    """Official MNIST-style IDX files: train (60k) split into 50k train + the last 10k as valid;
+    8-bit grey levels as stored, uint8 (N, 1, 28, 28), labels with the dataset's class names."""
+    root = existing_dir(arg)
+    arrays, paths = {}, {}
+    for stem in IDX_STEMS:
+        gz, raw = root / f"{stem}.gz", root / stem
+        if gz.exists():
+            paths[stem], arrays[stem] = gz, read_idx(gz, OFFICIAL_MD5[kind][gz.name], limits)
+        elif raw.exists():  # official checksums are of the .gz files; shape is checked
+            paths[stem], arrays[stem] = raw, read_idx(raw, limits=limits)
+        else:
+            raise UserError(f"{root}: {kind} needs {stem}.gz (or {stem}); not found")
+    images, labels, test_images, test_labels = (arrays[stem] for stem in IDX_STEMS)
+    image_path, label_path, test_image_path, test_label_path = (paths[stem] for stem in IDX_STEMS)
+    for path, x in ((image_path, images), (test_image_path, test_images)):
+        if x.ndim != 3:
+            raise UserError(f"{path}: expected images of shape (N, H, W), got {x.shape}")
+    for path, y in ((label_path, labels), (test_label_path, test_labels)):
+        if y.ndim != 1:
+            raise UserError(f"{path}: expected labels of shape (N,), got {y.shape}")
+    for path, y, x, x_path in (
+        (label_path, labels, images, image_path),
+        (test_label_path, test_labels, test_images, test_image_path),
+    ):
+        if len(y) != len(x):
+            raise UserError(f"{path}: {len(y)} labels for the {len(x)} images of {x_path.name}")
+    if test_images.shape[1:] != images.shape[1:]:
+        raise UserError(
+            f"{test_image_path}: images of size {test_images.shape[1:]} differ from the training "
+            f"images' {images.shape[1:]} ({image_path.name})"
+        )
+    n_valid = min(10_000, len(images) // 6)
+    if n_valid < 1:
+        raise UserError(
+            f"{image_path}: {len(images)} training images, too few to hold out a validation split"
+        )
+
+    def levels(a):  # 8-bit grey levels as stored, (N, 1, H, W)
+        return torch.as_tensor(a.astype(np.uint8)[:, None])
+
+    def ints(a):
+        return torch.as_tensor(a.astype(np.int64))
+
+    return Splits(
+        kind,
+        levels(images[:-n_valid]),
+        levels(images[-n_valid:]),
+        levels(test_images),
+        ints(labels[:-n_valid]),
+        ints(labels[-n_valid:]),
+        ints(test_labels),
+        label_names=IDX_CLASSES[kind],
+    )
+
+
+def mnist(arg: str, limits: Limits) -> Splits:
+    """Official MNIST IDX files (gzipped files checked against the official MD5)."""
+    return _idx_dataset("mnist", arg, limits)
+
+
+def fashion_mnist(arg: str, limits: Limits) -> Splits:
+    """Fashion-MNIST IDX files (gzipped files checked against the official MD5)."""
+    return _idx_dataset("fashion-mnist", arg, limits)
+
+
+def kmnist(arg: str, limits: Limits) -> Splits:
+    """Kuzushiji-MNIST IDX files (Clanuwat et al. 2018; gzipped files checked against the MD5)."""
+    return _idx_dataset("kmnist", arg, limits)
 
 
 # ------------------------------------------------------------------------------------ CIFAR-10
