@@ -68,8 +68,12 @@ def carve_valid(
     n_valid = max(1, round(VALID_FRACTION * len(x_train)))
     if len(x_train) - n_valid < 1:
         raise UserError(f"{name}: {len(x_train)} training examples, too few to hold out a validation split")
-    counts = None if y_train is None else np.bincount(y_train)
-    stratify = y_train if counts is not None and counts[counts > 0].min() >= 2 else None
+    # Stratified where every class can appear in both parts (as `split_arrays` decides).
+    counts = None if y_train is None else np.bincount(y_train)[np.bincount(y_train) > 0]
+    stratifiable = (
+        counts is not None and counts.min() >= 2 and min(n_valid, len(x_train) - n_valid) >= len(counts)
+    )
+    stratify = y_train if stratifiable else None
     train, valid = train_test_split(
         np.arange(len(x_train)), test_size=n_valid, random_state=VALID_SEED, stratify=stratify
     )
