@@ -418,12 +418,9 @@ def celeba(arg: str, limits: Limits) -> Splits:
         fields = line.split()
         if not fields:
             continue
-        if (
-            len(fields) != 2
-            or fields[1] not in CELEBA_SPLITS
-            or "/" in fields[0]
-            or fields[0].startswith(".")
-        ):
+        # a plain file name inside the image folder: no path, no hidden file, nothing unprintable
+        plain = len(fields) == 2 and fields[0].isprintable() and "/" not in fields[0]
+        if not plain or fields[0].startswith(".") or fields[1] not in CELEBA_SPLITS:
             raise UserError(f"{partition}: line {number}: expected 'IMAGE.jpg 0|1|2', got {line[:60]!r}")
         entries.append((fields[0], CELEBA_SPLITS[fields[1]]))
     if len(entries) > limits.max_images:
