@@ -392,6 +392,26 @@ def test_readers_refuse_before_allocating_and_name_the_file(tmp_path):
         datasets.omniglot(str(tmp_path), Limits())
 
 
+def test_binary_amat_fast_path_reads_what_loadtxt_reads(tmp_path):
+    from vaelab.data.tables import read_amat
+
+    cases = {
+        "binarized MNIST rows": AMAT["binarized_mnist_test.amat"],
+        "tabs, CRLF and blank lines": b"0\t1 1\r\n\n1 0  0\r\n",
+        "a two-digit cell": b"0 1\n10 1\n",
+        "a real number": b"0 0.5\n1 1\n",
+    }
+    for case, raw in cases.items():
+        path = tmp_path / "t.amat"
+        path.write_bytes(raw)
+        expected = np.loadtxt(path, dtype=np.float32, ndmin=2)
+        got = read_amat(path, Limits())
+        assert got.dtype == np.float32 and np.array_equal(got, expected), case
+    path.write_bytes(b"0 1\n1\n")
+    with pytest.raises(UserError, match="not a whitespace-separated table of numbers"):
+        read_amat(path, Limits())
+
+
 # ---------------------------------------------------------------------- downloads and the cache
 
 

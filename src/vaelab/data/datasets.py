@@ -309,9 +309,10 @@ def svhn(arg: str, limits: Limits) -> Splits:
             raise UserError(f"{path}: variable 'X' has shape {x.shape}, expected (32, 32, 3, N)")
         if y.size != x.shape[3]:
             raise UserError(f"{path}: {y.size} labels in 'y' for {x.shape[3]} images in 'X'")
-        parts.append((x.transpose(3, 2, 0, 1), _labels(y, 10, f"{path}: variable 'y'", offset=1) + 1))
+        stored = _labels(y, 10, f"{path}: variable 'y'", offset=1) + 1  # 1..10
+        parts.append((x.transpose(3, 2, 0, 1), stored % 10))  # (N, C, H, W); label 10 is the digit 0
     (x_train, y_train), (x_test, y_test) = parts
-    return carve_valid("svhn", x_train, y_train % 10, x_test, y_test % 10, MNIST_CLASSES)
+    return carve_valid("svhn", x_train, y_train, x_test, y_test, MNIST_CLASSES)
 
 
 def _column_images(data: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
@@ -333,8 +334,8 @@ def _unit_interval(x: np.ndarray, where: str, binary: bool = False) -> np.ndarra
 
 def omniglot(arg: str, limits: Limits) -> Splits:
     """Omniglot at 28x28 as Burda et al. (2016) prepared it for the IWAE (chardata.mat): grey
-    levels in [0, 1] (24,345 train, 8,070 test images), labelled by alphabet (one-hot `target`,
-    50 alphabets). A tenth of train is held out for validation, stratified by alphabet."""
+    levels in [0, 1] (24,345 train, 8,070 test images), labelled by alphabet (one-hot `target`
+    of shape (50, N)). A tenth of train is held out for validation, stratified by alphabet."""
     path = existing_dir(arg) / "chardata.mat"
     arrays = read_mat(path, {name: REAL for name in ("data", "target", "testdata", "testtarget")}, limits)
     parts = []
@@ -343,8 +344,9 @@ def omniglot(arg: str, limits: Limits) -> Splits:
         onehot = arrays[target]
         if onehot.shape[1] != len(x):
             raise UserError(f"{path}: variable {target!r} has {onehot.shape[1]} columns for {len(x)} images")
-        if not np.isin(onehot, (0, 1)).all() or not (onehot.sum(axis=0) == 1).all():
-            raise UserError(f"{path}: variable {target!r} is not one-hot (one 1 per column)")
+        if not np.isfinite(onehot).all():
+            raise UserError(f"{path}: variable {target!r} holds NaN or infinite values")
+        # the alphabet of each image: its column's largest entry (the column is one-hot)
         parts.append((_unit_interval(x, f"{path}: variable {data!r}"), onehot.argmax(axis=0)))
     (x_train, y_train), (x_test, y_test) = parts
     return carve_valid("omniglot", x_train, y_train, x_test, y_test)

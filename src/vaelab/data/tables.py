@@ -83,8 +83,33 @@ def _cell(cell: str, path: Path, line: int, column: int) -> float:
 def read_amat(path: str | Path, limits: Limits) -> np.ndarray:
     """A whitespace-separated table of numbers (Larochelle's .amat) as a float32 2-D array."""
     path = text_file(path, limits)
+    if (bits := _binary_table(path.read_bytes())) is not None:
+        return bits
     try:
         with warnings_as_errors():
             return np.loadtxt(path, dtype=np.float32, ndmin=2)
     except (ValueError, Warning) as err:
         raise UserError(f"{path}: not a whitespace-separated table of numbers ({err})") from None
+
+
+BINARY_TABLE_BYTES = np.zeros(256, dtype=bool)
+BINARY_TABLE_BYTES[list(b"01 \t\r\n")] = True
+
+
+def _binary_table(raw: bytes) -> np.ndarray | None:
+    """A table whose every cell is the single character 0 or 1 (binarized MNIST's .amat: 39
+    million cells), parsed on the bytes at once, tens of times faster than loadtxt; None for any
+    other table (a multi-character cell, another character, rows of unequal length), which
+    loadtxt reads."""
+    b = np.frombuffer(raw, dtype=np.uint8)
+    if not b.size or not BINARY_TABLE_BYTES[b].all():
+        return None
+    digit = (b == ord("0")) | (b == ord("1"))
+    if (digit[1:] & digit[:-1]).any():  # "10" or "11" is one cell, not two
+        return None
+    starts = np.concatenate(([0], np.flatnonzero(b == ord("\n")) + 1))
+    per_line = np.add.reduceat(digit.view(np.uint8), starts[starts < b.size], dtype=np.int64)
+    per_line = per_line[per_line > 0]  # blank lines are skipped, as loadtxt does
+    if not per_line.size or (per_line != per_line[0]).any():
+        return None
+    return (b[digit] - ord("0")).astype(np.float32).reshape(-1, int(per_line[0]))
