@@ -14,6 +14,7 @@ import logging
 import socket
 import tarfile
 import threading
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -390,6 +391,23 @@ def test_readers_refuse_before_allocating_and_name_the_file(tmp_path):
         datasets.cifar10(str(cifar), Limits(max_decompressed_bytes=61_459))
     with pytest.raises(UserError, match="chardata.mat: file not found"):
         datasets.omniglot(str(tmp_path), Limits())
+
+
+def test_a_compressed_mat_variable_whose_tag_lies_is_refused_before_scipy_allocates(tmp_path):
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"ff": FREY}, do_compression=True)
+    raw = buffer.getvalue()
+    size = int.from_bytes(raw[132:136], "little")  # the one element: miCOMPRESSED, then zlib data
+    inner = bytearray(zlib.decompress(raw[136 : 136 + size]))
+    data_tag = inner.index((FREY.size).to_bytes(4, "little")) - 4  # the miUINT8 tag of the pixels
+    inner[data_tag + 4 : data_tag + 8] = (2**31 - 1).to_bytes(4, "little")
+    packed = zlib.compress(bytes(inner))
+    path = tmp_path / "frey_rawface.mat"
+    path.write_bytes(raw[:132] + len(packed).to_bytes(4, "little") + packed)
+    with pytest.raises(UserError, match="an element declares 2,147,483,647 bytes, its variable holds 16,800"):
+        datasets.frey_faces(str(tmp_path), Limits())
+    with pytest.raises(LimitError, match="a compressed variable unpacks to more than"):
+        datasets.frey_faces(str(tmp_path), Limits(max_decompressed_bytes=16_800))
 
 
 def test_binary_amat_fast_path_reads_what_loadtxt_reads(tmp_path):

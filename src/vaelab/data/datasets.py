@@ -211,7 +211,8 @@ CIFAR_DIR = "cifar-10-batches-bin"
 CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST = "test_batch.bin"
 CIFAR_ARCHIVE = "cifar-10-binary.tar.gz"
-TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError)
+# TypeError: tarfile's gzip reader on a header cut short (ord() of an empty read, Python 3.11).
+TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError, TypeError)
 
 
 def cifar10(arg: str, limits: Limits) -> Splits:

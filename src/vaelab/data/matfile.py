@@ -100,6 +100,7 @@ def read_mat(path: str | Path, wanted: dict[str, Variable], limits: Limits) -> d
         raise limit_error(
             str(path), f"declares {total:,} bytes of variables", "max_decompressed_bytes", limits
         )
+    _check_compressed(path, limits)
     try:
         with warnings_as_errors():
             arrays = loadmat(str(path), variable_names=list(wanted), mat_dtype=False, chars_as_strings=True)
@@ -114,6 +115,81 @@ def read_mat(path: str | Path, wanted: dict[str, Variable], limits: Limits) -> d
             raise UserError(f"{path}: variable {name!r} reads as {got}, its header says {shape}")
         out[name] = value
     return out
+
+
+MI_MATRIX, MI_COMPRESSED = 14, 15
+"""Level 5 data types (MATLAB's MAT-file format, Table 1-1): a matrix, a zlib-compressed element."""
+HEADER_BYTES, TAG_BYTES = 128, 8
+PREFIX_BYTES = 1 << 16
+"""Bytes of each compressed element whose tags are walked: the dims, the name and the data tags of
+a numeric matrix, and every string of a cell of names, lie well within it."""
+CHUNK_BYTES = 1 << 20
+
+
+def _check_compressed(path: Path, limits: Limits) -> None:
+    """Refuse a compressed variable that unpacks beyond limits.max_decompressed_bytes, or whose
+    elements declare more bytes than it unpacks to.
+
+    scipy allocates each element of a compressed variable at the size its tag declares before it
+    inflates it, so a damaged tag inside a few bytes of zlib data would ask for gigabytes. Here
+    each compressed element is inflated in bounded chunks (counting, keeping the first
+    PREFIX_BYTES), and the tags within that prefix are checked against the unpacked size. Level 4
+    files and uncompressed elements, which scipy reads at most to the end of the file, pass."""
+    with open(path, "rb") as f:
+        header = f.read(HEADER_BYTES)
+        endian = {b"IM": "<", b"MI": ">"}.get(header[126:128])
+        if len(header) < HEADER_BYTES or endian is None:
+            return  # not a level 5 file: scipy decides
+        while len(tag := f.read(TAG_BYTES)) == TAG_BYTES:
+            kind, size = struct.unpack(endian + "II", tag)
+            if kind != MI_COMPRESSED:
+                f.seek(size + (-size % 8), 1)
+                continue
+            prefix, unpacked = _inflate(f, size, str(path), limits)
+            _check_tags(prefix, 0, unpacked, endian, str(path))
+
+
+def _inflate(f, size: int, where: str, limits: Limits) -> tuple[bytes, int]:
+    """(the first PREFIX_BYTES, the total) of `size` bytes of zlib data from f, inflated in
+    chunks of at most CHUNK_BYTES and refused past limits.max_decompressed_bytes."""
+    inflate = zlib.decompressobj()
+    prefix, unpacked, left = bytearray(), 0, size
+    try:
+        while left > 0 and not inflate.eof:
+            data = f.read(min(CHUNK_BYTES, left))
+            if not data:
+                break
+            left -= len(data)
+            while data and not inflate.eof:
+                out = inflate.decompress(data, CHUNK_BYTES)
+                data = inflate.unconsumed_tail
+                unpacked += len(out)
+                if unpacked > limits.max_decompressed_bytes:
+                    what = f"a compressed variable unpacks to more than {unpacked:,} bytes"
+                    raise limit_error(where, what, "max_decompressed_bytes", limits)
+                prefix += out[: PREFIX_BYTES - len(prefix)]
+    except zlib.error as err:
+        raise UserError(f"{where}: not a readable .mat file (a compressed variable: {err})") from None
+    return bytes(prefix), unpacked
+
+
+def _check_tags(buffer: bytes, start: int, end: int, endian: str, where: str) -> None:
+    """Every element tag in buffer[start:end] (recursing into matrices) declares bytes that fit
+    before `end`; tags past the end of `buffer` (a prefix of the element) are not seen."""
+    at = start
+    while at + TAG_BYTES <= min(end, len(buffer)):
+        kind, size = struct.unpack_from(endian + "II", buffer, at)
+        if kind >> 16:  # the small element format: type and size (<= 4) in one word, data in the next
+            at += TAG_BYTES
+            continue
+        if at + TAG_BYTES + size > end:
+            raise UserError(
+                f"{where}: not a readable .mat file (an element declares {size:,} bytes, "
+                f"its variable holds {end - at - TAG_BYTES:,} after it)"
+            )
+        if kind == MI_MATRIX:
+            _check_tags(buffer, at + TAG_BYTES, at + TAG_BYTES + size, endian, where)
+        at += TAG_BYTES + size + (-size % 8)
 
 
 def _mat_error(path: Path, err: BaseException) -> UserError:
