@@ -111,13 +111,14 @@ def _splits(name: str, train, valid, test, label_names: tuple[str, ...] | None) 
 def _labels(y: np.ndarray, n_classes: int, where: str, offset: int = 0) -> np.ndarray:
     """Integer class codes 0..n_classes-1 from stored codes offset..offset+n_classes-1."""
     codes = np.asarray(y).reshape(-1)
+    if codes.dtype.kind not in "biuf":
+        raise UserError(f"{where}: labels of dtype {codes.dtype} are not integers")
     if codes.dtype.kind == "f" and not (np.isfinite(codes) & (codes == np.round(codes))).all():
         raise UserError(f"{where}: labels are not all integers")
-    codes = codes.astype(np.int64) - offset
-    if len(codes) and (codes.min() < 0 or codes.max() >= n_classes):
-        lo, hi = codes.min() + offset, codes.max() + offset
-        raise UserError(f"{where}: labels span [{lo}, {hi}], expected {offset}..{offset + n_classes - 1}")
-    return codes
+    if len(codes) and (codes.min() < offset or codes.max() >= offset + n_classes):
+        lo, hi = codes.min(), codes.max()
+        raise UserError(f"{where}: labels span [{lo:g}, {hi:g}], expected {offset}..{offset + n_classes - 1}")
+    return codes.astype(np.int64) - offset
 
 
 # ------------------------------------------------------------------------------ IDX (MNIST)

@@ -139,7 +139,7 @@ def _download(dataset: RemoteDataset, file: RemoteFile, root: Path, retries: int
     downloader = _HashingDownloader()
     tries = f"{1 + retries} tr{'y' if retries == 0 else 'ies'}"
     try:
-        store.fetch(file.name, downloader=downloader, progressbar=True)
+        store.fetch(file.name, downloader=downloader)
     except ValueError:
         if downloader.sha256 is None or downloader.sha256 == file.sha256:
             raise
