@@ -415,6 +415,7 @@ def test_binary_amat_fast_path_reads_what_loadtxt_reads(tmp_path):
 
     cases = {
         "binarized MNIST rows": AMAT["binarized_mnist_test.amat"],
+        "a space before each newline": b"0 1 1 \n1 0 0 \n",
         "tabs, CRLF and blank lines": b"0\t1 1\r\n\n1 0  0\r\n",
         "a two-digit cell": b"0 1\n10 1\n",
         "a real number": b"0 0.5\n1 1\n",
