@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def read_mat(path: str | Path, wanted: dict[str, Variable], limits: Limits) -> d
         raise limit_error(
             str(path), f"declares {total:,} bytes of variables", "max_decompressed_bytes", limits
         )
-    _check_compressed(path, limits)
+    _check_elements(path, limits)
     try:
         with warnings_as_errors():
             arrays = loadmat(str(path), variable_names=list(wanted), mat_dtype=False, chars_as_strings=True)
@@ -118,7 +119,9 @@ def read_mat(path: str | Path, wanted: dict[str, Variable], limits: Limits) -> d
 
 
 MI_MATRIX, MI_COMPRESSED = 14, 15
-"""Level 5 data types (MATLAB's MAT-file format, Table 1-1): a matrix, a zlib-compressed element."""
+DATA_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, MI_MATRIX, 16, 17, 18})
+"""Level 5 data types (MATLAB's MAT-file format, Table 1-1) inside a variable: integers, floats,
+a matrix, UTF-8/16/32 text; a variable itself is a matrix or a zlib-compressed matrix."""
 HEADER_BYTES, TAG_BYTES = 128, 8
 PREFIX_BYTES = 1 << 16
 """Bytes of each compressed element whose tags are walked: the dims, the name and the data tags of
@@ -126,27 +129,45 @@ a numeric matrix, and every string of a cell of names, lie well within it."""
 CHUNK_BYTES = 1 << 20
 
 
-def _check_compressed(path: Path, limits: Limits) -> None:
-    """Refuse a compressed variable that unpacks beyond limits.max_decompressed_bytes, or whose
-    elements declare more bytes than it unpacks to.
+def _check_elements(path: Path, limits: Limits) -> None:
+    """Refuse a level 5 file whose element tags scipy would trust to its harm.
 
-    scipy allocates each element of a compressed variable at the size its tag declares before it
-    inflates it, so a damaged tag inside a few bytes of zlib data would ask for gigabytes. Here
-    each compressed element is inflated in bounded chunks (counting, keeping the first
-    PREFIX_BYTES), and the tags within that prefix are checked against the unpacked size. Level 4
-    files and uncompressed elements, which scipy reads at most to the end of the file, pass."""
+    scipy's readers take each tag at its word: a data type outside the format's table crashes the
+    process (an unchecked table lookup, found by make fuzz), and an element of a compressed
+    variable is allocated at the size its tag declares before it is inflated, so a damaged tag in
+    a few bytes of zlib data asks for gigabytes. Here every variable's tags are walked first:
+    each type must be one the format defines and each size must fit inside its container (the
+    file, or what a compressed variable unpacks to: inflated in bounded chunks, refused past
+    limits.max_decompressed_bytes, its first PREFIX_BYTES walked). Level 4 files have no tags."""
+    file_size = path.stat().st_size
     with open(path, "rb") as f:
         header = f.read(HEADER_BYTES)
         endian = {b"IM": "<", b"MI": ">"}.get(header[126:128])
         if len(header) < HEADER_BYTES or endian is None:
             return  # not a level 5 file: scipy decides
-        while len(tag := f.read(TAG_BYTES)) == TAG_BYTES:
-            kind, size = struct.unpack(endian + "II", tag)
-            if kind != MI_COMPRESSED:
-                f.seek(size + (-size % 8), 1)
-                continue
-            prefix, unpacked = _inflate(f, size, str(path), limits)
-            _check_tags(prefix, 0, unpacked, endian, str(path))
+
+        def read_file(at: int) -> bytes:
+            f.seek(at)
+            return f.read(TAG_BYTES)
+
+        at = HEADER_BYTES
+        while at + TAG_BYTES <= file_size:
+            kind, size = struct.unpack(endian + "II", read_file(at))
+            end = at + TAG_BYTES + size
+            if kind not in (MI_MATRIX, MI_COMPRESSED):
+                raise UserError(f"{path}: not a readable .mat file (a variable of data type {kind})")
+            if end > file_size:
+                raise UserError(
+                    f"{path}: not a readable .mat file (a variable declares {size:,} bytes, "
+                    f"the file holds {file_size - at - TAG_BYTES:,} after it)"
+                )
+            if kind == MI_MATRIX:
+                _check_tags(read_file, at + TAG_BYTES, end, endian, path)
+            else:
+                f.seek(at + TAG_BYTES)
+                prefix, unpacked = _inflate(f, size, str(path), limits)
+                _check_tags(_reader(prefix), 0, unpacked, endian, path)
+            at = end
 
 
 def _inflate(f, size: int, where: str, limits: Limits) -> tuple[bytes, int]:
@@ -173,22 +194,38 @@ def _inflate(f, size: int, where: str, limits: Limits) -> tuple[bytes, int]:
     return bytes(prefix), unpacked
 
 
-def _check_tags(buffer: bytes, start: int, end: int, endian: str, where: str) -> None:
-    """Every element tag in buffer[start:end] (recursing into matrices) declares bytes that fit
-    before `end`; tags past the end of `buffer` (a prefix of the element) are not seen."""
+def _reader(buffer: bytes) -> Callable[[int], bytes]:
+    """read(at): the tag at `at` of an inflated prefix (fewer bytes past its end)."""
+    return lambda at: buffer[at : at + TAG_BYTES]
+
+
+def _check_tags(read: Callable[[int], bytes], start: int, end: int, endian: str, path: Path) -> None:
+    """Every element tag in [start, end) (recursing into matrices) has a defined data type and
+    declares bytes that fit before `end`; read(at) returns the 8 bytes at `at`, fewer past what
+    can be seen (a compressed variable's prefix), where the walk stops."""
     at = start
-    while at + TAG_BYTES <= min(end, len(buffer)):
-        kind, size = struct.unpack_from(endian + "II", buffer, at)
-        if kind >> 16:  # the small element format: type and size (<= 4) in one word, data in the next
+    while at + TAG_BYTES <= end:
+        tag = read(at)
+        if len(tag) < TAG_BYTES:
+            return
+        kind, size = struct.unpack(endian + "II", tag)
+        if kind >> 16:  # the small element format: size (<= 4) and type in one word, data in the next
+            kind, size = kind & 0xFFFF, kind >> 16
+            if kind not in DATA_TYPES or size > 4:
+                raise UserError(
+                    f"{path}: not a readable .mat file (a small element of type {kind}, {size} bytes)"
+                )
             at += TAG_BYTES
             continue
+        if kind not in DATA_TYPES:
+            raise UserError(f"{path}: not a readable .mat file (an element of data type {kind})")
         if at + TAG_BYTES + size > end:
             raise UserError(
-                f"{where}: not a readable .mat file (an element declares {size:,} bytes, "
+                f"{path}: not a readable .mat file (an element declares {size:,} bytes, "
                 f"its variable holds {end - at - TAG_BYTES:,} after it)"
             )
         if kind == MI_MATRIX:
-            _check_tags(buffer, at + TAG_BYTES, at + TAG_BYTES + size, endian, where)
+            _check_tags(read, at + TAG_BYTES, at + TAG_BYTES + size, endian, path)
         at += TAG_BYTES + size + (-size % 8)
 
 
