@@ -410,6 +410,17 @@ def test_a_compressed_mat_variable_whose_tag_lies_is_refused_before_scipy_alloca
         datasets.frey_faces(str(tmp_path), Limits(max_decompressed_bytes=16_800))
 
 
+def test_a_mat_element_of_undefined_type_is_refused_before_scipy_reads_it(tmp_path):
+    raw = bytearray(_mat(ff=FREY))  # uncompressed: the pixels' tag is miUINT8 (2) and their size
+    data_tag = raw.index((2).to_bytes(4, "little") + FREY.size.to_bytes(4, "little"))
+    raw[data_tag : data_tag + 4] = (0x8002).to_bytes(4, "little")  # scipy crashed on this (SIGSEGV)
+    (tmp_path / "frey_rawface.mat").write_bytes(bytes(raw))
+    with pytest.raises(
+        UserError, match=r"frey_rawface.mat: not a readable .mat file \(an element of data type 32770\)"
+    ):
+        datasets.frey_faces(str(tmp_path), Limits())
+
+
 def test_binary_amat_fast_path_reads_what_loadtxt_reads(tmp_path):
     from vaelab.data.tables import read_amat
 
