@@ -1,10 +1,11 @@
 """MATLAB .mat files (levels 4 and 5), read with scipy.io.loadmat after their headers are checked.
 
 A .mat file is a sequence of typed, sized matrices, not a pickle: reading one runs no code.
-`scipy.io.whosmat` lists each variable's name, shape and class from the headers alone; the
-variables a reader needs are checked there (present, of an expected class and rank, within
-limits.max_array_elements and, unpacked, limits.max_decompressed_bytes) before `loadmat` reads
-exactly those variables. MATLAB 7.3 files are HDF5 and refused with one line; every way a file can
+Every element tag is first walked here (`_check_elements`: scipy trusts tags, and a damaged one can
+crash the process or ask for gigabytes). `scipy.io.whosmat` then lists each variable's name, shape
+and class from the headers alone; the variables a reader needs are checked there (present, of an
+expected class and rank, within limits.max_array_elements and, unpacked,
+limits.max_decompressed_bytes) before `loadmat` reads exactly those variables. MATLAB 7.3 files are HDF5 and refused with one line; every way a file can
 be damaged is a UserError naming it.
 """
 
@@ -75,6 +76,7 @@ def read_mat(path: str | Path, wanted: dict[str, Variable], limits: Limits) -> d
 
     errors = (*MAT_ERRORS, MatReadError)
     path = regular_file(path)
+    _check_elements(path, limits)  # before any scipy reader sees a tag
     try:
         with warnings_as_errors():
             listed = {name: (tuple(shape), cls) for name, shape, cls in whosmat(str(path))}
@@ -101,7 +103,6 @@ def read_mat(path: str | Path, wanted: dict[str, Variable], limits: Limits) -> d
         raise limit_error(
             str(path), f"declares {total:,} bytes of variables", "max_decompressed_bytes", limits
         )
-    _check_elements(path, limits)
     try:
         with warnings_as_errors():
             arrays = loadmat(str(path), variable_names=list(wanted), mat_dtype=False, chars_as_strings=True)
