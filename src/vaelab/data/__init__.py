@@ -3,12 +3,13 @@
     load_data(DataConfig(source="binarized-mnist:../shared/data/binarized_mnist"))
 
 `SOURCES` maps each source's name to the function that reads it (the one list of sources; a new
-source is a function in `embedded` or `files` and a line here). A source returns a `Splits` of the
-data as stored: 8-bit data (uint8 arrays, image files) as uint8 tensors, images as (N, C, H, W),
-everything else float32 (tabular data (N, D)), labels where the source has them. Here the splits
-are made contiguous and checked once (non-empty, finite) so the training loop need not check
-again, and given the `Transform` that turns a stored batch into model input: 8-bit levels are
-scaled onto [0, 1] (never floats or integer tables: their values are the user's), and
+source is a function in `embedded`, `files` or `datasets` and a line here; a bare NAME of a
+standard dataset is first fetched into the cache by `download.fetch`). A source returns a `Splits`
+of the data as stored: 8-bit data (uint8 arrays, image files) as uint8 tensors, images as (N, C,
+H, W), everything else float32 (tabular data (N, D)), labels where the source has them. Here the
+splits are made contiguous and checked once (non-empty, finite) so the training loop need not
+check again, and given the `Transform` that turns a stored batch into model input: 8-bit levels
+are scaled onto [0, 1] (never floats or integer tables: their values are the user's), and
 binarization is one fixed Bernoulli draw (static) or a fresh draw per training batch (dynamic).
 Every reader checks its files against the `Limits` before it allocates (see `vaelab.limits`).
 """
