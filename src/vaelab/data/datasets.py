@@ -10,7 +10,7 @@ them. Every file is checked from its headers against the `Limits` before anythin
 | mnist, fashion-mnist, kmnist | the four IDX files (.gz or not) | uint8 (N, 1, 28, 28) | 50k / 10k / 10k |
 | cifar10 | cifar-10-binary.tar.gz, or its cifar-10-batches-bin/ | uint8 (N, 3, 32, 32) | 45k / 5k / 10k |
 | svhn | train_32x32.mat, test_32x32.mat | uint8 (N, 3, 32, 32) | 65,931 / 7,326 / 26,032 |
-| omniglot | chardata.mat (Burda et al.'s IWAE) | float32 in [0, 1] | 21,910 / 2,435 / 8,070 |
+| omniglot | chardata.mat (Burda et al.'s IWAE) | float32 in [0, 1] | 21,911 / 2,434 / 8,070 |
 | caltech101-silhouettes | caltech101_silhouettes_28_split1.mat | float32 {0, 1} | 4,100 / 2,264 / 2,307 |
 | frey-faces | frey_rawface.mat | uint8 (N, 1, 28, 20) | 1,573 / 196 / 196 |
 | celeba | img_align_celeba/, list_eval_partition.txt | uint8 (N, 3, 64, 64) | 162,770 / 19,867 / 19,962 |
