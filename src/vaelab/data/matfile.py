@@ -1,12 +1,12 @@
 """MATLAB .mat files (levels 4 and 5), read with scipy.io.loadmat after their headers are checked.
 
-A .mat file is a sequence of typed, sized matrices, not a pickle: reading one runs no code.
-Every element tag is first walked here (`_check_elements`: scipy trusts tags, and a damaged one can
+A .mat file is a sequence of typed, sized matrices, not a pickle: reading one runs no code. Every
+element tag is first walked here (`_check_elements`: scipy trusts tags, and a damaged one can
 crash the process or ask for gigabytes). `scipy.io.whosmat` then lists each variable's name, shape
 and class from the headers alone; the variables a reader needs are checked there (present, of an
 expected class and rank, within limits.max_array_elements and, unpacked,
-limits.max_decompressed_bytes) before `loadmat` reads exactly those variables. MATLAB 7.3 files are HDF5 and refused with one line; every way a file can
-be damaged is a UserError naming it.
+limits.max_decompressed_bytes) before `loadmat` reads exactly those variables. MATLAB 7.3 files
+are HDF5 and refused with one line; every way a file can be damaged is a UserError naming it.
 """
 
 from __future__ import annotations
