@@ -99,7 +99,8 @@ class DataConfig(Options):
     channels, image_size, crop: how images are read (`vaelab.data.images`): `channels` auto keeps
     them as stored (grey, or RGB), grey or rgb converts; `image_size` N resizes every image to
     N x N (a folder of mixed sizes needs it), `crop` center keeping the aspect ratio, none
-    stretching.
+    stretching. offline: a named dataset (`source` "cifar10", ...) is read from the cache only,
+    never downloaded (`vaelab.data.download`).
     """
 
     source: Annotated[
@@ -107,8 +108,10 @@ class DataConfig(Options):
         Field(
             min_length=1,
             max_length=4096,
-            description="data spec: mnist5k, digits, binarized-mnist:DIR, mnist:DIR, fashion-mnist:DIR, "
-            "npz:FILE, npy:FILE, csv:FILE, folder:DIR",
+            description="data spec: mnist5k, digits; a standard dataset NAME (downloaded into the cache) "
+            "or NAME:DIR (its files in DIR): mnist, fashion-mnist, kmnist, binarized-mnist, omniglot, "
+            "caltech101-silhouettes, frey-faces, cifar10, svhn, celeba:DIR; npz:FILE, npy:FILE, csv:FILE, "
+            "folder:DIR",
         ),
         Flag(name="--data", metavar="SPEC"),
     ] = "mnist5k"
@@ -132,6 +135,13 @@ class DataConfig(Options):
             "or none (stretch to N x N)"
         ),
     ] = "center"
+    offline: Annotated[
+        bool,
+        Field(
+            description="never touch the network: a named dataset must already be in the cache "
+            "($VAELAB_DATA), else the error says which files to put where"
+        ),
+    ] = False
 
 
 class ModelConfig(Options):

@@ -3,12 +3,13 @@
     load_data(DataConfig(source="binarized-mnist:../shared/data/binarized_mnist"))
 
 `SOURCES` maps each source's name to the function that reads it (the one list of sources; a new
-source is a function in `embedded` or `files` and a line here). A source returns a `Splits` of the
-data as stored: 8-bit data (uint8 arrays, image files) as uint8 tensors, images as (N, C, H, W),
-everything else float32 (tabular data (N, D)), labels where the source has them. Here the splits
-are made contiguous and checked once (non-empty, finite) so the training loop need not check
-again, and given the `Transform` that turns a stored batch into model input: 8-bit levels are
-scaled onto [0, 1] (never floats or integer tables: their values are the user's), and
+source is a function in `embedded`, `files` or `datasets` and a line here; a bare NAME of a
+standard dataset is first fetched into the cache by `download.fetch`). A source returns a `Splits`
+of the data as stored: 8-bit data (uint8 arrays, image files) as uint8 tensors, images as (N, C,
+H, W), everything else float32 (tabular data (N, D)), labels where the source has them. Here the
+splits are made contiguous and checked once (non-empty, finite) so the training loop need not
+check again, and given the `Transform` that turns a stored batch into model input: 8-bit levels
+are scaled onto [0, 1] (never floats or integer tables: their values are the user's), and
 binarization is one fixed Bernoulli draw (static) or a fresh draw per training batch (dynamic).
 Every reader checks its files against the `Limits` before it allocates (see `vaelab.limits`).
 """
@@ -21,7 +22,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from vaelab.config import DataConfig
-from vaelab.data import embedded, files, images
+from vaelab.data import datasets, embedded, files, images
+from vaelab.data.download import fetch
+from vaelab.data.registry import DATASETS
 from vaelab.data.splits import SPLITS, Splits, split_arrays
 from vaelab.data.transforms import Binarize, Scale, Transform
 from vaelab.errors import UserError
@@ -57,9 +60,18 @@ class Source:
 SOURCES: dict[str, Source] = {
     "mnist5k": Source(embedded.mnist5k, needs_arg=False),
     "digits": Source(embedded.digits, needs_arg=False),
+    # The standard datasets: NAME:DIR reads the files in DIR; a bare NAME (those in
+    # registry.DATASETS) reads them from the cache, downloaded if allowed (download.fetch).
     "binarized-mnist": Source(files.binarized_mnist, needs_arg=True),
-    "mnist": Source(files.mnist, needs_arg=True),
-    "fashion-mnist": Source(files.fashion_mnist, needs_arg=True),
+    "mnist": Source(datasets.mnist, needs_arg=True),
+    "fashion-mnist": Source(datasets.fashion_mnist, needs_arg=True),
+    "kmnist": Source(datasets.kmnist, needs_arg=True),
+    "omniglot": Source(datasets.omniglot, needs_arg=True),
+    "caltech101-silhouettes": Source(datasets.caltech101_silhouettes, needs_arg=True),
+    "frey-faces": Source(datasets.frey_faces, needs_arg=True),
+    "cifar10": Source(datasets.cifar10, needs_arg=True),
+    "svhn": Source(datasets.svhn, needs_arg=True),
+    "celeba": Source(datasets.celeba, needs_arg=True),
     "npz": Source(files.npz, needs_arg=True),
     "npy": Source(files.npy, needs_arg=True),
     "csv": Source(files.csv, needs_arg=True),
@@ -73,6 +85,8 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
     if name not in SOURCES:
         raise UserError(f"unknown data source {name!r}; known: {', '.join(sorted(SOURCES))}")
     source = SOURCES[name]
+    if not arg and name in DATASETS:
+        arg = str(fetch(name, offline=config.offline))
     if source.needs_arg and not arg:
         raise UserError(f"data source {name!r} needs a path: --data {name}:PATH")
     if not source.needs_arg and arg:

@@ -16,7 +16,6 @@ from torch import Tensor
 from vaelab.config import DataConfig
 from vaelab.data.arrays import checked_labels, read_npy, read_npz, real_array, stored_arrays
 from vaelab.data.checks import existing_dir, regular_file
-from vaelab.data.idx import OFFICIAL_MD5, read_idx
 from vaelab.data.images import IMAGE_SUFFIXES, channels_first, image_paths, read_images
 from vaelab.data.splits import SPLITS, Splits, label_codes, split_arrays
 from vaelab.data.tables import read_amat, read_csv
@@ -58,78 +57,6 @@ def binarized_mnist(arg: str, limits: Limits) -> Splits:
             raise UserError(f"{path}: no array named 'y' (one label per test row)")
         labels = torch.as_tensor(_codes_or_ints(checked_labels(y, len(parts["test"]), f"{path}: array 'y'")))
     return Splits("binarized-mnist", parts["train"], parts["valid"], parts["test"], test_labels=labels)
-
-
-IDX_STEMS = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-
-def _idx_source(kind: str, arg: str, limits: Limits) -> Splits:
-    """Official MNIST-style IDX files: train (60k) split into 50k train + the last 10k as valid."""
-    root = existing_dir(arg)
-    arrays, paths = {}, {}
-    for stem in IDX_STEMS:
-        gz, raw = root / f"{stem}.gz", root / stem
-        if gz.exists():
-            paths[stem], arrays[stem] = gz, read_idx(gz, OFFICIAL_MD5[kind][gz.name], limits)
-        elif raw.exists():  # official checksums are of the .gz files; shape is checked
-            paths[stem], arrays[stem] = raw, read_idx(raw, limits=limits)
-        else:
-            raise UserError(f"{root}: {kind} needs {stem}.gz (or {stem}); not found")
-    images, labels, test_images, test_labels = (arrays[stem] for stem in IDX_STEMS)
-    image_path, label_path, test_image_path, test_label_path = (paths[stem] for stem in IDX_STEMS)
-    for path, x in ((image_path, images), (test_image_path, test_images)):
-        if x.ndim != 3:
-            raise UserError(f"{path}: expected images of shape (N, H, W), got {x.shape}")
-    for path, y in ((label_path, labels), (test_label_path, test_labels)):
-        if y.ndim != 1:
-            raise UserError(f"{path}: expected labels of shape (N,), got {y.shape}")
-    for path, y, x, x_path in (
-        (label_path, labels, images, image_path),
-        (test_label_path, test_labels, test_images, test_image_path),
-    ):
-        if len(y) != len(x):
-            raise UserError(f"{path}: {len(y)} labels for the {len(x)} images of {x_path.name}")
-    if test_images.shape[1:] != images.shape[1:]:
-        raise UserError(
-            f"{test_image_path}: images of size {test_images.shape[1:]} differ from the training "
-            f"images' {images.shape[1:]} ({image_path.name})"
-        )
-    n_valid = min(10_000, len(images) // 6)
-    if n_valid < 1:
-        raise UserError(
-            f"{image_path}: {len(images)} training images, too few to hold out a validation split"
-        )
-
-    def levels(a):  # 8-bit grey levels as stored, (N, 1, H, W)
-        return torch.as_tensor(a.astype(np.uint8)[:, None])
-
-    def ints(a):
-        return torch.as_tensor(a.astype(np.int64))
-
-    return Splits(
-        kind,
-        levels(images[:-n_valid]),
-        levels(images[-n_valid:]),
-        levels(test_images),
-        ints(labels[:-n_valid]),
-        ints(labels[-n_valid:]),
-        ints(test_labels),
-    )
-
-
-def mnist(arg: str, limits: Limits) -> Splits:
-    """Official MNIST IDX files (gzipped files checked against the official MD5)."""
-    return _idx_source("mnist", arg, limits)
-
-
-def fashion_mnist(arg: str, limits: Limits) -> Splits:
-    """Fashion-MNIST IDX files (gzipped files checked against the official MD5)."""
-    return _idx_source("fashion-mnist", arg, limits)
 
 
 def npz(arg: str, limits: Limits) -> Splits:
