@@ -105,3 +105,61 @@ def tiny_model():
         return build_model(config, x_shape)
 
     return build
+
+
+# ------------------------------------------------------------------ a real headless browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium (`.ci/run` installs it): Playwright drives it, so no browser is downloaded."""
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium driven by Playwright, shared by the browser tests (pages are theirs).
+
+    Where Debian's chromium or Playwright is absent the tests skip with the reason, except in CI
+    (CI=true), where that is a failure: a browser test that silently stops running tests nothing.
+    """
+    import os
+
+    missing = None
+    if not CHROMIUM.is_file():
+        missing = f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            missing = "Playwright is not installed (pip install 'vaelab[explore]')"
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the browser tests cannot run: {missing}")
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        yield browser
+        browser.close()
+
+
+@dataclass
+class WatchedPage:
+    """A Playwright page and what it reported: console errors, uncaught exceptions, failed loads
+    (`errors`) and every URL it requested (`requests`)."""
+
+    page: Any
+    errors: list[str]
+    requests: list[str]
+
+
+@pytest.fixture
+def watched_page(chromium):
+    """A fresh 1280x900 page of the shared browser, watched (see `WatchedPage`), closed after the test."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    watched = WatchedPage(page, [], [])
+    page.on("console", lambda m: watched.errors.append(m.text) if m.type in ("error", "assert") else None)
+    page.on("pageerror", lambda exc: watched.errors.append(str(exc)))
+    page.on("requestfailed", lambda request: watched.errors.append(f"failed: {request.url}"))
+    page.on("request", lambda request: watched.requests.append(request.url))
+    yield watched
+    page.close()

@@ -264,7 +264,10 @@ def write_per_example_log_px(run_dir: Path, split: str, estimate: DatasetLogPx) 
     from safetensors.torch import save_file
 
     path = per_example_path(run_dir, split)
-    tensors = {"log_px": estimate.value.double().contiguous(), "stderr": estimate.stderr.double().contiguous()}
+    tensors = {
+        "log_px": estimate.value.double().contiguous(),
+        "stderr": estimate.stderr.double().contiguous(),
+    }
     metadata = {"k": str(estimate.k), "split": split, "units": "nats per example"}
     runs.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path

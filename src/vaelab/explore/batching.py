@@ -103,7 +103,9 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             self._count(len(waiting))
             try:
-                results = await loop.run_in_executor(self.executor, self.compute, [item for item, _ in waiting])
+                results = await loop.run_in_executor(
+                    self.executor, self.compute, [item for item, _ in waiting]
+                )
             except Exception as err:  # every caller of the batch sees the failure, the loop goes on
                 for _, future in waiting:
                     if not future.done():

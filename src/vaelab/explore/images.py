@@ -98,7 +98,9 @@ def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """(h, w[, 3]) in [0, 1] -> (height, width[, 3]) by Pillow's area-averaging box filter."""
     mode = "F" if pixels.ndim == 2 else None
     if mode == "F":
-        resized = Image.fromarray(pixels.astype(np.float32), "F").resize((width, height), Image.Resampling.BOX)
+        resized = Image.fromarray(pixels.astype(np.float32), "F").resize(
+            (width, height), Image.Resampling.BOX
+        )
         return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     image = Image.fromarray(np.round(pixels * 255).astype(np.uint8), "RGB")
     return np.asarray(image.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255.0

@@ -5,6 +5,7 @@ a short word or image bytes, never a path; a bad request gets a 4xx with {"error
 
     GET  /                               the page (scripts and styles from /static, no CDN)
     GET  /api/runs                       each run's facts (`LatentSpace.info`)
+    GET  /api/stats                      decode requests and forward passes per run (batching)
     GET  /api/run/RID/map?plane=&dims=   codes in plane coordinates, labels, the prior's contours
     POST /api/run/RID/decode             {"z": [u_1..u_Z]} -> PNG of E[x|z] (micro-batched)
     POST /api/run/RID/encode?plane=&dims=&frame=   image bytes -> JSON encoding, log p(x), ...
@@ -36,7 +37,6 @@ from pydantic import Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -153,8 +153,11 @@ class Explorer:
             raise ValueError(f"the explorer shows one or two runs, got {len(spaces)}")
         self.spaces = dict(zip(RUN_IDS, spaces, strict=False))
         self.settings = settings
-        self.decode_executor = ThreadPoolExecutor(1, thread_name_prefix="vaelab-decode")
-        self.work_executor = ThreadPoolExecutor(1, thread_name_prefix="vaelab-work")
+        # OpenMP's thread count is per calling thread: set it in each worker, or each would start a
+        # team as wide as the machine, and two spinning teams on 2 cores stall each other
+        threads = {"max_workers": 1, "initializer": torch.set_num_threads, "initargs": (settings.threads,)}
+        self.decode_executor = ThreadPoolExecutor(thread_name_prefix="vaelab-decode", **threads)
+        self.work_executor = ThreadPoolExecutor(thread_name_prefix="vaelab-work", **threads)
         self.batchers = {
             rid: MicroBatcher(
                 self._decoder(space),
@@ -324,6 +327,10 @@ class Explorer:
         headers = {**PNG_HEADERS, "X-Title": json.dumps(title)}
         return Response(png_bytes(picture), media_type="image/png", headers=headers)
 
+    async def stats(self, request: Request) -> Response:
+        """Decode requests and forward passes per run since start (mean batch = their ratio)."""
+        return JSONResponse({rid: vars(b.stats) for rid, b in self.batchers.items()})
+
     # ------------------------------------------------------------------------------- wiring
 
     @contextlib.asynccontextmanager
@@ -342,6 +349,7 @@ class Explorer:
         routes = [
             Route("/", self.page),
             Route("/api/runs", self.runs),
+            Route("/api/stats", self.stats),
             Route("/api/run/{rid}/map", self.latent_map),
             Route("/api/run/{rid}/decode", self.decode, methods=["POST"]),
             Route("/api/run/{rid}/encode", self.encode, methods=["POST"]),
@@ -353,8 +361,8 @@ class Explorer:
         ]
         middleware = []
         if self.settings.loopback:  # a page on another site cannot reach us by rebinding its DNS name
-            hosts = [*LOOPBACK_HOSTS, "[::1]", self.settings.host]
-            middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
+            hosts = {*LOOPBACK_HOSTS, "[::1]", self.settings.host}
+            middleware.append(Middleware(HostCheck, hosts=hosts))
         handlers = {RequestError: _request_error, HTTPException: _http_error, Exception: _server_error}
         return Starlette(
             routes=routes,
@@ -362,6 +370,28 @@ class Explorer:
             exception_handlers=handlers,  # type: ignore[arg-type]
             lifespan=self.lifespan,
         )
+
+
+class HostCheck:
+    """Refuse (400, JSON) a request whose Host header names another machine: a loopback server
+    must not answer a page that reached it by rebinding its own DNS name to 127.0.0.1."""
+
+    def __init__(self, app: Any, hosts: set[str]) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = (
+                host[: host.index("]") + 1]
+                if host.startswith("[") and "]" in host
+                else host.rsplit(":", 1)[0]
+            )
+            if name not in self.hosts:
+                response = JSONResponse({"error": f"host {name[:60]!r} is not this machine"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:

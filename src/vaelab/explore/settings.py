@@ -31,7 +31,9 @@ class ExploreSettings(Options):
         int, Field(ge=0, le=65535, description="TCP port; 0 picks a free one"), Flag(metavar="PORT")
     ] = 8765
     k: Annotated[Samples, Field(le=100_000, description="importance samples for an input's log p(x)")] = 1000
-    seed: Annotated[Seed, Field(description="seed of the importance samples (the same input, the same estimate)")] = 0
+    seed: Annotated[
+        Seed, Field(description="seed of the importance samples (the same input, the same estimate)")
+    ] = 0
     max_batch: Annotated[
         Count,
         Field(

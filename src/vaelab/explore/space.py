@@ -137,7 +137,7 @@ class LatentSpace:
         u = torch.tensor(values, dtype=torch.float64)
         if not torch.isfinite(u).all():
             raise UserError(f"{what}: every coordinate must be a finite number")
-        if float(u.abs().max(initial=0.0)) > self.coordinate_bound:
+        if float(u.abs().max()) > self.coordinate_bound:
             raise UserError(f"{what}: coordinates must lie within ±{self.coordinate_bound:.4g} prior s.d.")
         return u.float()
 
@@ -199,7 +199,7 @@ class LatentSpace:
         }
 
     def class_names(self, classes: list[int]) -> list[str]:
-        names = getattr(self.run.splits, "label_names", None)
+        names = self.run.splits.label_names
         return [str(names[c]) if names is not None and c < len(names) else str(c) for c in classes]
 
     def prior_components(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,7 +217,9 @@ class LatentSpace:
             weights = p_z.mixture_distribution.probs.detach().double().numpy()  # type: ignore[attr-defined]
         return weights, (means - loc) / scale, sds / scale
 
-    def prior_contours(self, plane: PlaneBasis, shown: np.ndarray) -> tuple[list[dict[str, Any]], list[float]]:
+    def prior_contours(
+        self, plane: PlaneBasis, shown: np.ndarray
+    ) -> tuple[list[dict[str, Any]], list[float]]:
         """The prior's marginal on the plane, contoured at `SIGMA_LEVELS`, and a square view box
         [w1min, w1max, w2min, w2max] holding the contours and the codes."""
         import contourpy
@@ -370,7 +372,9 @@ def prior_moments(p_z) -> tuple[Tensor, Tensor]:
     """The prior's per-dimension mean and standard deviation (Z,) each, float32, detached."""
     loc, variance = p_z.mean.detach().float(), p_z.variance.detach().float()
     if not (torch.isfinite(loc).all() and torch.isfinite(variance).all() and (variance > 0).all()):
-        raise UserError("the model's prior has a non-finite mean or a zero variance; it cannot be standardized")
+        raise UserError(
+            "the model's prior has a non-finite mean or a zero variance; it cannot be standardized"
+        )
     return loc, variance.sqrt()
 
 
