@@ -268,7 +268,9 @@ def main() -> None:
             print(encode.line(f"encode, {name}", elapsed))
         mean_batch = batches["requests"] / max(1, batches["batches"])
         print(
-            f"  {batches['batches']} forward passes for {batches['requests']} decodes: mean batch {mean_batch:.1f}, largest {batches['largest']}"
+            f"  {batches['batches']} forward passes for {batches['requests']} decodes: "
+            f"mean batch {mean_batch:.1f}, "
+            f"largest {batches['largest']}"
         )
         for failure in sorted(set(decode.failures + encode.failures))[:5]:
             print(f"  failure: {failure}")
@@ -276,7 +278,8 @@ def main() -> None:
     print(f"ratio decode p95 off / on: {off.p95() / on.p95():.2f}x")
     verdict = "met" if on.p95() <= 50 and not on.failures else "NOT met"
     print(
-        f"target decode p95 <= 50 ms with no failed request (micro-batching on): {verdict} ({on.p95():.1f} ms)"
+        f"target decode p95 <= 50 ms with no failed request (micro-batching on): {verdict} "
+        f"({on.p95():.1f} ms)"
     )
 
 

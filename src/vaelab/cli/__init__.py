@@ -1,9 +1,9 @@
 """The `vaelab` command line: a thin layer that parses flags into options models and calls the library.
 
 Each command module (`run`: train, evaluate, sample, reconstruct; `figures`: plot, compare, sweep,
-report; `explore`: the web explorer; `theory`: bayes, estimators, kl-directions) adds its subcommands with flags generated from
-the options models' fields (`vaelab.cli.options`). Bad input exits with status 2 and one line on
-stderr (`vaelab: error: ...`), never a traceback.
+report; `explore`: the web explorer; `theory`: bayes, estimators, kl-directions) adds its
+subcommands with flags generated from the options models' fields (`vaelab.cli.options`). Bad input
+exits with status 2 and one line on stderr (`vaelab: error: ...`), never a traceback.
 """
 
 from __future__ import annotations

@@ -155,9 +155,12 @@ class Explorer:
         self.settings = settings
         # OpenMP's thread count is per calling thread: set it in each worker, or each would start a
         # team as wide as the machine, and two spinning teams on 2 cores stall each other
-        threads = {"max_workers": 1, "initializer": torch.set_num_threads, "initargs": (settings.threads,)}
-        self.decode_executor = ThreadPoolExecutor(thread_name_prefix="vaelab-decode", **threads)
-        self.work_executor = ThreadPoolExecutor(thread_name_prefix="vaelab-work", **threads)
+        self.decode_executor, self.work_executor = (
+            ThreadPoolExecutor(
+                1, f"vaelab-{name}", initializer=torch.set_num_threads, initargs=(settings.threads,)
+            )
+            for name in ("decode", "work")
+        )
         self.batchers = {
             rid: MicroBatcher(
                 self._decoder(space),
@@ -285,7 +288,7 @@ class Explorer:
         def work() -> dict[str, Any]:
             x = space.run.x[index : index + 1]
             label = None if space.labels is None else int(space.labels[index])
-            extra = {"index": index, "label": label, "label_name": None}
+            extra: dict[str, Any] = {"index": index, "label": label, "label_name": None}
             if label is not None:
                 extra["label_name"] = space.class_names([label])[0]
             if space.test_log_px is not None:
@@ -367,7 +370,7 @@ class Explorer:
         return Starlette(
             routes=routes,
             middleware=middleware,
-            exception_handlers=handlers,  # type: ignore[arg-type]
+            exception_handlers=handlers,
             lifespan=self.lifespan,
         )
 

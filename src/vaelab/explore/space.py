@@ -175,7 +175,7 @@ class LatentSpace:
         shown = w[:, :2] if self.latent_dim >= 2 else np.stack([w[:, 0], np.zeros(len(w))], 1)
         classes: list[int] = [] if self.labels is None else sorted(set(self.labels.tolist()))
         palette = class_palette(max(1, len(classes)))
-        colours = ["#%02x%02x%02x" % tuple(int(255 * c) for c in rgba[:3]) for rgba in palette]
+        colours = ["#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3]) for rgba in palette]
         contours, box = self.prior_contours(plane, shown)
         spread = np.abs(w).max(0) if len(w) else np.zeros(self.latent_dim)
         sliders = [
@@ -211,10 +211,10 @@ class LatentSpace:
             sds = p_z.base_dist.scale.detach().double().numpy()[None]
             weights = np.ones(1)
         else:  # a DiagonalGaussianMixture (MixtureSameFamily of diagonal Gaussians)
-            components = p_z.component_distribution.base_dist  # type: ignore[attr-defined]
+            components = p_z.component_distribution.base_dist
             means = components.loc.detach().double().numpy()
             sds = components.scale.detach().double().numpy()
-            weights = p_z.mixture_distribution.probs.detach().double().numpy()  # type: ignore[attr-defined]
+            weights = p_z.mixture_distribution.probs.detach().double().numpy()
         return weights, (means - loc) / scale, sds / scale
 
     def prior_contours(
@@ -246,7 +246,7 @@ class LatentSpace:
         generator = contourpy.contour_generator(g1, g2, density.reshape(g1.shape))
         contours = []
         for r, level in zip(SIGMA_LEVELS, levels, strict=True):
-            lines = [np.round(line, 4).tolist() for line in generator.lines(level)]
+            lines = [np.round(np.asarray(line), 4).tolist() for line in generator.lines(level)]
             contours.append({"sigma": r, "mass": round(1 - math.exp(-(r**2) / 2), 4), "lines": lines})
         return contours, [round(v, 4) for v in box]
 
