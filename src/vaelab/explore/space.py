@@ -10,8 +10,9 @@ The map's plane. An orthonormal basis V (Z, Z) of u-space and an origin o (Z,) g
 plane coordinates w = V^T (u - o): (w_1, w_2) are the map's axes and w_3..w_Z the page's sliders,
 so u = o + V w. Two choices of V:
 
-- dims: two latent dims (i, j) on the axes, the others on sliders, most used first (KL per dim,
-  or Var_x(E_q[z]) for an AE: `vaelab.viz.latent.dim_scores`); o = 0, the prior mean;
+- dims: two latent dims (i, j) on the axes (by default the two most used, the lower-numbered
+  across), the others on sliders, most used first (KL per dim, or Var_x(E_q[z]) for an AE:
+  `vaelab.viz.latent.dim_scores`); o = 0, the prior mean;
 - pca: the principal axes of the test codes, o their mean; the sliders move along PC3, PC4, ...
 
 The prior's contours are its 2-D marginal on the plane, which is what a projection of the codes
@@ -155,7 +156,7 @@ class LatentSpace:
             share = variance / variance.sum() if variance.sum() > 0 else variance
             names = tuple(f"PC{i + 1}" for i in range(z_dim))
             return PlaneBasis("pca", vt.T.copy(), origin, names, tuple(float(s) for s in share))
-        first = dims if dims is not None else self.dim_order[:2]
+        first = dims if dims is not None else tuple(sorted(self.dim_order[:2]))  # z_i across, z_j up, i < j
         if len(set(first)) != len(first) or not all(0 <= d < z_dim for d in first):
             raise UserError(f"dims: need two different latent dims of z1..z{z_dim}")
         order = list(first) + [d for d in self.dim_order if d not in first]

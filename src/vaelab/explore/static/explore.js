@@ -8,7 +8,9 @@
 
 const state = {
   runs: [],          // per run: {info, map, plane, dims, sliders, el: {...}, decodeBusy, decodeNext, encoding}
-  box: null,         // shared view box [w1min, w1max, w2min, w2max]
+  box: null,         // shared view box [w1min, w1max, w2min, w2max]: the fitted one, zoomed
+  fitted: 1,         // half-width of the box that holds every run's codes and contours
+  view: {centre: [0, 0], zoom: 1},
   pointer: null,     // [w1, w2] last decoded position
   pin: null,         // {kind: "point", w} or {kind: "example", index, w, label}
   ends: {a: null, b: null},  // interpolation ends: {kind: "point"|"example"|"drawing", ...}
@@ -97,8 +99,24 @@ function imageElement(src, alt, cls) {
 
 function unionBox() {
   const boxes = state.runs.map((r) => r.map.box);
-  const half = Math.max(...boxes.map((b) => Math.max(-b[0], b[1], -b[2], b[3])));
-  state.box = [-half, half, -half, half];
+  state.fitted = Math.max(...boxes.map((b) => Math.max(-b[0], b[1], -b[2], b[3])));
+  setView(state.view.centre, state.view.zoom);
+}
+
+// Both maps show the same box, so the same pixel is the same (w1, w2) on each.
+function setView(centre, zoom) {
+  state.view = {centre, zoom: Math.max(0.5, Math.min(200, zoom))};
+  const half = state.fitted / state.view.zoom, [c1, c2] = state.view.centre;
+  state.box = [c1 - half, c1 + half, c2 - half, c2 + half];
+}
+
+function zoomAt(w, factor) {
+  const zoom = Math.max(0.5, Math.min(200, state.view.zoom * factor)), kept = state.view.zoom / zoom;
+  // the point under the pointer stays where it is
+  const centre = [0, 1].map((k) => w[k] + (state.view.centre[k] - w[k]) * kept);
+  setView(zoom <= 1 ? [0, 0] : centre, zoom);
+  state.runs.forEach(drawMap);
+  redrawOverlays();
 }
 
 function drawMap(run) {
@@ -106,15 +124,20 @@ function drawMap(run) {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
-  // grid lines at integer prior s.d.s (or every 5 when the box is wide)
-  const [x0, x1] = state.box, step = (x1 - x0) > 24 ? 5 : 1;
+  // grid lines at round numbers of prior s.d.s: about ten across the box
+  const [x0, x1, y0, y1] = state.box, raw = (x1 - x0) / 10, magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+  const label = (v) => String(Number(v.toFixed(6)));
   ctx.strokeStyle = "#eee"; ctx.lineWidth = 1; ctx.fillStyle = "#999"; ctx.font = "10px sans-serif";
   for (let v = Math.ceil(x0 / step) * step; v <= x1; v += step) {
-    const [px] = toPixel(canvas, v, 0), [, py] = toPixel(canvas, 0, v);
+    const [px] = toPixel(canvas, v, 0);
     ctx.beginPath(); ctx.moveTo(px, 0); ctx.lineTo(px, canvas.height); ctx.stroke();
+    ctx.fillText(label(v), px + 2, canvas.height - 3);
+  }
+  for (let v = Math.ceil(y0 / step) * step; v <= y1; v += step) {
+    const [, py] = toPixel(canvas, 0, v);
     ctx.beginPath(); ctx.moveTo(0, py); ctx.lineTo(canvas.width, py); ctx.stroke();
-    ctx.fillText(String(v), px + 2, canvas.height - 3);
-    if (v !== 0) ctx.fillText(String(v), 2, py - 2);
+    ctx.fillText(label(v), 2, py - 2);
   }
   // the codes, coloured by label
   const colourOf = new Map(map.classes.map((c, i) => [c, map.class_colours[i]]));
@@ -230,6 +253,14 @@ function attachMap(run) {
       (event.clientY - rect.top) * canvas.height / rect.height);
   };
   canvas.addEventListener("pointermove", (event) => pointerAt(planeAt(event)));
+  canvas.addEventListener("wheel", (event) => {
+    event.preventDefault();
+    zoomAt(planeAt(event), event.deltaY < 0 ? 1.25 : 0.8);
+  }, {passive: false});
+  const centre = () => state.pointer || state.view.centre;
+  run.el.zoomIn.addEventListener("click", () => zoomAt(centre(), 1.5));
+  run.el.zoomOut.addEventListener("click", () => zoomAt(centre(), 1 / 1.5));
+  run.el.zoomFit.addEventListener("click", () => zoomAt([0, 0], 1 / state.view.zoom));
   canvas.addEventListener("click", (event) => {
     const w = planeAt(event), index = nearestCode(run, w, 6);
     if (index >= 0) {
@@ -385,8 +416,11 @@ function histogram(test, value) {
   ctx.fillStyle = "#333"; ctx.font = "10px sans-serif";
   ctx.fillText(fmt(lo, 0), 2, canvas.height - 2);
   ctx.fillText(fmt(hi, 0) + " nats", canvas.width - 60, canvas.height - 2);
-  ctx.fillText("test log p(x); red: your input", 90, canvas.height - 2);
-  return canvas;
+  const figure = document.createElement("figure");
+  const caption = document.createElement("figcaption");
+  caption.textContent = "the test images' log p(x) (blue) and your input's (red)";
+  figure.append(canvas, caption);
+  return figure;
 }
 
 // ------------------------------------------------------------------------------- the drawing
@@ -520,6 +554,8 @@ function runCard(info) {
     map: node.querySelector(".map"), overlay: node.querySelector(".overlay"),
     decoded: node.querySelector(".decoded"), coords: node.querySelector(".coords"),
     legend: node.querySelector(".legend"), planeControls: node.querySelector(".plane-controls"),
+    zoomIn: node.querySelector(".zoom-in"), zoomOut: node.querySelector(".zoom-out"),
+    zoomFit: node.querySelector(".zoom-fit"),
     sliders: node.querySelector(".sliders"), encoding: node.querySelector(".encoding-body"),
     strip: node.querySelector(".strip-body"), samples: node.querySelector(".samples-body"),
   };
@@ -535,7 +571,7 @@ async function start() {
     document.getElementById("run-names").textContent = runs.map((r) => r.name).join(" vs ");
     document.getElementById("runs").classList.toggle("two", runs.length > 1);
     state.runs = runs.map((info) => ({
-      info, map: null, plane: "dims", dims: info.dim_order.slice(0, 2), sliders: [],
+      info, map: null, plane: "dims", dims: info.dim_order.slice(0, 2).sort((i, j) => i - j), sliders: [],
       el: runCard(info), decodeBusy: false, decodeNext: false, encoding: null,
     }));
     state.runs.forEach(buildPlaneControls);
