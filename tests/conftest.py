@@ -107,6 +107,34 @@ def tiny_model():
     return build
 
 
+# ------------------------------------------------------------- tiny runs for the explorer
+
+
+@pytest.fixture(scope="session")
+def explore_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run directories on scikit-learn's 8x8 digits, one epoch each (seconds): a 3-D VAE
+    (evaluated, k = 20, so its per-example log p(x) is stored), an AE, and a 3-D VAE with a
+    3-component mixture prior. Shared by the explorer's tests and its fuzz tests."""
+    from vaelab.config import RunConfig
+    from vaelab.data import load_data
+    from vaelab.evaluate import evaluate_run
+    from vaelab.train import train
+
+    base = tmp_path_factory.mktemp("explore-runs")
+    config = RunConfig().replace(
+        data={"source": "digits"},
+        model={"latent_dim": 3, "hidden": (32,)},
+        train={"epochs": 1, "batch_size": 64, "seed": 0},
+    )
+    splits = load_data(config.data)
+    models = {"vae": {}, "ae": {"kind": "ae"}, "mog": {"prior": "mog", "prior_components": 3}}
+    runs = {name: base / name for name in models}
+    for name, model in models.items():
+        train(config.replace(model=model), runs[name], progress=False, splits=splits)
+    evaluate_run(runs["vae"], k=20, progress=False)
+    return runs
+
+
 # ------------------------------------------------------------------ a real headless browser
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -49,39 +49,12 @@ def drawing(size: int = 112, *, light: bool = True, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-# ------------------------------------------------------------------------------- tiny runs
+# ------------------------------------------------------------------------------- the runs
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    """A 3-D VAE (evaluated: per-example log p(x) stored), an AE and a 3-D mixture-prior VAE."""
-    from vaelab.config import RunConfig
-    from vaelab.data import load_data
-    from vaelab.evaluate import evaluate_run
-    from vaelab.train import train
-
-    base = tmp_path_factory.mktemp("explore-runs")
-    config = RunConfig().replace(
-        data={"source": "digits"},
-        model={"latent_dim": 3, "hidden": (32,)},
-        train={"epochs": 1, "batch_size": 64, "seed": 0},
-    )
-    splits = load_data(config.data)
-    runs = {}
-    for name, model in (
-        ("vae", {}),
-        ("ae", {"kind": "ae"}),
-        ("mog", {"prior": "mog", "prior_components": 3}),
-    ):
-        runs[name] = base / name
-        train(config.replace(model=model), runs[name], progress=False, splits=splits)
-    evaluate_run(runs["vae"], k=20, progress=False)
-    return runs
-
-
-@pytest.fixture(scope="module")
-def spaces(tiny_runs):
-    return {name: LatentSpace(Run(path), k=50) for name, path in tiny_runs.items()}
+def spaces(explore_runs):
+    return {name: LatentSpace(Run(path), k=50) for name, path in explore_runs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -99,15 +72,15 @@ def decode(client, z, rid="a"):
 # ------------------------------------------------------------------- per-example log p(x)
 
 
-def test_evaluate_stores_per_example_log_px_whose_mean_and_error_are_eval_json(tiny_runs):
-    run = tiny_runs["vae"]
+def test_evaluate_stores_per_example_log_px_whose_mean_and_error_are_eval_json(explore_runs):
+    run = explore_runs["vae"]
     evaluation = json.loads((run / "eval.json").read_text())
     stored = read_per_example_log_px(run, "test", evaluation["num_examples"])
     assert stored is not None and stored.k == 20 and stored.split == "test"
     assert float(stored.value.mean()) == pytest.approx(evaluation["log_px"], rel=1e-6)  # float32 mean there
     combined = float(stored.stderr.square().sum().sqrt()) / evaluation["num_examples"]
     assert combined == pytest.approx(evaluation["log_px_stderr"], rel=1e-6)
-    assert read_per_example_log_px(tiny_runs["ae"], "test", evaluation["num_examples"]) is None  # no log p(x)
+    assert read_per_example_log_px(explore_runs["ae"], "test", evaluation["num_examples"]) is None
 
 
 def test_per_example_log_px_is_checked_before_use(tmp_path):
@@ -462,11 +435,11 @@ def test_requests_for_another_host_name_are_refused(client):
     assert client.get("/api/runs", headers={"Host": "[::1]:8765"}).status_code == 200
 
 
-def test_serving_leaves_the_run_directories_as_they_were(tiny_runs, spaces):
+def test_serving_leaves_the_run_directories_as_they_were(explore_runs, spaces):
     def snapshot():
         return {
             p: (p.stat().st_mtime_ns, p.stat().st_size)
-            for run in tiny_runs.values()
+            for run in explore_runs.values()
             for p in sorted(run.rglob("*"))
         }
 
@@ -484,35 +457,36 @@ def test_serving_leaves_the_run_directories_as_they_were(tiny_runs, spaces):
 # ---------------------------------------------------------------------------------- the CLI
 
 
-def test_explore_command_errors_are_one_line(tiny_runs, tmp_path, capsys):
+def test_explore_command_errors_are_one_line(explore_runs, tmp_path, capsys):
     from vaelab.cli import main
 
+    vae, ae, mog = (str(explore_runs[name]) for name in ("vae", "ae", "mog"))
     for argv, problem in [
         ([str(tmp_path / "nothing")], "run directory not found"),
-        ([str(tiny_runs["vae"]), "--port", "70000"], "argument --port"),
-        ([str(tiny_runs["vae"]), "--max-batch", "0"], "argument --max-batch"),
-        ([str(tiny_runs["vae"]), "--batch-wait-ms", "nan"], "argument --batch-wait-ms"),
-        ([str(tiny_runs["vae"]), str(tiny_runs["ae"]), str(tiny_runs["mog"])], "unrecognized arguments"),
+        ([str(explore_runs["vae"]), "--port", "70000"], "argument --port"),
+        ([str(explore_runs["vae"]), "--max-batch", "0"], "argument --max-batch"),
+        ([str(explore_runs["vae"]), "--batch-wait-ms", "nan"], "argument --batch-wait-ms"),
+        ([vae, ae, mog], "unrecognized arguments"),
     ]:
         assert main(["explore", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("vaelab: error: ") and problem in err[0], err
 
 
-def test_another_host_is_warned_about_and_a_busy_port_is_one_line(tiny_runs, capsys):
+def test_another_host_is_warned_about_and_a_busy_port_is_one_line(explore_runs, capsys):
     import socket
 
     from vaelab.cli import main
 
     # 192.0.2.1 is TEST-NET-1 (RFC 5737): no interface here has it, so binding fails and nothing is sent
-    assert main(["explore", str(tiny_runs["vae"]), "--host", "192.0.2.1"]) == 2
+    assert main(["explore", str(explore_runs["vae"]), "--host", "192.0.2.1"]) == 2
     err = capsys.readouterr().err
     assert "warning: --host 192.0.2.1 serves the explorer" in err and "cannot listen on 192.0.2.1" in err
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert main(["explore", str(tiny_runs["vae"]), "--port", str(port)]) == 2
+        assert main(["explore", str(explore_runs["vae"]), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert "warning" not in err and f"cannot listen on 127.0.0.1:{port}" in err
 
