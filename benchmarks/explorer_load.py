@@ -2,7 +2,7 @@
 micro-batching.
 
     .venv/bin/python -u -m benchmarks.explorer_load --run runs/demo/vae
-    .venv/bin/python -m benchmarks.explorer_load --smoke        # seconds, a tiny model it trains
+    .venv/bin/python -m benchmarks.explorer_load --smoke        # seconds: 5 clients, 2 s, a tiny model
 
 For each setting (micro-batching on, then off: `--max-batch 1`) it starts the real server
 (`vaelab explore RUN --port 0`) in its own process on 127.0.0.1 and offers an open-loop load:
@@ -223,9 +223,7 @@ def smoke_run(out: Path) -> Path:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument(
-        "--run", type=Path, default=Path("runs/demo/vae"), help="run to serve (the demo's 2-D VAE)"
-    )
+    p.add_argument("--run", type=Path, help="run to serve (default runs/demo/vae, the demo's 2-D VAE)")
     p.add_argument("--clients", type=int, default=50, help="decode clients")
     p.add_argument("--rate", type=float, default=10.0, help="decode requests per second per client")
     p.add_argument("--seconds", type=float, default=20.0, help="how long each setting is loaded")
@@ -239,12 +237,13 @@ def main() -> None:
         or not 0 < args.seconds <= 300
     ):
         raise SystemExit("bounded load only: 1-500 clients, rate in (0, 100] per second, 0-300 s")
-    run = args.run
+    run = args.run or Path("runs/demo/vae")
     if args.smoke:
         import tempfile
 
         args.clients, args.rate, args.seconds, args.encode_clients = 5, 5.0, 2.0, 1
-        run = smoke_run(Path(tempfile.mkdtemp(prefix="explorer-load-")) / "vae")
+        if args.run is None:
+            run = smoke_run(Path(tempfile.mkdtemp(prefix="explorer-load-")) / "vae")
     if not (run / "model.safetensors").is_file():
         raise SystemExit(f"{run}: no run there; `make demo` trains the demo's runs (or pass --run)")
     print(f"{machine()}; server and clients share this machine's cores")

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -401,6 +402,8 @@ def test_interpolation_strip_and_prior_samples(client):
         ("get", "/api/run/a/map?dims=x", {}, 422, "expected two latent dims"),
         ("get", "/api/run/a/example/500000", {}, 422, "split has rows"),
         ("get", "/api/run/a/example/-1", {}, 422, "expected a row number"),
+        ("get", "/api/run/a/example/%C2%B2", {}, 422, "expected a row number"),  # '²' passes isdigit (fuzz)
+        ("get", "/api/run/a/map?dims=%C2%B9,%C2%B2", {}, 422, "expected two latent dims"),
         ("post", "/api/run/a/encode", {"content": b"GIF89a broken"}, 422, "not an image"),
         ("post", "/api/run/a/encode", {"content": b"x" * 200_001}, 413, "limit of 200000"),
         ("post", "/api/run/a/encode?frame=zoom", {"content": b"x"}, 422, "not one of digit, fit"),
@@ -494,3 +497,20 @@ def test_another_host_is_warned_about_and_a_busy_port_is_one_line(explore_runs, 
 def test_settings_know_loopback_addresses():
     assert ExploreSettings().loopback and ExploreSettings(host="127.0.0.2").loopback
     assert ExploreSettings(host="::1").loopback and not ExploreSettings(host="0.0.0.0").loopback
+
+
+# -------------------------------------------------------------------------------- the benchmark
+
+
+@pytest.mark.slow
+def test_load_benchmark_runs_both_settings_in_its_smoke_mode(explore_runs):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "benchmarks.explorer_load", "--smoke", "--run", str(explore_runs["vae"])]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for setting in ("on", "off"):
+        assert re.search(rf"decode, micro-batching {setting} +[\d.]+ req/s +p50 +[\d.]+ +p95", done.stdout)
+    assert "ratio decode p95 off / on:" in done.stdout and "failed 0 of" in done.stdout

@@ -81,6 +81,8 @@ NUMBERS = st.one_of(
     st.integers(-(2**70), 2**70),
     st.sampled_from([0, 1.5, -3.0, 1e300, 1e-300]),
 )
+POINT_NUMBERS = st.one_of(st.floats(-50, 50), NUMBERS)
+POINTS = st.lists(POINT_NUMBERS, min_size=LATENT_DIM, max_size=LATENT_DIM) | st.lists(NUMBERS, max_size=4)
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=8))
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
@@ -92,7 +94,11 @@ JSON_VALUES = st.recursive(
 @st.composite
 def decode_bodies(draw) -> bytes:
     """Mostly {"z": [...]} with numbers of every kind and length; sometimes any JSON, or bytes."""
-    shape = draw(st.sampled_from(["z", "z", "z", "json", "bytes", "mutated"]))
+    shape = draw(st.sampled_from(["point", "point", "z", "z", "json", "bytes", "mutated"]))
+    if shape == "point":  # the right length, numbers of every size
+        return json.dumps(
+            {"z": draw(st.lists(POINT_NUMBERS, min_size=LATENT_DIM, max_size=LATENT_DIM))}
+        ).encode()
     if shape == "z":
         z = draw(st.lists(NUMBERS, min_size=0, max_size=6))
         text = json.dumps({"z": z})  # NaN and Infinity are written as the literals JSON lacks
@@ -163,8 +169,19 @@ def test_fuzz_explore_encode(fuzz, client, data, frame, run):
 @given(
     body=st.one_of(
         st.fixed_dictionaries(
-            {"a": st.lists(NUMBERS, max_size=4), "b": st.lists(NUMBERS, max_size=4)},
-            optional={"n": JSON_SCALARS, "method": JSON_SCALARS},
+            {"a": POINTS, "b": POINTS},
+            optional={
+                "n": st.integers(-2, 40) | JSON_SCALARS,
+                "method": st.sampled_from(["linear", "spherical"]),
+            },
+        ),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "n": st.integers(-2, 200) | JSON_SCALARS,
+                "seed": st.integers(-1, 2**33),
+                "index": st.integers(-2, 400),
+            },
         ),
         JSON_VALUES,
     ),

@@ -212,7 +212,7 @@ class Explorer:
         if text is None or text == "":
             return kind, None
         parts = text.split(",")
-        if len(parts) != 2 or not all(p.isdigit() and len(p) < 8 for p in parts):
+        if len(parts) != 2 or not all(_row_number(p) for p in parts):
             raise RequestError(422, f"dims: expected two latent dims like 1,2, got {text[:40]!r}")
         return kind, (int(parts[0]), int(parts[1]))
 
@@ -305,7 +305,7 @@ class Explorer:
     async def example(self, request: Request) -> Response:
         rid, space = self.space(request.path_params["rid"])
         text = request.path_params["index"]
-        if not (text.isdigit() and len(text) < 10):
+        if not _row_number(text):
             raise RequestError(422, f"index: expected a row number, got {text[:20]!r}")
         index = self.example_index(space, int(text))
         png = await self.run_work(lambda: png_bytes(space.display(space.run.x[index : index + 1])[0]))
@@ -373,6 +373,11 @@ class Explorer:
             exception_handlers=handlers,
             lifespan=self.lifespan,
         )
+
+
+def _row_number(text: str) -> bool:
+    """Whether `text` is a plain decimal number int() reads (isdigit alone passes '²')."""
+    return text.isascii() and text.isdigit() and len(text) < 10
 
 
 class HostCheck:
