@@ -209,3 +209,52 @@ def test_fuzz_explore_queries(fuzz, client, plane, dims, index):
     path = f"/api/run/a/example/{quote(str(index), safe='')}"
     example = lambda: answered(client.get(path), "png")  # noqa: E731
     fuzz.check("explore example path", example, accepted=checked)
+
+
+@pytest.fixture(scope="module")
+def per_example_file(explore_runs) -> bytes:
+    from vaelab.evaluate import per_example_path
+
+    return per_example_path(explore_runs["vae"]).read_bytes()
+
+
+@st.composite
+def mutated_file(draw, data: bytes) -> bytes:
+    """`data` after one to four byte edits, truncations or insertions, half of them in its header."""
+    out = bytearray(data)
+    header = 8 + int.from_bytes(data[:8], "little")
+    for _ in range(draw(st.integers(1, 4))):
+        if not out:
+            break
+        end = min(len(out), header) if draw(st.booleans()) else len(out)
+        at = draw(st.integers(0, end - 1))
+        edit = draw(st.sampled_from(["byte", "truncate", "insert", "size"]))
+        if edit == "byte":
+            out[at] = draw(st.integers(0, 255))
+        elif edit == "truncate":
+            del out[at:]
+        elif edit == "insert":
+            out[at:at] = draw(st.binary(min_size=1, max_size=12))
+        else:  # the header's length field, the first 8 bytes, made huge or small
+            out[:8] = draw(st.sampled_from([0, 1, 2**31, 2**63, len(out)])).to_bytes(8, "little")
+    return bytes(out)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_explore_per_example_log_px_file(fuzz, per_example_file, tmp_path_factory, data):
+    from vaelab.evaluate import per_example_path, read_per_example_log_px
+
+    folder = tmp_path_factory.mktemp("per-example")
+    per_example_path(folder).write_bytes(data.draw(mutated_file(per_example_file)))
+    rows = data.draw(st.sampled_from([180, 179, 0]), label="rows of the split")
+
+    def finite(result) -> str | None:
+        if result is None:
+            return "a file that exists read as absent"
+        ok = result.value.isfinite().all() and result.stderr.isfinite().all() and len(result.value) == rows
+        return None if ok else "non-finite or mis-shaped estimates accepted"
+
+    fuzz.check(
+        "explore per-example log p(x)", lambda: read_per_example_log_px(folder, "test", rows), accepted=finite
+    )
