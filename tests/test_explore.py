@@ -388,6 +388,7 @@ def test_interpolation_strip_and_prior_samples(client):
         ("post", "/api/run/a/decode", {"json": {"z": [1e6, 0, 0]}}, 422, "within"),
         ("post", "/api/run/a/decode", {"json": {"z": ["1", 0, 0]}}, 422, "valid number"),
         ("post", "/api/run/a/decode", {"json": {"z": [0, 0, 0], "path": "/etc"}}, 422, "Extra inputs"),
+        ("post", "/api/run/a/samples", {"json": {"\n": 1}}, 422, "\\n: Extra inputs"),  # one line (fuzz)
         ("post", "/api/run/a/decode", {"json": [0, 0, 0]}, 422, "should be an object"),
         ("post", "/api/run/a/decode", {"content": b" " * (MAX_JSON_BYTES + 1)}, 413, "limit"),
         ("post", "/api/run/c/decode", {"json": {"z": [0, 0, 0]}}, 404, "no run 'c'"),

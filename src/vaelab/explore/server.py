@@ -109,7 +109,10 @@ class SamplesRequest(Options):
 def _validation_message(err: ValidationError) -> str:
     """A pydantic error as one line: where, and what (malformed JSON included)."""
     first = err.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
+    # a key the client chose may hold a newline or be long: escaped and cut, the message stays one line
+    where = ".".join(
+        json.dumps(part)[1:-1][:40] if isinstance(part, str) else str(part) for part in first["loc"]
+    )
     message = first.get("msg", "invalid")
     return f"{where}: {message}" if where else message
 

@@ -222,7 +222,7 @@ class LatentSpace:
         self, plane: PlaneBasis, shown: np.ndarray
     ) -> tuple[list[dict[str, Any]], list[float]]:
         """The prior's marginal on the plane, contoured at `SIGMA_LEVELS`, and a square view box
-        [w1min, w1max, w2min, w2max] holding the contours and the codes."""
+        [w1min, w1max, w2min, w2max] holding the contours and 99.5% of the codes."""
         import contourpy
 
         if self.latent_dim < 2:  # one dim: no plane to contour; the codes lie on the w1 axis
@@ -239,7 +239,8 @@ class LatentSpace:
         density_at_draws = _mixture_density(draws, weights, centres, covariances)
         # the region {p >= c} holds mass m when c is the (1 - m)-quantile of p at draws from p
         levels = [float(np.quantile(density_at_draws, math.exp(-(r**2) / 2))) for r in SIGMA_LEVELS]
-        half = float(max(np.quantile(np.abs(draws), 0.999), np.abs(shown).max(initial=0.0), 1.0) * 1.08)
+        codes = float(np.quantile(np.abs(shown), 0.995)) if len(shown) else 0.0  # a few outliers stay out
+        half = float(max(np.quantile(np.abs(draws), 0.999), codes, 1.0) * 1.08)
         box = [-half, half, -half, half]
         grid = np.linspace(-half, half, CONTOUR_GRID)
         g1, g2 = np.meshgrid(grid, grid)
