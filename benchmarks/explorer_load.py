@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import random
 import re
 import subprocess
@@ -200,6 +201,21 @@ def get(port: int, path: str) -> dict:
         return json.load(response)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def stop(process: subprocess.Popen) -> None:
     process.terminate()  # uvicorn shuts down cleanly on SIGTERM
     try:
@@ -251,13 +267,18 @@ def main() -> None:
         f"offered: {args.clients} decode clients x {args.rate:g} req/s (open loop) + {args.encode_clients} "
         f"encode clients x 1 req/s, {args.seconds:g} s per setting, run {run}"
     )
-    results = {}
+    results, cpu = {}, {}
     for name, extra in (("micro-batching on", []), ("micro-batching off", ["--max-batch", "1"])):
         process, port = start_server(run, extra)
         try:
             facts = get(port, "/api/runs")["runs"][0]
             bound = min(4.0, facts["coordinate_bound"])
+            server_before, clients_before = cpu_seconds(process.pid), own_cpu_seconds()
             decode, encode, elapsed = asyncio.run(load(port, args, facts["latent_dim"], bound))
+            server_cpu, clients_cpu = (
+                cpu_seconds(process.pid) - server_before,
+                own_cpu_seconds() - clients_before,
+            )
             batches = get(port, "/api/stats")["a"]
         finally:
             stop(process)
@@ -265,6 +286,13 @@ def main() -> None:
         print(decode.line(f"decode, {name}", elapsed))
         if args.encode_clients:
             print(encode.line(f"encode, {name}", elapsed))
+        per_decode = 1000 * server_cpu / max(1, len(decode.latencies))  # the encodes' share included
+        print(
+            f"  CPU: server {server_cpu:.1f} s ({per_decode:.2f} ms per answered decode), clients "
+            f"{clients_cpu:.1f} s, in {elapsed:.1f} s of wall time on {os.cpu_count()} cores "
+            f"(load average {os.getloadavg()[0]:.1f})"
+        )
+        cpu[name] = per_decode
         mean_batch = batches["requests"] / max(1, batches["batches"])
         print(
             f"  {batches['batches']} forward passes for {batches['requests']} decodes: "
@@ -275,6 +303,9 @@ def main() -> None:
             print(f"  failure: {failure}")
     on, off = results["micro-batching on"], results["micro-batching off"]
     print(f"ratio decode p95 off / on: {off.p95() / on.p95():.2f}x")
+    print(
+        f"ratio server CPU per request off / on: {cpu['micro-batching off'] / cpu['micro-batching on']:.2f}x"
+    )
     verdict = "met" if on.p95() <= 50 and not on.failures else "NOT met"
     print(
         f"target decode p95 <= 50 ms with no failed request (micro-batching on): {verdict} "
