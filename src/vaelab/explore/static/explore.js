@@ -299,6 +299,7 @@ function buildPlaneControls(run) {
     const dims = dimSelects.map((s) => Number(s.value));
     if (planeSelect.value === "dims" && dims[0] === dims[1]) { status("pick two different dims", true); return; }
     run.plane = planeSelect.value; run.dims = dims;
+    dimSelects.forEach((s) => { s.disabled = run.plane !== "dims"; });
     await loadMap(run);
   };
   planeSelect.addEventListener("change", changed);
