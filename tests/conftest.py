@@ -105,3 +105,89 @@ def tiny_model():
         return build_model(config, x_shape)
 
     return build
+
+
+# ------------------------------------------------------------- tiny runs for the explorer
+
+
+@pytest.fixture(scope="session")
+def explore_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run directories on scikit-learn's 8x8 digits, one epoch each (seconds): a 3-D VAE
+    (evaluated, k = 20, so its per-example log p(x) is stored), an AE, and a 3-D VAE with a
+    3-component mixture prior. Shared by the explorer's tests and its fuzz tests."""
+    from vaelab.config import RunConfig
+    from vaelab.data import load_data
+    from vaelab.evaluate import evaluate_run
+    from vaelab.train import train
+
+    base = tmp_path_factory.mktemp("explore-runs")
+    config = RunConfig().replace(
+        data={"source": "digits"},
+        model={"latent_dim": 3, "hidden": (32,)},
+        train={"epochs": 1, "batch_size": 64, "seed": 0},
+    )
+    splits = load_data(config.data)
+    models = {"vae": {}, "ae": {"kind": "ae"}, "mog": {"prior": "mog", "prior_components": 3}}
+    runs = {name: base / name for name in models}
+    for name, model in models.items():
+        train(config.replace(model=model), runs[name], progress=False, splits=splits)
+    evaluate_run(runs["vae"], k=20, progress=False)
+    return runs
+
+
+# ------------------------------------------------------------------ a real headless browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium (`.ci/run` installs it): Playwright drives it, so no browser is downloaded."""
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium driven by Playwright, shared by the browser tests (pages are theirs).
+
+    Where Debian's chromium or Playwright is absent the tests skip with the reason, except in CI
+    (CI=true), where that is a failure: a browser test that silently stops running tests nothing.
+    """
+    import os
+
+    missing = None
+    if not CHROMIUM.is_file():
+        missing = f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            missing = "Playwright is not installed (pip install 'vaelab[explore]')"
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the browser tests cannot run: {missing}")
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        yield browser
+        browser.close()
+
+
+@dataclass
+class WatchedPage:
+    """A Playwright page and what it reported: console errors, uncaught exceptions, failed loads
+    (`errors`) and every URL it requested (`requests`)."""
+
+    page: Any
+    errors: list[str]
+    requests: list[str]
+
+
+@pytest.fixture
+def watched_page(chromium):
+    """A fresh 1280x900 page of the shared browser, watched (see `WatchedPage`), closed after the test."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    watched = WatchedPage(page, [], [])
+    page.on("console", lambda m: watched.errors.append(m.text) if m.type in ("error", "assert") else None)
+    page.on("pageerror", lambda exc: watched.errors.append(str(exc)))
+    page.on("requestfailed", lambda request: watched.errors.append(f"failed: {request.url}"))
+    page.on("request", lambda request: watched.requests.append(request.url))
+    yield watched
+    page.close()

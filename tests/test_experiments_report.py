@@ -1,8 +1,7 @@
 """The report: one self-contained HTML file, checked as text and in a real (headless) Chromium.
 
-The browser test drives Debian's `chromium` over the DevTools protocol on a pipe
-(`--remote-debugging-pipe`: JSON messages ending in NUL on file descriptors 3 and 4), so it needs no
-Python package beyond the standard library. It is skipped, with the reason, where Chromium is absent.
+The browser test drives Debian's `chromium` with Playwright (the `chromium` fixture of
+conftest.py): skipped with the reason where either is absent, a failure in CI (CI=true).
 """
 
 from __future__ import annotations
@@ -10,13 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import queue
 import re
-import shutil
-import subprocess
-import threading
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -28,9 +21,6 @@ from vaelab.config import RunConfig
 from vaelab.errors import UserError
 from vaelab.experiments import compare, report, sweep
 from vaelab.viz.figures import ALL_FIGURES
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-HAVE_CHROMIUM = os.access(CHROMIUM, os.X_OK)
 
 
 @pytest.fixture(scope="session")
@@ -151,159 +141,26 @@ def test_cli_report_prints_the_path(compare_report, capsys):
 # ------------------------------------------------------------------------------ real browser
 
 
-class DevTools:
-    """Headless Chromium driven over --remote-debugging-pipe; events are kept in `events`."""
-
-    def __init__(self, user_data_dir: Path, log_path: Path) -> None:
-        commands_read, self._commands = os.pipe()
-        self._replies, replies_write = os.pipe()
-
-        def on_fds_3_and_4():  # Chromium reads commands from fd 3 and writes replies to fd 4
-            os.dup2(commands_read, 3)
-            os.dup2(replies_write, 4)
-
-        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in close())
-        self.process = subprocess.Popen(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={user_data_dir}",
-                "--remote-debugging-pipe",
-                "--window-size=1280,900",
-                "about:blank",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            pass_fds=(3, 4),
-            preexec_fn=on_fds_3_and_4,
-        )
-        os.close(commands_read)
-        os.close(replies_write)
-        self._messages: queue.Queue = queue.Queue()
-        self.events: list[dict] = []
-        self._next_id = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        buffer = b""
-        while chunk := os.read(self._replies, 1 << 16):
-            buffer += chunk
-            while b"\0" in buffer:
-                message, buffer = buffer.split(b"\0", 1)
-                self._messages.put(json.loads(message))
-        self._messages.put(None)
-
-    def _wait(self, match, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                message = self._messages.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"Chromium did not answer within {timeout} s") from None
-            if message is None:
-                raise RuntimeError(f"Chromium closed the pipe (exit code {self.process.poll()})")
-            if "method" in message:
-                self.events.append(message)
-            if match(message):
-                if "error" in message:
-                    raise RuntimeError(f"DevTools error: {message['error']}")
-                return message.get("result", message.get("params", {}))
-
-    def send(
-        self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 60.0
-    ) -> dict:
-        self._next_id += 1
-        ident = self._next_id
-        message = {"id": ident, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        os.write(self._commands, json.dumps(message).encode() + b"\0")
-        return self._wait(lambda m: m.get("id") == ident, timeout)
-
-    def wait_for_event(self, method: str, timeout: float = 60.0) -> dict:
-        for event in self.events:
-            if event["method"] == method:
-                return event["params"]
-        return self._wait(lambda m: m.get("method") == method, timeout)
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=10)
-        except (OSError, RuntimeError, TimeoutError):
-            pass
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()  # only the browser this test started
-            self.process.wait()
-        os.close(self._commands)
-        self._log.close()
-
-
-def console_errors(events: list[dict]) -> list[str]:
-    """Console errors, uncaught exceptions and failed loads, as the browser reported them."""
-    errors = []
-    for event in events:
-        method, params = event["method"], event.get("params", {})
-        if method == "Runtime.exceptionThrown":
-            errors.append(params["exceptionDetails"].get("text", "exception"))
-        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params.get("args", [])))
-        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-            errors.append(params["entry"].get("text", ""))
-    return errors
-
-
-@pytest.mark.skipif(
-    not HAVE_CHROMIUM, reason=f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
-)
 @pytest.mark.slow
-def test_report_in_headless_chromium_loads_every_image_without_console_errors(compare_report, tmp_path):
-    browser = DevTools(tmp_path / "profile", tmp_path / "chromium.log")
-    try:
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            browser.send(f"{domain}.enable", session=session)
-        browser.send("Page.navigate", {"url": compare_report.resolve().as_uri()}, session=session)
-        browser.wait_for_event("Page.loadEventFired")
-        state = browser.send(
-            "Runtime.evaluate",
-            {
-                "expression": "JSON.stringify(Array.from(document.images, i => [i.complete, "
-                "i.naturalWidth]))",
-                "returnByValue": True,
-            },
-            session=session,
-        )
-        images = json.loads(state["result"]["value"])
-        screenshot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
-        pdf = browser.send("Page.printToPDF", {"preferCSSPageSize": True}, session=session, timeout=120)
-    finally:
-        browser.close()
+def test_report_in_headless_chromium_loads_every_image_without_console_errors(
+    compare_report, watched_page, tmp_path
+):
+    page = watched_page.page
+    page.goto(compare_report.resolve().as_uri(), wait_until="load")
+    images = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth])")
+    shot = tmp_path / "report-screenshot.png"
+    page.screenshot(path=str(shot))
+    printed = page.pdf(prefer_css_page_size=True)
 
     assert len(images) == 25
     assert all(complete and width > 0 for complete, width in images), images
-    assert console_errors(browser.events) == []
-    requested = [
-        e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"
-    ]
-    assert [url for url in requested if not url.startswith(("file:", "data:"))] == []  # it opens offline
-
-    shot = tmp_path / "report-screenshot.png"
-    shot.write_bytes(base64.b64decode(screenshot["data"]))
+    assert watched_page.errors == []
+    assert [
+        url for url in watched_page.requests if not url.startswith(("file:", "data:"))
+    ] == []  # it opens offline
     with Image.open(shot) as image:
-        assert image.size[0] == 1280 and image.size[1] > 600  # the window, less headless chrome's frame
+        assert image.size == (1280, 900)
         assert max(image.convert("L").getextrema()) - min(image.convert("L").getextrema()) > 100  # not blank
-    printed = base64.b64decode(pdf["data"])
     pages = len(re.findall(rb"/Type\s*/Page[^s]", printed))
     assert printed.startswith(b"%PDF") and pages >= 10  # it prints: A4 pages of tables and figures
     (tmp_path / "report.pdf").write_bytes(printed)

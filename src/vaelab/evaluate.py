@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from vaelab import runs
 from vaelab.data import load_data
 from vaelab.diagnostics import ACTIVE_THRESHOLD, latent_name
 from vaelab.errors import UserError
-from vaelab.estimators import bits_per_dim, dataset_log_px, elbo_decomposition
+from vaelab.estimators import DatasetLogPx, bits_per_dim, dataset_log_px, elbo_decomposition
 from vaelab.inference_gaps import inference_gaps
 from vaelab.models import LatentVariableModel
 from vaelab.objectives import dataset_terms
@@ -41,8 +41,9 @@ class Evaluation:
     where q and p(z) are diagonal Gaussians; posterior_mean_variance (Z,) is Cov_x(E_q[z_u]) and
     active_units counts it above `ACTIVE_THRESHOLD` (Burda et al. 2015); log_px is the
     importance-sampled estimate with `k` samples and its Monte Carlo standard error. For an AE
-    only log_p_x_given_z is defined (see `note`). path: the file `evaluate_run` wrote (not part
-    of the file itself).
+    only log_p_x_given_z is defined (see `note`). path: the file `evaluate_run` wrote and
+    per_example: the per-example estimates behind log_px (`write_per_example_log_px`); neither is
+    part of eval.json.
     """
 
     run: str
@@ -66,6 +67,7 @@ class Evaluation:
     note: str | None = None
     inference_gaps: dict[str, Any] | None = None
     path: Path | None = None
+    per_example: DatasetLogPx | None = field(default=None, repr=False, compare=False)
 
     @property
     def nll(self) -> float | None:
@@ -81,7 +83,8 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """The contents of eval.json: every field but `path`, and the derived figures."""
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "path"}
+        fields = asdict(replace(self, per_example=None))
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items() if k not in _NOT_IN_FILE}
         out.update(
             units="nats per example (dataset mean); *_bpd in bits per dimension; elbo and log_px are "
             "higher-is-better, nll = -log_px",
@@ -91,6 +94,9 @@ class Evaluation:
             negative_elbo_bpd=self.bpd(self.elbo),
         )
         return out
+
+
+_NOT_IN_FILE = ("path", "per_example")
 
 
 def evaluate_model(
@@ -148,6 +154,7 @@ def evaluate_model(
         k=k,
         seconds_log_px=estimate.seconds,
         precision=precision,
+        per_example=estimate,
     )
 
 
@@ -198,6 +205,8 @@ def evaluate_run(
         gaps = inference_gaps(model, x[rows], k=k, seed=seed)
         result = replace(result, inference_gaps=gaps.to_dict())
     path = eval_path(run_dir, split)
+    if result.per_example is not None:  # first, so eval.json is never older than the file it explains
+        write_per_example_log_px(run_dir, split, result.per_example)
     runs.write_json(path, result.to_dict())
     return replace(result, path=path)
 
@@ -244,3 +253,71 @@ def format_evaluation(e: Evaluation) -> str:
 def eval_path(run_dir: str | Path, split: str = "test") -> Path:
     """Where `evaluate_run` writes: RUN/eval.json for the test split, RUN/eval-<split>.json else."""
     return Path(run_dir) / ("eval.json" if split == "test" else f"eval-{split}.json")
+
+
+# ------------------------------------------------------------------- per-example log p(x)
+
+
+@dataclass(frozen=True)
+class PerExampleLogPx:
+    """The importance-sampled log p(x) of every row of a split: value, stderr (N,) float64 in nats,
+    from k samples each: what the evaluation's dataset mean averaged (the explorer shows where a
+    new image falls among them)."""
+
+    value: Tensor
+    stderr: Tensor
+    k: int
+    split: str
+
+
+def per_example_path(run_dir: str | Path, split: str = "test") -> Path:
+    """Where `evaluate_run` keeps the per-example estimates: RUN/log-px-<split>.safetensors."""
+    return Path(run_dir) / f"log-px-{split}.safetensors"
+
+
+def write_per_example_log_px(run_dir: Path, split: str, estimate: DatasetLogPx) -> Path:
+    """Write `estimate`'s per-example value and stderr (safetensors, k and split in its header)
+    atomically to `per_example_path`."""
+    from safetensors.torch import save_file
+
+    path = per_example_path(run_dir, split)
+    tensors = {
+        "log_px": estimate.value.double().contiguous(),
+        "stderr": estimate.stderr.double().contiguous(),
+    }
+    metadata = {"k": str(estimate.k), "split": split, "units": "nats per example"}
+    runs.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
+
+
+def read_per_example_log_px(run_dir: str | Path, split: str, num_examples: int) -> PerExampleLogPx | None:
+    """The file `write_per_example_log_px` wrote, checked against the split's `num_examples` rows
+    (shapes, dtypes, finite values, k >= 2) before use; None where `evaluate` has not written one."""
+    from safetensors import SafetensorError, safe_open
+
+    path = per_example_path(run_dir, split)
+    if not path.is_file():
+        return None
+    expected_bytes = 2 * 8 * num_examples
+    if path.stat().st_size > expected_bytes + 64 * 1024:  # a header of a few hundred bytes
+        raise UserError(f"{path}: {path.stat().st_size} bytes, far more than {num_examples} estimates need")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata, names = f.metadata() or {}, set(f.keys())
+            if names != {"log_px", "stderr"}:
+                raise UserError(f"{path}: expected tensors log_px and stderr, found {sorted(names)}")
+            value, stderr = f.get_tensor("log_px"), f.get_tensor("stderr")
+    except SafetensorError as err:
+        raise UserError(f"{path}: corrupt or truncated safetensors file ({err})") from None
+    k = metadata.get("k", "")
+    if not k.isdigit() or int(k) < 2 or metadata.get("split") != split:
+        raise UserError(f"{path}: header needs k >= 2 and split {split!r}, got {metadata}")
+    for name, tensor in (("log_px", value), ("stderr", stderr)):
+        if tensor.dtype != torch.float64 or tuple(tensor.shape) != (num_examples,):
+            raise UserError(
+                f"{path}: {name} should be float64 of shape ({num_examples},) for the {split} split, "
+                f"got {tensor.dtype} {tuple(tensor.shape)}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise UserError(f"{path}: {name} holds values that are not finite")
+    return PerExampleLogPx(value, stderr, int(k), split)

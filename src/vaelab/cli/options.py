@@ -162,6 +162,8 @@ def _add(parser: argparse.ArgumentParser, dotted: str, name: str, info: FieldInf
             kwargs["choices"] = tuple(flag.choices())
         elif typing.get_origin(kind) is Literal:
             kwargs["choices"] = typing.get_args(kind)
+        if not info.is_required():  # an optional positional (explore's RUN_B), absent: its default
+            kwargs.update(nargs="?", default=default)
         parser.add_argument(
             dest, metavar=flag.name or name.upper(), type=_parser(kind, flag, optional), **kwargs
         )
