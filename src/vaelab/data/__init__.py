@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from vaelab.config import DataConfig
+from vaelab.config import DataConfig, RunConfig
 from vaelab.data import embedded, files
 from vaelab.data.splits import SPLITS, Splits, split_arrays
-from vaelab.data.transforms import Binarize, Scale, Transform
+from vaelab.data.transforms import Binarize, Dequantize, Scale, Transform
 from vaelab.errors import UserError
+from vaelab.likelihoods import family
 from vaelab.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "Source",
     "Splits",
     "load_data",
+    "load_run_data",
+    "for_likelihood",
     "check_fits_likelihood",
     "split_arrays",
     "BINARIZE_SEED",
@@ -107,10 +110,42 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
     return replace(splits, train=x_train, valid=x_valid, test=x_test, transform=transform)
 
 
+def load_run_data(config: RunConfig) -> Splits:
+    """A run's data as its model scores them: `load_data`, then `for_likelihood`. Every command
+    that scores a run's data (train, evaluate, the figures, compare, sweep) loads them here, so
+    the input transform is chosen from the likelihood in one place."""
+    return for_likelihood(load_data(config.data, config.limits), config.model.likelihood, config.data.source)
+
+
+def for_likelihood(splits: Splits, likelihood: str, where: str) -> Splits:
+    """`splits` with the input transform `likelihood` needs, after checking that it fits the data.
+
+    What the family scores (`vaelab.likelihoods.Family.scores`) decides: "levels" (discretized
+    logistic, its mixture, the categorical) score the 8-bit levels themselves on the grid k/255
+    (`Scale(255)`, log_det 0); "density" (gaussian, logistic) on 8-bit data score dequantized
+    y = (x + u)/256 (`Dequantize`, log_det -D log 256: the reported log-density is then a lower
+    bound on log P(x) of the levels); "unit" (bernoulli) scores values in [0, 1]. Data that are
+    not 8-bit keep the transform `load_data` chose. Raises a UserError with advice otherwise."""
+    scores = family(likelihood).scores
+    eight_bit = splits.train.dtype == torch.uint8
+    if scores == "unit":
+        _check_unit_interval(splits, where, f"the {likelihood} likelihood (use --likelihood gaussian)")
+    elif scores == "levels" and not eight_bit:
+        bits = bool(((splits.train == 0) | (splits.train == 1)).all())
+        advice = "binary: use the bernoulli likelihood" if bits else "use the gaussian or logistic likelihood"
+        raise UserError(
+            f"{where}: model.likelihood {likelihood} scores the 256 levels of 8-bit data (uint8 arrays, "
+            f"image files); these data are stored as {str(splits.train.dtype).removeprefix('torch.')} "
+            f"({advice})"
+        )
+    elif scores == "density" and eight_bit:
+        return replace(splits, transform=Transform((Dequantize(),)))
+    return splits
+
+
 def check_fits_likelihood(splits: Splits, likelihood: str, where: str) -> None:
-    """Bernoulli p(x|z) is defined for x in [0, 1]; say which likelihood fits otherwise."""
-    if likelihood == "bernoulli":
-        _check_unit_interval(splits, where, "the bernoulli likelihood (use --likelihood gaussian)")
+    """Refuse a likelihood that does not fit the data, with advice (see `for_likelihood`)."""
+    for_likelihood(splits, likelihood, where)
 
 
 def _check_unit_interval(splits: Splits, where: str, needed_by: str) -> None:
