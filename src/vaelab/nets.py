@@ -228,6 +228,27 @@ def resnet(
     return encoder, decoder
 
 
+def resnet_size(
+    x_shape: tuple[int, ...],
+    latent_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    channels: int,
+    params: int,
+) -> tuple[int, int, int]:
+    """(parameters, encoder widths, decoder widths) of a `resnet`, for the memory estimate of
+    `vaelab.limits` (a UserError for a shape that is not an image, as `resnet`): parameters
+    counted exactly on the meta device (nothing is allocated); widths
+    are the numbers per example a forward pass stores, four maps per residual block and two per
+    resampling convolution at each resolution, plus the fully connected layers'."""
+    with torch.device("meta"):
+        encoder, decoder = resnet(x_shape, latent_dim, out_dim, hidden, nn.ReLU, 0.0, params, channels)
+    count = count_parameters(encoder) + count_parameters(decoder)
+    maps = sum(6 * c * h * w for c, h, w in resolution_widths(x_shape[1], x_shape[2], channels))
+    d = math.prod(x_shape)
+    return count, d + maps + 2 * sum(hidden) + out_dim, latent_dim + 2 * sum(hidden) + maps + params * d
+
+
 class GatedLinear(nn.Module):
     """h = (W x + b) * sigmoid(V x + c): a gated linear unit (Dauphin et al. 2017), the hidden layer
     of the gated MLPs that Tomczak & Welling (2018) use for their VampPrior results."""
