@@ -52,9 +52,11 @@ LEVELS = 256
 TOP = LEVELS - 1
 HALF_BIN = 0.5 / TOP
 """Half the width of a level's bin on [0, 1]: level k owns [k/255 - 1/510, k/255 + 1/510)."""
-MIN_LOG_SCALE = -7.0
-"""Floor of the logistic log-scales (PixelCNN++'s): s >= e^-7 ~ 1e-3, a tenth of a bin, already
-puts all but e^-45 of a component's mass on one level; lower values only make gradients blow up."""
+MIN_LOG_SCALE = -7.0 - math.log(2.0)
+"""Floor of the logistic log-scales: PixelCNN++'s floor e^-7 on its [-1, 1] scale, halved for [0, 1],
+so the same in units of a level: s >= 0.23 bins, where one level can hold at most
+1 - 2 sigmoid(-4.3) = 97.3% of a component's mass (-0.027 nats). Lower scales only sharpen the
+gradients of a subpixel the model already predicts to a level."""
 
 
 def levels_of(value: Tensor) -> Tensor:

@@ -153,16 +153,11 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int, act: type[nn.Module]) -> None:
         super().__init__()
-        self.residual = nn.Sequential(
-            act(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            act(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-        )
-        last = self.residual[-1]
-        assert isinstance(last, nn.Conv2d)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        last = nn.Conv2d(channels, channels, 3, padding=1)
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()  # type: ignore[union-attr]  # (built with bias=True: a tensor)
+        self.residual = nn.Sequential(act(), nn.Conv2d(channels, channels, 3, padding=1), act(), last)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.residual(x)

@@ -124,8 +124,9 @@ def for_likelihood(splits: Splits, likelihood: str, where: str) -> Splits:
     logistic, its mixture, the categorical) score the 8-bit levels themselves on the grid k/255
     (`Scale(255)`, log_det 0); "density" (gaussian, logistic) on 8-bit data score dequantized
     y = (x + u)/256 (`Dequantize`, log_det -D log 256: the reported log-density is then a lower
-    bound on log P(x) of the levels); "unit" (bernoulli) scores values in [0, 1]. Data that are
-    not 8-bit keep the transform `load_data` chose. Raises a UserError with advice otherwise."""
+    bound on log P(x) of the levels); "unit" (bernoulli) scores values in [0, 1], 8-bit data
+    scaled. Data that are not 8-bit keep the transform `load_data` chose (binarization,
+    standardization). Raises a UserError with advice where the likelihood does not fit."""
     scores = family(likelihood).scores
     eight_bit = splits.train.dtype == torch.uint8
     if scores == "unit":
@@ -138,9 +139,10 @@ def for_likelihood(splits: Splits, likelihood: str, where: str) -> Splits:
             f"image files); these data are stored as {str(splits.train.dtype).removeprefix('torch.')} "
             f"({advice})"
         )
-    elif scores == "density" and eight_bit:
-        return replace(splits, transform=Transform((Dequantize(),)))
-    return splits
+    if not eight_bit:
+        return splits
+    # 8-bit levels: a density scores y = (x + u)/256; the others the grid k/255 of [0, 1]
+    return replace(splits, transform=Transform((Dequantize(),) if scores == "density" else (Scale(255),)))
 
 
 def check_fits_likelihood(splits: Splits, likelihood: str, where: str) -> None:
