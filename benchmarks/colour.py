@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'model':<30} {'bits/dim':>9} {'± IS':>7} {'± data':>7} {'-ELBO':>7}  training")
     for name, bpd, is_se, data_se, elbo_bpd, budget in rows:
         elbo = "-" if elbo_bpd is None else f"{elbo_bpd:7.3f}"
-        print(f"{name:<30} {bpd:9.3f} {is_se:7.4f} {data_se:7.3f} {elbo:>7}  {budget}")
+        print(f"{name:<30} {bpd:9.3f} {is_se:7.1e} {data_se:7.3f} {elbo:>7}  {budget}")
     print(f"\nratio VAE (logistic mixture) / histogram: {rows[1][1] / hist_bpd:.3f} of the bits")
     print(f"ratio VAE (gaussian, dequantized) / histogram: {rows[2][1] / hist_bpd:.3f} of the bits")
     print(f"CIFAR-10 on a GPU: unmeasured this session; published: {PUBLISHED_CIFAR10}")

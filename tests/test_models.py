@@ -143,3 +143,18 @@ def test_a_colour_run_trains_evaluates_and_reports_bits_per_dim_of_the_data(tmp_
         # the data are uniform noise, 8 bits per subpixel: no model of the data as given does better
         # (without the correction, the gaussian's figure would be 8 bits lower)
         assert nll_bpd > 7.9
+
+
+def test_settings_of_the_new_families_and_nets_are_refused_where_they_would_be_ignored():
+    from vaelab.config import RunConfig
+
+    config = RunConfig().replace(model={"likelihood": "categorical", "net": "mlp"})
+    ignored = config.ignored_settings({"model.mixtures", "model.channels", "model.sigma"})
+    assert sorted(line.split(":")[0] for line in ignored) == [
+        "model.channels",
+        "model.mixtures",
+        "model.sigma",
+    ]
+    fitting = RunConfig().replace(model={"likelihood": "logistic-mixture", "net": "resnet"})
+    assert fitting.ignored_settings({"model.mixtures", "model.channels"}) == []
+    assert RunConfig().replace(model={"likelihood": "logistic"}).ignored_settings({"model.sigma"}) == []
