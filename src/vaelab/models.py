@@ -72,7 +72,6 @@ class Likelihood(nn.Module):
 
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.kind = config.likelihood
         self.family = family(config.likelihood)
         self.params = self.family.params(config.mixtures)
         self.event_dims = len(x_shape)
