@@ -119,6 +119,7 @@ def test_a_learned_sigma_is_a_parameter_for_both_continuous_families_and_absent_
     assert "likelihood_head.log_scale" not in model.state_dict()
 
 
+@pytest.mark.slow
 def test_a_colour_run_trains_evaluates_and_reports_bits_per_dim_of_the_data(tmp_path):
     """End to end on 8-bit colour data read from a file: the mixture scores the levels (no
     correction); the gaussian scores dequantized data and its evaluation carries -D log 256."""

@@ -27,7 +27,7 @@ def test_resnet_halves_while_it_can_and_widens_up_to_four_times(size, expected):
 
 
 @pytest.mark.parametrize("x_shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 8, 8), (3, 7, 9)])
-@pytest.mark.parametrize("params", [1, 2, 30])
+@pytest.mark.parametrize("params", [1, 2])
 def test_resnet_maps_images_of_any_size_to_the_likelihoods_parameters(x_shape, params):
     encoder, decoder = build_nets("resnet", x_shape, 3, 6, (16,), "relu", params=params, channels=4)
     assert encoder(torch.rand(2, *x_shape)).shape == (2, 6)
