@@ -100,7 +100,7 @@ def test_flags_files_and_presets_layer_in_order(tmp_path, parse_train):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--sigma", "0.2"], "--sigma: ignored (it applies to the gaussian likelihood)"),
+        (["--sigma", "0.2"], "--sigma: ignored (it applies to the gaussian and logistic likelihoods)"),
         (["--net", "gated", "--activation", "tanh"], "--activation: ignored (a gated net has gates instead)"),
         (["--prior-components", "10"], "--prior-components: ignored (the normal prior has no components)"),
         (["--k", "5"], "--k: ignored (the elbo objective draws one sample)"),

@@ -31,6 +31,7 @@ def test_example_trains_and_reports(tmp_path):
         ("nll_eval", "faster than row-at-a-time"),
         ("likelihood_recipe", "Polyak averaging: last epoch's validation bound"),
         ("ddp_throughput", "ratio 2 ranks / 1 process"),
+        ("colour", "ratio VAE (logistic mixture) / histogram"),
     ],
 )
 def test_benchmark_smoke(bench, expect):

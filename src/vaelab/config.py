@@ -87,6 +87,10 @@ Hidden = Annotated[
 BINARIZATIONS = ("none", "static", "dynamic")
 MAX_IMAGE_SIDE = 8192
 """The largest --image-size: above any image a VAE is trained on (Limits bound the total anyway)."""
+Likelihoods = Literal[
+    "bernoulli", "gaussian", "logistic", "discretized-logistic", "logistic-mixture", "categorical"
+]
+"""The names of `vaelab.likelihoods.LIKELIHOODS` (a test checks that the two agree)."""
 PRIORS = ("normal", "mog", "vamp")
 
 
@@ -150,8 +154,12 @@ class ModelConfig(Options):
     kind: `vae` (Gaussian q(z|x)) or `ae` (deterministic code, reconstruction term only).
     net: `mlp` (hidden sizes `hidden`, mirrored in the decoder), `gated` (gated MLP, Dauphin et al.
     2017; its gates replace the activation) or `conv` (a small conv net for images; `hidden` sizes
-    the fully connected layer). likelihood: `bernoulli` (from logits) or `gaussian` with a fixed
-    `sigma`, or a learned per-dimension sigma when `sigma` is None. prior: `normal` (N(0, I)),
+    the fully connected layer) or `resnet` (residual conv net for images of any size, deeper for
+    larger ones, `width` feature maps at first). likelihood: `bernoulli` (from logits); `gaussian` or
+    `logistic` with a fixed scale `sigma`, or a learned one per dimension when `sigma` is None
+    (continuous densities: 8-bit data are dequantized for them); `discretized-logistic`,
+    `logistic-mixture` (`mixtures` components per subpixel) or `categorical` (256-way), which
+    score the levels of 8-bit data (see `vaelab.likelihoods`). prior: `normal` (N(0, I)),
     `mog` (a learned mixture of `prior_components` diagonal Gaussians) or `vamp` (the VampPrior,
     Tomczak & Welling 2018: p(z) = (1/K) sum_k q(z | u_k) with K = `prior_components` learned
     pseudo-inputs u_k). dropout: the drop probability after every hidden layer of both networks
@@ -166,22 +174,38 @@ class ModelConfig(Options):
         Flag(name="--model"),
     ] = "vae"
     latent_dim: Annotated[int, Field(ge=1, description="latent size Z"), Flag(metavar="N")] = 2
-    net: Annotated[Literal["mlp", "gated", "conv"], Field(description="mlp, gated (gated MLP) or conv")] = (
-        "mlp"
-    )
+    net: Annotated[
+        Literal["mlp", "gated", "conv", "resnet"],
+        Field(description="mlp, gated (gated MLP), conv (two stride-2 convolutions) or resnet (any size)"),
+    ] = "mlp"
     hidden: Annotated[Hidden, Field(description="hidden layer sizes, e.g. 400 or 512,256")] = (512, 256)
     activation: Annotated[
         Literal["relu", "elu", "tanh", "gelu"],
         Field(description="activation of the mlp and conv nets (a gated net has gates instead)"),
     ] = "relu"
     likelihood: Annotated[
-        Literal["bernoulli", "gaussian"], Field(description="p(x|z): bernoulli (from logits) or gaussian")
+        Likelihoods,
+        Field(
+            description="p(x|z): bernoulli (from logits); gaussian or logistic (continuous densities; "
+            "8-bit data are dequantized); discretized-logistic, logistic-mixture or categorical (over "
+            "the 256 levels of 8-bit data)"
+        ),
     ] = "bernoulli"
     sigma: Annotated[
         Positive | None,
-        Field(description="the gaussian likelihood's sigma: a number, or 'learned' (per dimension)"),
+        Field(description="the gaussian or logistic likelihood's scale: a number, or 'learned' (per dim)"),
         Flag(metavar="S", none="learned"),
     ] = 0.1
+    mixtures: Annotated[
+        int,
+        Field(ge=1, le=100, description="components of the logistic-mixture likelihood per subpixel"),
+        Flag(metavar="K"),
+    ] = 10
+    width: Annotated[
+        int,
+        Field(ge=1, le=1024, description="the resnet's first feature maps (doubled per halving, up to 4x)"),
+        Flag(metavar="N"),
+    ] = 32
     prior: Annotated[
         Literal["normal", "mog", "vamp"],
         Field(description="p(z): normal (N(0, I)), mog (learned mixture) or vamp (VampPrior)"),
@@ -341,7 +365,11 @@ class RunConfig(Options):
         """The fields in `given` (dotted names a user set) that this config would ignore, each with
         why; a user's setting that would have no effect is refused rather than dropped silently."""
         why = {
-            "model.sigma": self.model.likelihood != "gaussian" and "it applies to the gaussian likelihood",
+            "model.sigma": self.model.likelihood not in ("gaussian", "logistic")
+            and "it applies to the gaussian and logistic likelihoods",
+            "model.mixtures": self.model.likelihood != "logistic-mixture"
+            and "it applies to the logistic-mixture likelihood",
+            "model.width": self.model.net != "resnet" and "it applies to the resnet net",
             "model.activation": self.model.net == "gated" and "a gated net has gates instead",
             "model.prior_components": self.model.prior == "normal" and "the normal prior has no components",
             "model.flow_steps": self.model.posterior != "iaf" and "it applies to the iaf posterior",

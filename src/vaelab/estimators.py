@@ -133,8 +133,10 @@ class DatasetLogPx:
 def bits_per_dim(nats_per_example: Tensor | float, num_dims: int) -> Tensor | float:
     """nats / (D ln 2): nats per example to bits per dimension, for D = `num_dims` dimensions.
 
-    Pass an NLL (= -log p(x)) to get the usual positive bits/dim. No dequantization offset is added:
-    for discretized continuous data that correction belongs to the likelihood.
+    Pass an NLL (= -log p(x)) to get the usual positive bits/dim. The NLL must be of the data as
+    given for the figure to compare with the literature: add the input transform's correction
+    (`Splits.log_det_nats()`, e.g. -D log 256 for a density on dequantized 8-bit data) to the
+    model's log-density first, as `vaelab.evaluate` does; this function adds nothing.
     """
     return nats_per_example / (num_dims * math.log(2.0))
 

@@ -1,7 +1,12 @@
 """Evaluate a run on a split: the ELBO and its two terms, and an importance-sampled log p(x).
 
 All numbers are dataset means in nats per example, with bits per dimension alongside; the
-importance-sampling estimate carries its Monte Carlo standard error. The result is written
+importance-sampling estimate carries its Monte Carlo standard error. Every log-density is of the
+data as given, not of the model's input: the input transform's correction
+`Splits.log_det_nats()` is added (0 for data scored as they are and for the discrete likelihoods
+of 8-bit levels; -D log 256 for a continuous density on dequantized 8-bit data, which makes the
+number a lower bound on log P(x) of the levels). So bits/dim = -log P(x) / (D ln 2) with D the
+number of subpixels, the figure papers report. The result is written
 atomically to RUN/eval.json (RUN/eval-<split>.json for other splits: `eval_path`).
 """
 
@@ -19,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab import runs
-from vaelab.data import load_data
+from vaelab.data import load_run_data
 from vaelab.diagnostics import ACTIVE_THRESHOLD, latent_name
 from vaelab.errors import UserError
 from vaelab.estimators import DatasetLogPx, bits_per_dim, dataset_log_px, elbo_decomposition
@@ -41,9 +46,11 @@ class Evaluation:
     where q and p(z) are diagonal Gaussians; posterior_mean_variance (Z,) is Cov_x(E_q[z_u]) and
     active_units counts it above `ACTIVE_THRESHOLD` (Burda et al. 2015); log_px is the
     importance-sampled estimate with `k` samples and its Monte Carlo standard error. For an AE
-    only log_p_x_given_z is defined (see `note`). path: the file `evaluate_run` wrote and
-    per_example: the per-example estimates behind log_px (`write_per_example_log_px`); neither is
-    part of eval.json.
+    only log_p_x_given_z is defined (see `note`). log_det_nats: the input transform's correction
+    per example, already included in every log-density here (elbo, log_p_x_given_z, log_p_xz,
+    log_px), so they are of the data as given; kl and entropy are of z and carry none. path: the
+    file `evaluate_run` wrote and per_example: the per-example estimates behind log_px, of the
+    model's input (`write_per_example_log_px`); neither is part of eval.json.
     """
 
     run: str
@@ -64,6 +71,7 @@ class Evaluation:
     k: int | None = None
     seconds_log_px: float | None = None
     precision: str = "fp32"
+    log_det_nats: float = 0.0
     note: str | None = None
     inference_gaps: dict[str, Any] | None = None
     path: Path | None = None
@@ -81,16 +89,22 @@ class Evaluation:
     def bpd(self, nats: float | None) -> float | None:
         return None if nats is None else float(bits_per_dim(-nats, self.num_dims))
 
+    @property
+    def nll_bpd_stderr(self) -> float | None:
+        """The Monte Carlo standard error of nll_bpd."""
+        return None if self.log_px_stderr is None else float(bits_per_dim(self.log_px_stderr, self.num_dims))
+
     def to_dict(self) -> dict[str, Any]:
         """The contents of eval.json: every field but `path`, and the derived figures."""
         fields = asdict(replace(self, per_example=None))
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items() if k not in _NOT_IN_FILE}
         out.update(
             units="nats per example (dataset mean); *_bpd in bits per dimension; elbo and log_px are "
-            "higher-is-better, nll = -log_px",
+            "higher-is-better, nll = -log_px; log-densities of the data as given (log_det_nats included)",
             nll=self.nll,
             gap=self.gap,
             nll_bpd=self.bpd(self.log_px),
+            nll_bpd_stderr=self.nll_bpd_stderr,
             negative_elbo_bpd=self.bpd(self.elbo),
         )
         return out
@@ -110,13 +124,15 @@ def evaluate_model(
     split: str = "test",
     precision: str = "fp32",
     progress: bool = True,
+    log_det_nats: float = 0.0,
 ) -> Evaluation:
     """The ELBO decomposed (one sample per example; KL, E_q[log p(z)] and H(q) in closed form for
     diagonal Gaussians), KL per latent dimension, active units, and the importance-sampled
     log p(x) with `k` samples per example and its standard error. x: (N, *x_shape).
 
     `progress` shows a bar over the importance-sampling batches on a terminal (never when stderr
-    is not a TTY)."""
+    is not a TTY). log_det_nats: the input transform's correction per example (`Splits.log_det_nats`),
+    added to every log-density so that they are of the data as given."""
     if k < 2:
         raise UserError(f"k must be >= 2 for a standard error, got {k}")
     if batch_size < 1:
@@ -131,7 +147,13 @@ def evaluate_model(
     if model.deterministic:
         terms = dataset_terms(model, x, seed=seed)
         seconds = time.perf_counter() - start
-        return Evaluation(**common, log_p_x_given_z=terms.log_p_x_given_z, seconds_elbo=seconds, note=AE_NOTE)
+        return Evaluation(
+            **common,
+            log_p_x_given_z=terms.log_p_x_given_z + log_det_nats,
+            seconds_elbo=seconds,
+            log_det_nats=log_det_nats,
+            note=AE_NOTE,
+        )
     d = elbo_decomposition(model, x, batch_size=1000, generator=torch.Generator().manual_seed(seed))
     seconds_elbo = time.perf_counter() - start
     batches = _with_progress(x.split(batch_size), len(x), f"log p(x), k={k}", enabled=progress)
@@ -140,21 +162,22 @@ def evaluate_model(
         estimate = dataset_log_px(model, batches, k, generator=torch.Generator().manual_seed(seed))
     return Evaluation(
         **common,
-        log_p_x_given_z=d.log_p_x_given_z,
+        log_p_x_given_z=d.log_p_x_given_z + log_det_nats,
         seconds_elbo=seconds_elbo,
-        elbo=d.elbo,
+        elbo=d.elbo + log_det_nats,
         kl=d.kl,
-        log_p_xz=d.log_p_xz,
+        log_p_xz=d.log_p_xz + log_det_nats,
         entropy=d.entropy,
         kl_per_dim=d.kl_per_dim,
         posterior_mean_variance=d.posterior_mean_variance,
         active_units=d.active_units,
-        log_px=estimate.mean,
+        log_px=estimate.mean + log_det_nats,
         log_px_stderr=estimate.mean_stderr,
         k=k,
         seconds_log_px=estimate.seconds,
         precision=precision,
         per_example=estimate,
+        log_det_nats=log_det_nats,
     )
 
 
@@ -187,7 +210,8 @@ def evaluate_run(
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
-    x = load_data(config.data, config.limits).inputs(split)
+    splits = load_run_data(config)
+    x = splits.inputs(split)
     runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)
     result = evaluate_model(
         model,
@@ -199,6 +223,7 @@ def evaluate_run(
         split=split,
         precision=precision,
         progress=progress,
+        log_det_nats=splits.log_det_nats(),
     )
     if gap_rows and not model.deterministic:
         rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:gap_rows]
@@ -219,6 +244,9 @@ def format_evaluation(e: Evaluation) -> str:
         return f"  {name:<26} {nats:11.3f} nats  {bpd:7.4f} bits/dim{extra}"
 
     lines = [f"{e.split} split, all {e.num_examples} examples of {e.num_dims} dims (bits/dim of -value):"]
+    if e.log_det_nats:
+        correction = f"{e.log_det_nats:.3f} nats of the input transform included"
+        lines.append(f"  (log-densities of the data as given: {correction})")
     lines.append(row("E_q[log p(x|z)]", e.log_p_x_given_z))
     if e.elbo is None or e.log_px is None or e.gap is None:  # an autoencoder: see the note
         if e.note:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from vaelab.errors import UserError
+from vaelab.likelihoods import family
+from vaelab.nets import resnet_size
 
 if TYPE_CHECKING:
     from vaelab.config import ModelConfig
@@ -139,7 +141,7 @@ def estimate_training_bytes(
 ) -> TrainingMemory:
     """Estimate a training step's memory from the config alone, without building the model.
 
-    Parameters are counted exactly for the networks of `vaelab.nets` (mlp, gated, conv) and the
+    Parameters are counted exactly for the networks of `vaelab.nets` (mlp, gated, conv, resnet) and the
     priors and likelihoods of `vaelab.models`. Activations are counted per example as the widths
     the forward pass stores: the encoder's layers once per example, the decoder's layers and the
     likelihood's per-pixel terms once per example and sample (k of them for the IWAE bound), and a
@@ -151,23 +153,29 @@ def estimate_training_bytes(
     z = model_config.latent_dim
     hidden = list(model_config.hidden)
     out = z if model_config.kind == "ae" else 2 * z
+    likelihood = family(model_config.likelihood)
+    p = likelihood.params(model_config.mixtures)  # decoder outputs per subpixel
     if model_config.net == "gated":  # a GatedLinear(a, b) is one Linear(a, 2b)
         gated = 2 * _linear_chain([d, *hidden]) + 2 * _linear_chain([z, *reversed(hidden)])
-        params = gated + (hidden[-1] * out + out) + (hidden[0] * d + d)
-        encoder_widths, decoder_widths = d + 4 * sum(hidden) + out, z + 4 * sum(hidden) + d
+        params = gated + (hidden[-1] * out + out) + (hidden[0] * p * d + p * d)
+        encoder_widths, decoder_widths = d + 4 * sum(hidden) + out, z + 4 * sum(hidden) + p * d
     elif model_config.net == "conv":
         c = x_shape[0] if len(x_shape) == 3 else 1
         h, w = (x_shape[-2], x_shape[-1]) if len(x_shape) >= 2 else (d, 1)
         flat = 64 * (h // 4) * (w // 4)
-        convs = (c * 32 * 16 + 32) + (32 * 64 * 16 + 64) + (64 * 32 * 16 + 32) + (32 * c * 16 + c)
+        convs = (c * 32 * 16 + 32) + (32 * 64 * 16 + 64) + (64 * 32 * 16 + 32) + (32 * p * c * 16 + p * c)
         params = convs + _linear_chain([flat, *hidden, out]) + _linear_chain([z, *reversed(hidden), flat])
         maps = 2 * (32 * (h // 2) * (w // 2) + 64 * (h // 4) * (w // 4))  # before and after each activation
         encoder_widths = d + maps + 2 * sum(hidden) + out
-        decoder_widths = z + 2 * sum(hidden) + 2 * flat + maps + d
+        decoder_widths = z + 2 * sum(hidden) + 2 * flat + maps + p * d
+    elif model_config.net == "resnet":
+        params, encoder_widths, decoder_widths = resnet_size(
+            x_shape, z, out, tuple(hidden), model_config.width, p
+        )
     else:
-        params = _linear_chain([d, *hidden, out]) + _linear_chain([z, *reversed(hidden), d])
-        encoder_widths, decoder_widths = d + 2 * sum(hidden) + out, z + 2 * sum(hidden) + d
-    if model_config.likelihood == "gaussian" and model_config.sigma is None:
+        params = _linear_chain([d, *hidden, out]) + _linear_chain([z, *reversed(hidden), p * d])
+        encoder_widths, decoder_widths = d + 2 * sum(hidden) + out, z + 2 * sum(hidden) + p * d
+    if likelihood.has_sigma and model_config.sigma is None:
         params += d  # a learned log-scale per dimension
     components = model_config.prior_components
     mixture = 0
@@ -177,7 +185,9 @@ def estimate_training_bytes(
     elif model_config.prior == "vamp":
         params += components * d
         mixture = components * z
-    per_batch = batch_size * encoder_widths + k * batch_size * (decoder_widths + 3 * d + 3 * mixture)
+    # the likelihood's per-subpixel terms: three per decoder output (a categorical's log-softmax
+    # over 256 logits, a mixture's K components, ...)
+    per_batch = batch_size * encoder_widths + k * batch_size * (decoder_widths + 3 * p * d + 3 * mixture)
     if model_config.prior == "vamp":
         per_batch += components * encoder_widths  # the pseudo-inputs pass through the encoder
     return TrainingMemory(

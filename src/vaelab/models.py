@@ -27,6 +27,7 @@ from torch.distributions import Distribution, Independent, Normal
 from vaelab import distributions as D
 from vaelab.config import ModelConfig
 from vaelab.errors import UserError
+from vaelab.likelihoods import family
 from vaelab.nets import build_nets, forward_flat
 from vaelab.posteriors import build_posterior
 
@@ -64,23 +65,30 @@ class LatentVariableModel(Protocol):
 
 
 class Likelihood(nn.Module):
-    """Turns decoder outputs (*S, *x_shape) into p(x|z); holds a learned sigma where there is one."""
+    """Turns decoder outputs into p(x|z), a family of `vaelab.likelihoods.LIKELIHOODS` made
+    independent over the example's dims; holds a learned sigma where there is one.
+
+    out: (*S, *x_shape), or (*S, P, *x_shape) for P = `params` > 1 parameters per subpixel
+    -> batch (*S,), event x_shape. Log-probabilities are computed in float32 even when the
+    networks ran in bf16 (the discretized families' CDF differences included)."""
 
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.kind = config.likelihood
+        self.family = family(config.likelihood)
+        self.params = self.family.params(config.mixtures)
         self.event_dims = len(x_shape)
-        if self.kind == "gaussian":
-            if config.sigma is None:  # learned per-dimension sigma, parameterized by its log
-                self.log_scale = nn.Parameter(torch.zeros(x_shape))
-            else:
-                self.register_buffer("log_scale", torch.full(x_shape, math.log(config.sigma)))
+        self.log_scale: Tensor | None
+        if not self.family.has_sigma:
+            self.register_buffer("log_scale", None)
+        elif config.sigma is None:  # learned per-dimension sigma, parameterized by its log
+            self.log_scale = nn.Parameter(torch.zeros(x_shape))
+        else:
+            self.register_buffer("log_scale", torch.full(x_shape, math.log(config.sigma)))
 
     def forward(self, out: Tensor) -> Distribution:
-        out = out.float()  # log-probabilities in float32 even when the networks ran in bf16
-        if self.kind == "bernoulli":
-            return D.bernoulli(out, self.event_dims)
-        return D.gaussian(out, self.log_scale.exp(), self.event_dims)
+        with torch.autocast(out.device.type, enabled=False):
+            p_x_given_z = self.family.make(out.float(), self.log_scale, self.event_dims)
+        return Independent(p_x_given_z, self.event_dims, validate_args=False)
 
 
 class VAE(nn.Module):
@@ -110,6 +118,8 @@ class VAE(nn.Module):
             config.hidden,
             config.activation,
             config.dropout,
+            params=family(config.likelihood).params(config.mixtures),
+            channels=config.width,
         )
         self.likelihood_head = Likelihood(config, self.x_shape)
         self.register_buffer("prior_loc", torch.zeros(config.latent_dim))

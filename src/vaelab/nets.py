@@ -1,8 +1,12 @@
-"""Networks that output distribution parameters, nothing else: `mlp`, `gated` (gated MLP), `conv`.
+"""Networks that output distribution parameters, nothing else: `mlp`, `gated` (gated MLP), `conv`
+(two stride-2 convolutions) and `resnet` (a residual conv net that scales with the resolution).
 
 An encoder maps x: (B, *x_shape) to (B, out_dim) (for a VAE out_dim = 2Z: loc and log_var);
-a decoder maps z: (B, Z) to (B, *x_shape) (Bernoulli logits or a Gaussian mean). Networks are
-built by name from `NETS`, a registry filled by the `@net` decorator.
+a decoder maps z: (B, Z) to the likelihood's parameters, `decoder_shape(x_shape, params)`:
+(B, *x_shape) for a family with one parameter per subpixel (Bernoulli logits, a Gaussian mean),
+(B, P, *x_shape) for P > 1 (a discretized logistic's loc and log-scale, a mixture's 3K, a
+categorical's 256 logits; see `vaelab.likelihoods`). Networks are built by name from `NETS`, a
+registry filled by the `@net` decorator.
 
 `dropout` > 0 puts an `nn.Dropout` after every hidden layer (Srivastava et al. 2014), a regularizer
 against overfitting small or statically binarized data; it is off in eval mode, so bounds and
@@ -43,9 +47,19 @@ def build_nets(
     hidden: tuple[int, ...],
     activation: str,
     dropout: float = 0.0,
+    *,
+    params: int = 1,
+    channels: int = 32,
 ) -> tuple[nn.Module, nn.Module]:
-    """(encoder, decoder) of architecture `name`; encoder outputs `out_dim` numbers per example."""
-    return NETS[name](x_shape, latent_dim, out_dim, hidden, ACTIVATIONS[activation], dropout)
+    """(encoder, decoder) of architecture `name`; the encoder outputs `out_dim` numbers per example,
+    the decoder `params` per subpixel (see `decoder_shape`); `channels`: a resnet's first width."""
+    act = ACTIVATIONS[activation]
+    return NETS[name](x_shape, latent_dim, out_dim, hidden, act, dropout, params, channels)
+
+
+def decoder_shape(x_shape: tuple[int, ...], params: int) -> tuple[int, ...]:
+    """A decoder's output per example: x_shape for one parameter per subpixel, else (params, *x_shape)."""
+    return tuple(x_shape) if params == 1 else (params, *x_shape)
 
 
 def _dropped(dropout: float) -> list[nn.Module]:
@@ -70,11 +84,16 @@ def mlp(
     hidden: tuple[int, ...],
     act: type[nn.Module],
     dropout: float = 0.0,
+    params: int = 1,
+    channels: int = 32,
 ) -> tuple[nn.Module, nn.Module]:
-    """Encoder D -> hidden[0] -> ... -> out_dim; decoder Z -> hidden[-1] -> ... -> hidden[0] -> D."""
+    """Encoder D -> hidden[0] -> ... -> out_dim; decoder Z -> hidden[-1] -> ... -> hidden[0] -> P D."""
     d = math.prod(x_shape)
     encoder = nn.Sequential(nn.Flatten(), *_mlp([d, *hidden, out_dim], act, dropout))
-    decoder = nn.Sequential(*_mlp([latent_dim, *reversed(hidden), d], act, dropout), nn.Unflatten(1, x_shape))
+    decoder = nn.Sequential(
+        *_mlp([latent_dim, *reversed(hidden), params * d], act, dropout),
+        nn.Unflatten(1, decoder_shape(x_shape, params)),
+    )
     return encoder, decoder
 
 
@@ -86,11 +105,14 @@ def conv(
     hidden: tuple[int, ...],
     act: type[nn.Module],
     dropout: float = 0.0,
+    params: int = 1,
+    channels: int = 32,
 ) -> tuple[nn.Module, nn.Module]:
     """A small conv net for (C, H, W) images with H and W divisible by 4.
 
     Encoder: two stride-2 4x4 convolutions (32, 64 channels), then fully connected layers of
-    sizes `hidden` to out_dim. Decoder mirrors it with transposed convolutions.
+    sizes `hidden` to out_dim. Decoder mirrors it with transposed convolutions, to `params`
+    maps per channel. (`resnet` takes any size; this net's weights are those of earlier runs.)
     """
     if len(x_shape) != 3 or x_shape[1] % 4 or x_shape[2] % 4:
         raise UserError(
@@ -112,9 +134,114 @@ def conv(
         nn.Unflatten(1, (64, h // 4, w // 4)),
         nn.ConvTranspose2d(64, 32, 4, 2, 1),
         act(),
-        nn.ConvTranspose2d(32, c, 4, 2, 1),
+        nn.ConvTranspose2d(32, params * c, 4, 2, 1),
+        *_parameter_axis(params, c),
     )
     return encoder, decoder
+
+
+def _parameter_axis(params: int, c: int) -> list[nn.Module]:
+    """(B, P C, H, W) -> (B, P, C, H, W) for P > 1: map p * C + c holds parameter p of channel c."""
+    return [nn.Unflatten(1, (params, c))] if params > 1 else []
+
+
+class ResidualBlock(nn.Module):
+    """h = x + conv3x3(act(conv3x3(act(x)))), channels and size kept (He et al. 2016's pre-activation
+    block, without normalization: batch statistics would make log p(x) depend on the batch). The
+    second convolution starts at zero, so every block starts as the identity and a deep stack
+    trains like a shallow one at first (as Fixup, Zhang et al. 2019, and VDVAE's output scaling)."""
+
+    def __init__(self, channels: int, act: type[nn.Module]) -> None:
+        super().__init__()
+        last = nn.Conv2d(channels, channels, 3, padding=1)
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()  # type: ignore[union-attr]  # (built with bias=True: a tensor)
+        self.residual = nn.Sequential(act(), nn.Conv2d(channels, channels, 3, padding=1), act(), last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.residual(x)
+
+
+MIN_FEATURE_SIZE = 4
+"""resnet halves the feature maps while both sides are even and the smaller above this."""
+
+
+def resolution_widths(height: int, width: int, channels: int) -> list[tuple[int, int, int]]:
+    """(channels, height, width) of a resnet's feature maps from the input's size down: halve both
+    sides while they are even and larger than `MIN_FEATURE_SIZE` (28: 28, 14, 7; 32: 32 .. 4;
+    64: 64 .. 4), doubling the channels at each halving up to 4x `channels`."""
+    sizes = [(channels, height, width)]
+    while height % 2 == 0 and width % 2 == 0 and min(height, width) > MIN_FEATURE_SIZE:
+        height, width = height // 2, width // 2
+        sizes.append((channels * 2 ** min(len(sizes), 2), height, width))
+    return sizes
+
+
+@net("resnet")
+def resnet(
+    x_shape: tuple[int, ...],
+    latent_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    act: type[nn.Module],
+    dropout: float = 0.0,
+    params: int = 1,
+    channels: int = 32,
+) -> tuple[nn.Module, nn.Module]:
+    """A residual conv net for (C, H, W) images of any size, deeper for larger ones.
+
+    Encoder: a 3x3 convolution to `channels` maps, then at each resolution of
+    `resolution_widths` a `ResidualBlock` and a stride-2 4x4 convolution to the next (one
+    halving for 8x8, two for 28x28, three for 32x32, four for 64x64), a last block, and fully
+    connected layers of sizes `hidden` to out_dim. Decoder: the mirror image, with stride-2 4x4
+    transposed convolutions, ending in a 3x3 convolution to `params` maps per channel.
+    """
+    if len(x_shape) != 3:
+        raise UserError(f"model.net resnet: needs images of shape (C, H, W), got {x_shape}")
+    c, h, w = x_shape
+    sizes = resolution_widths(h, w, channels)
+    top, top_h, top_w = sizes[-1]
+    flat = top * top_h * top_w
+    down: list[nn.Module] = [nn.Conv2d(c, channels, 3, padding=1)]
+    for (a, _, _), (b, _, _) in zip(sizes[:-1], sizes[1:], strict=True):
+        down += [ResidualBlock(a, act), act(), nn.Conv2d(a, b, 4, 2, 1)]
+    encoder = nn.Sequential(
+        *down, ResidualBlock(top, act), act(), nn.Flatten(), *_mlp([flat, *hidden, out_dim], act, dropout)
+    )
+    up: list[nn.Module] = [ResidualBlock(top, act)]
+    for (a, _, _), (b, _, _) in zip(reversed(sizes[:-1]), reversed(sizes[1:]), strict=True):
+        up += [act(), nn.ConvTranspose2d(b, a, 4, 2, 1), ResidualBlock(a, act)]
+    decoder = nn.Sequential(
+        *_mlp([latent_dim, *reversed(hidden), flat], act, dropout),
+        nn.Unflatten(1, (top, top_h, top_w)),
+        *up,
+        act(),
+        nn.Conv2d(channels, params * c, 3, padding=1),
+        *_parameter_axis(params, c),
+    )
+    return encoder, decoder
+
+
+def resnet_size(
+    x_shape: tuple[int, ...],
+    latent_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    channels: int,
+    params: int,
+) -> tuple[int, int, int]:
+    """(parameters, encoder widths, decoder widths) of a `resnet`, for the memory estimate of
+    `vaelab.limits` (a UserError for a shape that is not an image, as `resnet`): parameters
+    counted exactly on the meta device (nothing is allocated); widths
+    are the numbers per example a forward pass stores, four maps per residual block and two per
+    resampling convolution at each resolution, plus the fully connected layers'."""
+    with torch.device("meta"):
+        encoder, decoder = resnet(x_shape, latent_dim, out_dim, hidden, nn.ReLU, 0.0, params, channels)
+    count = count_parameters(encoder) + count_parameters(decoder)
+    maps = sum(6 * c * h * w for c, h, w in resolution_widths(x_shape[1], x_shape[2], channels))
+    d = math.prod(x_shape)
+    return count, d + maps + 2 * sum(hidden) + out_dim, latent_dim + 2 * sum(hidden) + maps + params * d
 
 
 class GatedLinear(nn.Module):
@@ -138,6 +265,8 @@ def gated(
     hidden: tuple[int, ...],
     act: type[nn.Module],
     dropout: float = 0.0,
+    params: int = 1,
+    channels: int = 32,
 ) -> tuple[nn.Module, nn.Module]:
     """Gated MLP: every hidden layer a `GatedLinear`; the output layers are plain linear maps."""
     d = math.prod(x_shape)
@@ -148,7 +277,9 @@ def gated(
 
     encoder = nn.Sequential(nn.Flatten(), *stack([d, *hidden]), nn.Linear(hidden[-1], out_dim))
     decoder = nn.Sequential(
-        *stack([latent_dim, *reversed(hidden)]), nn.Linear(hidden[0], d), nn.Unflatten(1, x_shape)
+        *stack([latent_dim, *reversed(hidden)]),
+        nn.Linear(hidden[0], params * d),
+        nn.Unflatten(1, decoder_shape(x_shape, params)),
     )
     return encoder, decoder
 

@@ -721,11 +721,13 @@ class EvaluationFile(BaseModel):
     k: Annotated[int, Ge(1)] | None = None
     seconds_log_px: Annotated[FiniteFloat, Ge(0)] | None = None
     precision: str = "fp32"
+    log_det_nats: FiniteFloat | None = None  # the input transform's correction, included above
     note: str | None = None
     units: str | None = None
     nll: Nats = None
     gap: Nats = None
     nll_bpd: Nats = None
+    nll_bpd_stderr: Annotated[FiniteFloat, Ge(0)] | None = None
     negative_elbo_bpd: Nats = None
     decomposition: DecompositionSection | None = None
     elbo_decomposition: DecompositionSection | None = None

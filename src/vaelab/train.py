@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 import vaelab
 from vaelab import runs
 from vaelab.config import RunConfig
-from vaelab.data import Splits, check_fits_likelihood, load_data
+from vaelab.data import Splits, for_likelihood, load_run_data
 from vaelab.errors import UserError
 from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
@@ -153,9 +153,13 @@ class Trainer:
 
     def _build(self, config: RunConfig, splits: Splits | None) -> None:
         """Data, model, optimizer, RNG stream and objective of `config`; writes nothing."""
+        # the input transform comes from the likelihood (8-bit data dequantized for a density)
         if splits is None:
-            splits = load_data(config.data, config.limits)
-        check_fits_likelihood(splits, config.model.likelihood, config.data.source, sigma=config.model.sigma)
+            splits = load_run_data(config)
+        else:
+            splits = for_likelihood(
+                splits, config.model.likelihood, config.data.source, sigma=config.model.sigma
+            )
         if self.x_shape is not None and self.x_shape != splits.x_shape:
             raise UserError(
                 f"{self.out / runs.RUN}: `x_shape` {list(self.x_shape)}: the run's data "

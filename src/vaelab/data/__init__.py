@@ -21,13 +21,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from vaelab.config import DataConfig
+from vaelab.config import DataConfig, RunConfig
 from vaelab.data import datasets, embedded, files, images
 from vaelab.data.download import fetch
 from vaelab.data.registry import DATASETS
 from vaelab.data.splits import SPLITS, Splits, split_arrays
-from vaelab.data.transforms import Binarize, Scale, Transform
+from vaelab.data.transforms import Binarize, Dequantize, Scale, Transform
 from vaelab.errors import UserError
+from vaelab.likelihoods import family
 from vaelab.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "Source",
     "Splits",
     "load_data",
+    "load_run_data",
+    "for_likelihood",
     "check_fits_likelihood",
     "split_arrays",
     "BINARIZE_SEED",
@@ -250,6 +253,44 @@ def _input_sd(splits: Splits) -> float:
         )
     mean = total / count
     return max(square / count - mean**2, 0.0) ** 0.5
+
+
+def load_run_data(config: RunConfig) -> Splits:
+    """A run's data as its model scores them: `load_data`, then `for_likelihood`. Every command
+    that scores a run's data (train, evaluate, the figures, compare, sweep) loads them here, so
+    the input transform is chosen from the likelihood in one place."""
+    model = config.model
+    return for_likelihood(
+        load_data(config.data, config.limits), model.likelihood, config.data.source, sigma=model.sigma
+    )
+
+
+def for_likelihood(splits: Splits, likelihood: str, where: str, *, sigma: float | None = None) -> Splits:
+    """`splits` with the input transform `likelihood` needs, after checking that it fits the data.
+
+    What the family scores (`vaelab.likelihoods.Family.scores`) decides: "levels" (discretized
+    logistic, its mixture, the categorical) score the 8-bit levels themselves on the grid k/255
+    (`Scale(255)`, log_det 0); "density" (gaussian, logistic) on 8-bit data score dequantized
+    y = (x + u)/256 (`Dequantize`, log_det -D log 256: the reported log-density is then a lower
+    bound on log P(x) of the levels); "unit" (bernoulli) scores values in [0, 1], 8-bit data
+    scaled. Data that are not 8-bit keep the transform `load_data` chose (binarization,
+    standardization). Raises a UserError with advice where the likelihood does not fit
+    (`check_fits_likelihood`; `sigma`: the gaussian's fixed sigma, None when learned)."""
+    scores = family(likelihood).scores
+    eight_bit = splits.train.dtype == torch.uint8
+    if scores == "levels" and not eight_bit:
+        bits = bool(((splits.train == 0) | (splits.train == 1)).all())
+        advice = "binary: use the bernoulli likelihood" if bits else "use the gaussian or logistic likelihood"
+        raise UserError(
+            f"{where}: model.likelihood {likelihood} scores the 256 levels of 8-bit data (uint8 arrays, "
+            f"image files); these data are stored as {str(splits.train.dtype).removeprefix('torch.')} "
+            f"({advice})"
+        )
+    check_fits_likelihood(splits, likelihood, where, sigma=sigma)
+    if not eight_bit:
+        return splits
+    # 8-bit levels: a density scores y = (x + u)/256; the others the grid k/255 of [0, 1]
+    return replace(splits, transform=Transform((Dequantize(),) if scores == "density" else (Scale(255),)))
 
 
 def _check_unit_interval(splits: Splits, where: str, needed_by: str) -> None:

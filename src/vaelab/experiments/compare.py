@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from vaelab import runs
-from vaelab.data import Splits, load_data
+from vaelab.data import Splits, load_run_data
 from vaelab.diagnostics import active_units_rule, latent_name, latent_statistics, posterior_means
 from vaelab.errors import UserError
 from vaelab.experiments.evaluation import current_evaluation
@@ -271,12 +271,15 @@ def compare_runs(
             f"{config_b.data.binarize}); a comparison needs the same data"
         )
     out_dir = Path(out_dir)
-    splits = load_data(config_a.data, config_a.limits)
+    splits = load_run_data(config_a)
     models = [runs.load_model(run_a), runs.load_model(run_b)]
     if models[0].x_shape != models[1].x_shape:
         raise UserError(f"{run_a} and {run_b} model examples of different shapes")
     runs.check_example_shape(run_a, models[0].x_shape, splits.test, config_a.data.source)
-    summaries = [summarize_run(run, splits, k=k, seed=seed) for run in (run_a, run_b)]
+    # each run scored on its own inputs (the likelihood chooses the transform: a gaussian run's
+    # 8-bit data are dequantized, a bernoulli run's are not)
+    splits_b = splits if config_b.model.likelihood == config_a.model.likelihood else load_run_data(config_b)
+    summaries = [summarize_run(run, s, k=k, seed=seed) for run, s in ((run_a, splits), (run_b, splits_b))]
     differences = config_differences(config_a.to_dict(), config_b.to_dict())
     if differences:
         log.warning("the two runs differ in more than the model kind: %s", "; ".join(differences))

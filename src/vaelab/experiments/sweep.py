@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from vaelab import runs
 from vaelab.config import RunConfig
-from vaelab.data import load_data
+from vaelab.data import load_run_data
 from vaelab.diagnostics import active_units_rule, latent_statistics
 from vaelab.errors import UserError
 from vaelab.experiments.compare import squared_error_per_pixel
@@ -244,7 +244,7 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
     status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
     if status is not None and runs.read_config(out) != config:
         raise UserError(f"{out}: holds a run of another configuration; use another directory for this sweep")
-    splits = load_data(config.data, config.limits)
+    splits = load_run_data(config)
     if status == "finished":
         log.info("%s: finished earlier, not re-run", out)
     elif status == "running":

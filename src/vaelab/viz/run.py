@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from vaelab import runs
-from vaelab.data import load_data
+from vaelab.data import load_run_data
 from vaelab.diagnostics import LatentStatistics, latent_statistics, posterior_means
 from vaelab.errors import UserError
 
@@ -39,7 +39,7 @@ class Run:
         self.dir = runs.check_run_dir(run_dir)
         self.config = runs.read_config(self.dir)
         self.model = runs.load_model(self.dir)
-        self.splits = load_data(self.config.data, self.config.limits)
+        self.splits = load_run_data(self.config)
         self.split = split
         self.x: Tensor = self.splits.inputs(split)
         runs.check_example_shape(self.dir, self.model.x_shape, self.x, self.config.data.source)
