@@ -151,11 +151,7 @@ def test_settings_of_the_new_families_and_nets_are_refused_where_they_would_be_i
 
     config = RunConfig().replace(model={"likelihood": "categorical", "net": "mlp"})
     ignored = config.ignored_settings({"model.mixtures", "model.width", "model.sigma"})
-    assert sorted(line.split(":")[0] for line in ignored) == [
-        "model.width",
-        "model.mixtures",
-        "model.sigma",
-    ]
+    assert sorted(line.split(":")[0] for line in ignored) == ["model.mixtures", "model.sigma", "model.width"]
     fitting = RunConfig().replace(model={"likelihood": "logistic-mixture", "net": "resnet"})
     assert fitting.ignored_settings({"model.mixtures", "model.width"}) == []
     assert RunConfig().replace(model={"likelihood": "logistic"}).ignored_settings({"model.sigma"}) == []
