@@ -90,8 +90,8 @@ def test_search_space_from_a_file_or_flags(tmp_path):
         ),
         ({"model.net": {"type": "categorical", "choices": ["mlp", "mlp"]}}, "a choice is repeated"),
         (
-            {"model.net": {"type": "categorical", "choices": ["mlp", "resnet"]}},
-            'model.net: "resnet": Input should be',
+            {"model.net": {"type": "categorical", "choices": ["mlp", "transformer"]}},
+            'model.net: "transformer": Input should be',
         ),
         ({"train.lr": {"type": "normal", "low": 1, "high": 2}}, "does not match any of the expected tags"),
         ({"train.lr": {"type": "float", "low": 1, "high": 2, "step": 1}}, "unknown key"),
