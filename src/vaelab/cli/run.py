@@ -90,7 +90,7 @@ def train_config(fields: Fields, args: argparse.Namespace, options: TrainOptions
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vaelab.train import train
+    from vaelab.experiments.tracking import train_tracked
 
     options: TrainOptions = build(TrainOptions, args, args.own)
     if options.resume is not None:
@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = train_config(args.fields, args, options)
         out = options.out or Path("runs") / f"{config.data.source.split(':')[0]}-{config.model.kind}"
-    result = train(
+    result = train_tracked(
         config,
         out,
         resume=options.resume is not None,
