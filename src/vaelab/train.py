@@ -170,6 +170,7 @@ class Trainer:
             torch.manual_seed(config.train.seed)
             model = build_model(config.model, splits.x_shape)
         self.config, self.splits, self.model = config, splits, model
+        self.x_valid = splits.inputs("valid")  # scored every epoch with the same fixed draw
         self.optimizer = make_optimizer(model, config)
         self.averaged = averaged_model(model, config.train.ema)
         self.generator = torch.Generator().manual_seed(config.train.seed)
@@ -179,7 +180,7 @@ class Trainer:
         if config.train.compile:
             if self.progress:
                 tqdm.write("compiling the training step (torch.compile; ~20 s the first time) ...")
-            self.compile_seconds = self.step_loss.warm_up(model, self.objective, splits.train, config)
+            self.compile_seconds = self.step_loss.warm_up(model, self.objective, splits, config)
         self.stopped_early = False
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -269,7 +270,7 @@ class Trainer:
         )
         valid = dataset_terms(
             self.selected_model,
-            self.splits.valid,
+            self.x_valid,
             seed=config.train.seed + VALID_SEED_OFFSET,
             objective=config.objective.name,
             k=config.objective.k,
@@ -388,9 +389,8 @@ def _train_epoch(
     """One pass over the shuffled training set; returns the epoch's mean logged terms (the ELBO
     and its terms, or an AE's reconstruction term alone) as `train_*_nats`, and its speed."""
     model.train()
-    x_train = splits.train
+    x_train, transform = splits.train, splits.transform
     n, batch_size = len(x_train), config.train.batch_size
-    dynamic = config.data.binarize == "dynamic"
     order = torch.randperm(n, generator=generator)
     steps = math.ceil(n / batch_size)
     for group in optimizer.param_groups:
@@ -409,9 +409,7 @@ def _train_epoch(
     start = time.perf_counter()
     next_postfix = start  # (a clock read per step, not a float64 division and a format)
     for step, begin in enumerate(range(0, n, batch_size)):
-        x = x_train[order[begin : begin + batch_size]]
-        if dynamic:
-            x = torch.bernoulli(x, generator=generator)
+        x = transform(x_train[order[begin : begin + batch_size]], generator)
         beta = kl_weight(config, epoch, step, steps)
         loss, term_sums = step_loss(model, objective, x, generator, beta, k, bf16)
         loss_value = loss.item()  # (cheaper than torch.isfinite on a CPU)
@@ -478,14 +476,14 @@ class StepLoss:
         with generator_as_global_rng(generator):  # beta is a tensor so that KL warm-up does not recompile
             return self.compiled(model, objective, x, None, torch.tensor(beta), k, bf16)
 
-    def warm_up(self, model: VAE, objective, x_train: Tensor, config: RunConfig) -> float:
+    def warm_up(self, model: VAE, objective, splits: Splits, config: RunConfig) -> float:
         """Compile the step (forward and backward) for the epoch's full batches; changes no state
         of the run (weights, gradients, RNG streams). Returns the seconds it took."""
-        self.batch_size = min(config.train.batch_size, len(x_train))
+        self.batch_size = min(config.train.batch_size, len(splits.train))
         start = time.perf_counter()
         model.train()
         try:  # a batch made as the epoch makes them, and a throwaway generator
-            x = x_train[torch.arange(self.batch_size)]
+            x = splits.transform(splits.train[torch.arange(self.batch_size)])
             loss, _ = self(
                 model,
                 objective,
