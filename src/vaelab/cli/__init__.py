@@ -1,7 +1,7 @@
 """The `vaelab` command line: a thin layer that parses flags into options models and calls the library.
 
 Each command module (`run`: train, evaluate, sample, reconstruct; `figures`: plot, compare, sweep,
-report; `theory`: bayes, estimators, kl-directions) adds its subcommands with flags generated from
+report; `theory`: bayes, estimators, kl-directions; `export`) adds its subcommands with flags generated from
 the options models' fields (`vaelab.cli.options`). Bad input exits with status 2 and one line on
 stderr (`vaelab: error: ...`), never a traceback.
 """
@@ -35,13 +35,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     import vaelab
-    from vaelab.cli import figures, run, theory
+    from vaelab.cli import export, figures, run, theory
 
     parser = OneLineParser(prog="vaelab", description="Train, measure and look at variational autoencoders.")
     parser.add_argument("--version", action="version", version=f"vaelab {vaelab.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
-    for module in (run, figures, theory):
+    for module in (run, figures, theory, export):
         module.add_subcommands(sub)
     return parser
 
