@@ -114,6 +114,8 @@ def export_run(
     run_dir = runs.check_run_dir(run_dir)
     config = runs.read_config(run_dir)
     exportable(config, run_dir)
+    out = Path(out) if out is not None else run_dir / EXPORT_DIR
+    _parent(out)  # (refused before the model and the data are loaded)
     model = runs.load_model(run_dir)
     transform, x_check = None, None
     if check_rows > 0:
@@ -124,7 +126,6 @@ def export_run(
             {"step": type(step).__name__.lower(), **dataclasses.asdict(step)}
             for step in splits.transform.steps
         ]
-    out = Path(out) if out is not None else run_dir / EXPORT_DIR
     description = export_model(model, out, transform=transform, x_check=x_check, run_dir=run_dir)
     return ExportResult(out, (out / ENCODER, out / DECODER, out / DESCRIPTION), description)
 
