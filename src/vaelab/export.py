@@ -196,6 +196,9 @@ def export_model(
 
 
 def _parent(out: Path) -> Path:
+    """The directory the export goes into, refusing an `out` that is not a place for one."""
+    if out.is_symlink():
+        raise UserError(f"{out}: is a symbolic link; export into a directory of its own")
     parent = out.absolute().parent
     if not parent.is_dir():
         raise UserError(f"{out}: the directory {parent} does not exist")
@@ -206,8 +209,7 @@ def _parent(out: Path) -> Path:
 
 def _replace_dir(staging: Path, out: Path) -> None:
     """Move the finished export into place, replacing an earlier one (never through a link)."""
-    if out.is_symlink():
-        raise UserError(f"{out}: is a symbolic link; export into a directory of its own")
+    _parent(out)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}")
