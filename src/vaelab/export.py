@@ -241,8 +241,8 @@ def _quiet_exporter() -> Iterator[None]:
         registration.setLevel(level)
 
 
-def _to_onnx(module: nn.Module, example: Tensor, input_name: str, path: Path) -> None:
-    names = module.parameters_of.names  # type: ignore[union-attr]
+def _to_onnx(module: DistributionParameters, example: Tensor, input_name: str, path: Path) -> None:
+    names = module.parameters_of.names
     batch = torch.export.Dim("batch", min=1)
     try:
         with _quiet_exporter(), torch.no_grad():
@@ -274,7 +274,8 @@ def describe(model: VAE, transform: list[dict[str, Any]] | None, run_dir: Path |
     """model.json: the two graphs' inputs and outputs, the likelihood, the prior and the input
     transform (None: not recorded, the export was made without the run's data)."""
     config = model.config
-    x_shape, z_dims = ("batch", *model.x_shape), ("batch", model.latent_dim)
+    x_shape: tuple[int | str, ...] = ("batch", *model.x_shape)
+    z_dims: tuple[int | str, ...] = ("batch", model.latent_dim)
     posterior, likelihood = POSTERIORS[config.kind], LIKELIHOODS[config.likelihood]
     return {
         "format": "onnx",
@@ -312,7 +313,7 @@ def prior_description(model: VAE) -> dict[str, Any]:
     if kind == "normal":
         return {"family": "normal", "meaning": f"p(z) = N(0, I_{model.latent_dim})"}
     with torch.no_grad():
-        p_z = model.prior()
+        p_z: Any = model.prior()  # a DiagonalGaussianMixture
     return {
         "family": "mixture",
         "kind": kind,
@@ -350,8 +351,8 @@ def check(model: VAE, out: Path, x: Tensor) -> dict[str, Any]:
     ):
         got = onnx_outputs(out / file, name, value)
         names = graphs(model)[file == DECODER].parameters_of.names
-        for output, a, b in zip(names, got, expected, strict=True):
-            b = b.numpy()
+        for output, a, tensor in zip(names, got, expected, strict=True):
+            b = tensor.numpy()
             key = f"{file.removesuffix('.onnx')}.{output}"
             largest[key] = float(np.max(np.abs(a - b))) if a.size else 0.0
             if a.shape != b.shape or not np.allclose(a, b, rtol=CHECK_RTOL, atol=CHECK_ATOL):

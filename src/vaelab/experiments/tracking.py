@@ -205,7 +205,7 @@ class Tracking:
         return saved if isinstance(saved, dict) else {}
 
     def _save_state(self) -> None:
-        state = {"logged_epoch": self.logged_epoch}
+        state: dict[str, Any] = {"logged_epoch": self.logged_epoch}
         state.update({tracker.name: tracker.state() for tracker in self.trackers or ()})
         runs.write_json(self.run_dir / STATE_FILE, state)
 
