@@ -270,3 +270,40 @@ def test_epoch_metrics_convert_nats_to_bits_per_dim_exactly():
         "images_per_second": 5.0,
         "train_elbo_bits_per_dim": -100.0 / (784 * math.log(2)),
     }
+
+
+@pytest.mark.slow
+def test_tracking_that_cannot_keep_its_state_is_one_warning(tmp_path, capsys, caplog, monkeypatch):
+    from vaelab.experiments import tracking
+
+    def full_disk(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tracking.Tracking, "_save_state", full_disk)  # (not runs.write_json: the trainer's)
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(run_dir), "--track", "tensorboard"]) == 0
+    warned = warnings_logged(caplog, capsys)
+    assert len(warned) == 1 and "tracking stopped (OSError" in warned[0], warned
+    assert runs.read_run_info(run_dir).status == "finished"
+
+
+@pytest.mark.slow
+def test_a_damaged_tracking_state_starts_the_trackers_afresh(tmp_path, capsys, caplog):
+    from vaelab.experiments.tracking import train_tracked
+
+    config = RunConfig().replace(
+        data={"source": "digits"},
+        model={"hidden": (16,)},
+        train={"epochs": 2, "threads": 1, "track": ("tensorboard",)},
+    )
+    run_dir = tmp_path / "run"
+
+    def stop(record):
+        (run_dir / "tracking.json").write_text('{"logged_epoch": "x", "tensorboard": 3}')
+        raise KeyboardInterrupt("after epoch 1")
+
+    with pytest.raises(KeyboardInterrupt, match="after epoch 1"):
+        train_tracked(config, run_dir, progress=False, on_epoch=stop)
+    train_tracked(config, run_dir, resume=True, progress=False)
+    assert warnings_logged(caplog, capsys) == []
+    assert json.loads((run_dir / "tracking.json").read_text()) == {"logged_epoch": 2, "tensorboard": {}}

@@ -123,6 +123,18 @@ class Tracking:
         self.x_dims = 1
 
     def log_epoch(self, record: dict[str, Any]) -> None:
+        """Send an epoch's record (and any epochs of a resumed run that no tracker got)."""
+        try:
+            self._log_epoch(record)
+        except Exception as error:  # tracking's own reads and writes must not stop training either
+            log.warning(
+                "%s: tracking stopped (%s); training goes on, the run directory has everything",
+                self.run_dir,
+                one_line(error),
+            )
+            self.close("FAILED")
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
         if self.trackers is None:
             self._open(record["epoch"])
         if not self.trackers:
@@ -156,13 +168,15 @@ class Tracking:
         config = runs.read_config(self.run_dir)
         self.x_dims = math.prod(runs.read_run_info(self.run_dir).x_shape)
         saved = self._read_state()
-        self.logged_epoch = min(saved.get("logged_epoch", 0), epoch - 1)
+        logged = saved.get("logged_epoch", 0)
+        self.logged_epoch = min(logged, epoch - 1) if type(logged) is int and logged >= 0 else 0
         params = hyperparameters(config, self.run_dir)
         self.trackers = []
         for name in config.train.track:
             if name == "none":
                 continue
-            tracker = TRACKERS[name](config, saved.get(name, {}))
+            own = saved.get(name)
+            tracker = TRACKERS[name](config, own if isinstance(own, dict) else {})
             self.trackers.append(tracker)
             self._call(tracker, "start", self.run_dir, params, self.logged_epoch)
 
