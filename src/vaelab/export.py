@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab import runs
-from vaelab.config import RunConfig
+from vaelab.config import ModelConfig
 from vaelab.data import load_data
 from vaelab.errors import UserError
 from vaelab.models import VAE
@@ -113,7 +113,7 @@ def export_run(
         raise UserError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     run_dir = runs.check_run_dir(run_dir)
     config = runs.read_config(run_dir)
-    exportable(config, run_dir)
+    exportable(config.model, run_dir)
     out = Path(out) if out is not None else run_dir / EXPORT_DIR
     _parent(out)  # (refused before the model and the data are loaded)
     model = runs.load_model(run_dir)
@@ -130,9 +130,9 @@ def export_run(
     return ExportResult(out, (out / ENCODER, out / DECODER, out / DESCRIPTION), description)
 
 
-def exportable(config: RunConfig, where: Path | str) -> None:
+def exportable(config: ModelConfig, where: Path | str) -> None:
     """Refuse, in one line, a model family whose parameters this module cannot name."""
-    kind, likelihood = config.model.kind, config.model.likelihood
+    kind, likelihood = config.kind, config.likelihood
     if kind not in POSTERIORS:
         raise UserError(
             f"{where}: model.kind {kind} cannot be exported to ONNX (exportable: {', '.join(POSTERIORS)})"
@@ -173,13 +173,12 @@ def export_model(
 ) -> dict[str, Any]:
     """Write encoder.onnx, decoder.onnx and model.json of `model` into `out`; returns the
     description. x_check: (N, *x_shape) model inputs on which ONNX Runtime's outputs must match
-    PyTorch's (and z_check, their posterior means, for the decoder)."""
-    config = model.config
-    exportable(RunConfig(model=config), run_dir or "model")
+    PyTorch's (and the decoder's at their posterior means)."""
+    exportable(model.config, run_dir or "model")
     model = model.eval().float()
     encoder, decoder = graphs(model)
-    x_example = torch.rand(TRACE_BATCH, *model.x_shape)
-    z_example = torch.randn(TRACE_BATCH, model.latent_dim)
+    x_example = torch.zeros(TRACE_BATCH, *model.x_shape)  # (tracing reads shapes, not values)
+    z_example = torch.zeros(TRACE_BATCH, model.latent_dim)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=_parent(out)))
     try:
         _to_onnx(encoder, x_example, "x", staging / ENCODER)
