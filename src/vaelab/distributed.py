@@ -103,6 +103,12 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def rank() -> int:
+    """This process's rank in a data-parallel job (0 outside one)."""
+    world = World.from_environment()
+    return 0 if world is None else world.rank
+
+
 # ------------------------------------------------------------------------------- the entry point
 
 

@@ -1,7 +1,7 @@
 """Fuzzing a run directory (issue 16): a finished tiny run whose config.json, run.json,
 metrics.jsonl, eval.json, checkpoint/state.pt or weights are mutated goes through every command
 that reads a run (`evaluate`, `sample`, `reconstruct`, `plot`, `report`, `compare` with a good or a
-second damaged run, `train --resume`), and each command either succeeds or exits 2 with one line;
+second damaged run, `train --resume`, `export`), and each command either succeeds or exits 2 with one line;
 nothing raises, a command that fails leaves the file list as it was (no eval.json, figure or
 report.html behind), and nothing outside the runs is written.
 
@@ -56,6 +56,7 @@ COMMANDS: dict[str, list[str]] = {
     "compare with a good run": ["compare", "GOOD", "RUN", "--k", K, "--n", "3", "--out", "OUT"],
     "compare two damaged runs": ["compare", "RUN", "TWIN", "--k", K, "--n", "3", "--out", "OUT"],
     "resume": ["train", "--resume", "RUN", "--quiet"],
+    "export": ["export", "RUN", "--check-rows", "5"],
 }
 ALL_COMMANDS = tuple(COMMANDS)
 READS_METRICS = ("plot curves", "report", "resume")

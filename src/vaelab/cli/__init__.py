@@ -1,9 +1,10 @@
 """The `vaelab` command line: a thin layer that parses flags into options models and calls the library.
 
 Each command module (`run`: train, evaluate, sample, reconstruct; `figures`: plot, compare, sweep,
-report; `explore`: the web explorer; `theory`: bayes, estimators, kl-directions; `tune`: tune) adds
-its subcommands with flags generated from the options models' fields (`vaelab.cli.options`). Bad
-input exits with status 2 and one line on stderr (`vaelab: error: ...`), never a traceback.
+report; `explore`: the web explorer; `theory`: bayes, estimators, kl-directions; `tune`: tune;
+`export`) adds its subcommands with flags generated from the options models' fields
+(`vaelab.cli.options`). Bad input exits with status 2 and one line on stderr (`vaelab: error:
+...`), never a traceback.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     import vaelab
-    from vaelab.cli import explore, figures, run, theory, tune
+    from vaelab.cli import explore, export, figures, run, theory, tune
 
     parser = OneLineParser(prog="vaelab", description="Train, measure and look at variational autoencoders.")
     parser.add_argument("--version", action="version", version=f"vaelab {vaelab.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
-    for module in (run, figures, explore, theory, tune):
+    for module in (run, figures, explore, theory, tune, export):
         module.add_subcommands(sub)
     return parser
 

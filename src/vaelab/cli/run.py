@@ -104,6 +104,7 @@ def train_config(fields: Fields, args: argparse.Namespace, options: TrainOptions
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vaelab import distributed
+    from vaelab.experiments.tracking import train_tracked
 
     options: TrainOptions = build(TrainOptions, args, args.own)
     if "ddp_timeout" in args.own.given(args) and options.nproc == 1 and not distributed.launched():
@@ -124,9 +125,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = train_config(args.fields, args, options)
         out = options.out or Path("runs") / f"{config.data.source.split(':')[0]}-{config.model.kind}"
-    result = distributed.train(  # vaelab.train.train, or one rank's share under torchrun
+    # vaelab.train.train, or one rank's share under torchrun; rank 0 alone reports to trackers
+    result = train_tracked(
         config,
         out,
+        train_fn=distributed.train,
+        tracked=distributed.rank() == 0,
         resume=options.resume is not None,
         overwrite=options.overwrite,
         progress=not options.quiet and sys.stderr.isatty(),

@@ -51,7 +51,7 @@ from vaelab.diagnostics import active_units_rule, latent_statistics
 from vaelab.errors import UserError
 from vaelab.experiments.compare import squared_error_per_pixel
 from vaelab.experiments.evaluation import current_evaluation
-from vaelab.train import train
+from vaelab.experiments.tracking import train_tracked
 from vaelab.viz.draw import save_figure
 
 log = logging.getLogger(__name__)
@@ -249,10 +249,10 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
         log.info("%s: finished earlier, not re-run", out)
     elif status == "running":
         log.info("%s: interrupted earlier, resuming", out)
-        train(config, out, resume=True, progress=False, splits=splits)
+        train_tracked(config, out, resume=True, progress=False, splits=splits)
     else:  # new, or killed before its first file was written
         log.info("%s: training", out)
-        train(config, out, overwrite=True, progress=False, splits=splits)
+        train_tracked(config, out, overwrite=True, progress=False, splits=splits)
     evaluation = current_evaluation(out, k, seed)
     if evaluation.get("elbo") is None:
         raise UserError(f"{out}: a sweep point needs a model with an ELBO (model.kind vae)")

@@ -602,6 +602,10 @@ def tune(
     out = Path(out)
     if (out / runs.CONFIG).is_file():
         raise UserError(f"{out}: is a run directory; a study needs a directory of its own")
+    if base.train.track != ("none",):  # refused rather than ignored: trials are not tracked yet
+        raise UserError(
+            "train.track: vaelab tune does not report trials to trackers; Optuna's storage holds them"
+        )
     storage = storage or default_storage(out, jobs)
     check_storage(storage, jobs)
     out.mkdir(parents=True, exist_ok=True)
