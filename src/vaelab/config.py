@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from vaelab.errors import UserError
 from vaelab.limits import Limits
@@ -77,14 +77,17 @@ Count = Annotated[int, Field(ge=1, le=10**6), Flag(metavar="N")]
 Positive = Annotated[float, Field(gt=0)]
 Hidden = Annotated[
     tuple[Annotated[int, Strict(), Field(ge=1)], ...],
-    # a JSON list is the natural spelling of a tuple, so the outer container alone is lax
-    Field(min_length=1, strict=False),
+    # a JSON list is the natural spelling of a tuple, so the outer container alone is lax; an
+    # empty one (`--hidden ''`) is an mlp without hidden layers: a linear encoder and decoder
+    Field(strict=False),
     Flag(metavar="H[,H...]"),
 ]
 
 # ---------------------------------------------------------------------------- the run config
 
 BINARIZATIONS = ("none", "static", "dynamic")
+AUTO_SIGMA = 0.1
+"""What model.sigma `auto` is for data that are not tabular (for tabular data: learned)."""
 PRIORS = ("normal", "mog", "vamp")
 
 
@@ -94,6 +97,12 @@ class DataConfig(Options):
     binarize: `none`; `static` (one fixed Bernoulli draw x' ~ Bernoulli(x) of every split);
     `dynamic` (a fresh draw of each training batch every epoch; validation and test are drawn
     once, statically, so evaluation numbers are on a fixed set).
+    standardize: tabular data (rows of numbers, x: (N, D)) as (x - mean) / scale per column
+    (`vaelab.data.transforms.Standardize`), columns that are all 0/1 left alone; `auto` is on for
+    tabular data and off otherwise. standardize_mean, standardize_scale: the means and scales,
+    None for the train split's (a trained run stores the ones it used, so it scores and samples
+    in the units it was trained in). drop_missing: drop the rows of a csv with a missing value
+    (empty cell, NaN, NA) instead of refusing the file.
     """
 
     source: Annotated[
@@ -110,6 +119,33 @@ class DataConfig(Options):
         Literal["none", "static", "dynamic"],
         Field(description="binarize [0, 1] data: once (static) or per training batch (dynamic)"),
     ] = "none"
+    standardize: Annotated[
+        Literal["auto", "on", "off"],
+        Field(
+            description="standardize the columns of tabular data with the train split's means and scales "
+            "(0/1 columns are left alone); auto: on for tabular data"
+        ),
+    ] = "auto"
+    standardize_mean: Annotated[
+        tuple[float, ...] | None,
+        Field(strict=False, description="the columns' means for standardize (default: the train split's)"),
+        Flag(metavar="M[,M...]"),
+    ] = None
+    standardize_scale: Annotated[
+        tuple[Annotated[float, Field(gt=0)], ...] | None,
+        Field(strict=False, description="the columns' scales for standardize (default: the train split's)"),
+        Flag(metavar="S[,S...]"),
+    ] = None
+    drop_missing: Annotated[
+        bool, Field(description="csv: drop rows with a missing value (empty cell, NaN, NA) instead of refusing")
+    ] = False
+
+    @model_validator(mode="after")
+    def _means_with_scales(self) -> DataConfig:
+        mean, scale = self.standardize_mean, self.standardize_scale
+        if (mean is None) != (scale is None) or (mean is not None and len(mean) != len(scale or ())):
+            raise ValueError("standardize_mean and standardize_scale come together, one number per column")
+        return self
 
 
 class ModelConfig(Options):
@@ -118,8 +154,13 @@ class ModelConfig(Options):
     kind: `vae` (Gaussian q(z|x)) or `ae` (deterministic code, reconstruction term only).
     net: `mlp` (hidden sizes `hidden`, mirrored in the decoder), `gated` (gated MLP, Dauphin et al.
     2017; its gates replace the activation) or `conv` (a small conv net for images; `hidden` sizes
-    the fully connected layer). likelihood: `bernoulli` (from logits) or `gaussian` with a fixed
-    `sigma`, or a learned per-dimension sigma when `sigma` is None. prior: `normal` (N(0, I)),
+    the fully connected layer); `hidden` empty makes the mlp's encoder and decoder linear maps.
+    likelihood: `bernoulli` (from logits) or `gaussian` with a fixed `sigma`, or a learned
+    per-dimension sigma when `sigma` is None; `mixed` (tabular data): Bernoulli for the columns
+    that are all 0/1, Gaussian for the others (`vaelab.columns`); `auto` is resolved from the data
+    when training starts (`vaelab.tabular.resolve`): for tabular data gaussian, bernoulli or mixed
+    by its columns with a learned sigma (`sigma` auto), for other data bernoulli with sigma 0.1.
+    prior: `normal` (N(0, I)),
     `mog` (a learned mixture of `prior_components` diagonal Gaussians) or `vamp` (the VampPrior,
     Tomczak & Welling 2018: p(z) = (1/K) sum_k q(z | u_k) with K = `prior_components` learned
     pseudo-inputs u_k). dropout: the drop probability after every hidden layer of both networks
@@ -141,13 +182,20 @@ class ModelConfig(Options):
         Field(description="activation of the mlp and conv nets (a gated net has gates instead)"),
     ] = "relu"
     likelihood: Annotated[
-        Literal["bernoulli", "gaussian"], Field(description="p(x|z): bernoulli (from logits) or gaussian")
-    ] = "bernoulli"
+        Literal["auto", "bernoulli", "gaussian", "mixed"],
+        Field(
+            description="p(x|z): bernoulli (from logits), gaussian, or mixed (tabular: bernoulli for 0/1 "
+            "columns, gaussian for the others); auto: by the data"
+        ),
+    ] = "auto"
     sigma: Annotated[
-        Positive | None,
-        Field(description="the gaussian likelihood's sigma: a number, or 'learned' (per dimension)"),
+        Positive | Literal["auto"] | None,
+        Field(
+            description="the gaussian likelihood's sigma: a number, or 'learned' (per dimension); auto: "
+            "learned for tabular data, else 0.1"
+        ),
         Flag(metavar="S", none="learned"),
-    ] = 0.1
+    ] = "auto"
     prior: Annotated[
         Literal["normal", "mog", "vamp"],
         Field(description="p(z): normal (N(0, I)), mog (learned mixture) or vamp (VampPrior)"),
@@ -160,6 +208,12 @@ class ModelConfig(Options):
         Field(ge=0.0, lt=1.0, description="dropout probability after every hidden layer while training"),
         Flag(metavar="P"),
     ] = 0.0
+
+    @model_validator(mode="after")
+    def _hidden_layers(self) -> ModelConfig:
+        if not self.hidden and self.net == "gated":
+            raise ValueError("hidden: a gated net needs at least one hidden layer (empty: mlp or conv)")
+        return self
 
 
 class ObjectiveConfig(Options):
@@ -295,7 +349,11 @@ class RunConfig(Options):
         """The fields in `given` (dotted names a user set) that this config would ignore, each with
         why; a user's setting that would have no effect is refused rather than dropped silently."""
         why = {
-            "model.sigma": self.model.likelihood != "gaussian" and "it applies to the gaussian likelihood",
+            "model.sigma": self.model.likelihood == "bernoulli"
+            and "it applies to the gaussian and mixed likelihoods",
+            "data.standardize_mean": self.data.standardize == "off" and "standardize is off",
+            "data.standardize_scale": self.data.standardize == "off" and "standardize is off",
+            "data.drop_missing": not self.data.source.startswith("csv:") and "it applies to csv data",
             "model.activation": self.model.net == "gated" and "a gated net has gates instead",
             "model.prior_components": self.model.prior == "normal" and "the normal prior has no components",
             "objective.k": self.objective.name != "iwae" and "the elbo objective draws one sample",

@@ -44,6 +44,7 @@ from torch.distributions.kl import register_kl
 
 __all__ = [
     "DiagonalGaussianMixture",
+    "GeneratorSampled",
     "PointMass",
     "analytic_kl",
     "bernoulli",
@@ -60,6 +61,17 @@ __all__ = [
 LOG_VAR_CLAMP = (-30.0, 20.0)
 """Clamp for encoder log-variances: exp(-30/2) ~ 3e-7 and exp(20/2) ~ 2e4 bound sigma well inside
 float32, so a diverging encoder gives a large but finite KL instead of inf/NaN."""
+
+
+SampleShape = torch.Size | tuple[int, ...]
+
+
+class GeneratorSampled(Distribution):
+    """A family that samples with a caller's generator itself, `sample(sample_shape, generator)`;
+    `draw` hands it the generator (the likelihoods for 8-bit data in `vaelab.likelihoods` are)."""
+
+    def sample(self, sample_shape: SampleShape = (), generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
 
 
 class PointMass(Distribution):
@@ -292,6 +304,8 @@ def draw(
         return draw(dist.base_dist, sample_shape, generator)
     if isinstance(dist, PointMass):
         return dist.rsample(sample_shape)
+    if isinstance(dist, GeneratorSampled):
+        return dist.sample(sample_shape, generator)
     shape = dist._extended_shape(sample_shape)
     if isinstance(dist, Normal):
         eps = torch.randn(shape, generator=generator, dtype=dist.loc.dtype, device=dist.loc.device)

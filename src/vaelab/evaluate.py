@@ -39,8 +39,11 @@ class Evaluation:
     elbo = log_p_x_given_z - kl = log_p_xz + entropy (E_q[log p(x, z)] + H(q)); kl_per_dim (Z,)
     where q and p(z) are diagonal Gaussians; posterior_mean_variance (Z,) is Cov_x(E_q[z_u]) and
     active_units counts it above `ACTIVE_THRESHOLD` (Burda et al. 2015); log_px is the
-    importance-sampled estimate with `k` samples and its Monte Carlo standard error. For an AE
-    only log_p_x_given_z is defined (see `note`). path: the file `evaluate_run` wrote (not part
+    importance-sampled estimate with `k` samples and its Monte Carlo standard error. Every
+    log-density of x (log_p_x_given_z, elbo, log_p_xz, log_px) is of the data as given: it
+    includes `log_det_nats`, the input transform's change of variables (standardization:
+    -sum_d log scale_d; dequantization: -D log 256; 0 for plain scaling). For an AE only
+    log_p_x_given_z is defined (see `note`). path: the file `evaluate_run` wrote (not part
     of the file itself).
     """
 
@@ -62,6 +65,7 @@ class Evaluation:
     k: int | None = None
     seconds_log_px: float | None = None
     precision: str = "fp32"
+    log_det_nats: float = 0.0
     note: str | None = None
     path: Path | None = None
 
@@ -82,7 +86,8 @@ class Evaluation:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "path"}
         out.update(
             units="nats per example (dataset mean); *_bpd in bits per dimension; elbo and log_px are "
-            "higher-is-better, nll = -log_px",
+            "higher-is-better, nll = -log_px; log-densities are of the data as given (log_det_nats, the "
+            "input transform's change of variables, included)",
             nll=self.nll,
             gap=self.gap,
             nll_bpd=self.bpd(self.log_px),
@@ -102,13 +107,15 @@ def evaluate_model(
     split: str = "test",
     precision: str = "fp32",
     progress: bool = True,
+    log_det_nats: float = 0.0,
 ) -> Evaluation:
     """The ELBO decomposed (one sample per example; KL, E_q[log p(z)] and H(q) in closed form for
     diagonal Gaussians), KL per latent dimension, active units, and the importance-sampled
     log p(x) with `k` samples per example and its standard error. x: (N, *x_shape).
 
     `progress` shows a bar over the importance-sampling batches on a terminal (never when stderr
-    is not a TTY)."""
+    is not a TTY). x is the model's input; `log_det_nats` (`Splits.log_det_nats`) is added to
+    every log-density of it, making them of the data as given."""
     if k < 2:
         raise UserError(f"k must be >= 2 for a standard error, got {k}")
     if batch_size < 1:
@@ -118,12 +125,15 @@ def evaluate_model(
         "split": split,
         "num_examples": len(x),
         "num_dims": math.prod(x.shape[1:]),
+        "log_det_nats": log_det_nats,
     }
     start = time.perf_counter()
     if model.deterministic:
         terms = dataset_terms(model, x, seed=seed)
         seconds = time.perf_counter() - start
-        return Evaluation(**common, log_p_x_given_z=terms.log_p_x_given_z, seconds_elbo=seconds, note=AE_NOTE)
+        return Evaluation(
+            **common, log_p_x_given_z=terms.log_p_x_given_z + log_det_nats, seconds_elbo=seconds, note=AE_NOTE
+        )
     d = elbo_decomposition(model, x, batch_size=1000, generator=torch.Generator().manual_seed(seed))
     seconds_elbo = time.perf_counter() - start
     batches = _with_progress(x.split(batch_size), len(x), f"log p(x), k={k}", enabled=progress)
@@ -132,16 +142,16 @@ def evaluate_model(
         estimate = dataset_log_px(model, batches, k, generator=torch.Generator().manual_seed(seed))
     return Evaluation(
         **common,
-        log_p_x_given_z=d.log_p_x_given_z,
+        log_p_x_given_z=d.log_p_x_given_z + log_det_nats,
         seconds_elbo=seconds_elbo,
-        elbo=d.elbo,
+        elbo=d.elbo + log_det_nats,
         kl=d.kl,
-        log_p_xz=d.log_p_xz,
+        log_p_xz=d.log_p_xz + log_det_nats,
         entropy=d.entropy,
         kl_per_dim=d.kl_per_dim,
         posterior_mean_variance=d.posterior_mean_variance,
         active_units=d.active_units,
-        log_px=estimate.mean,
+        log_px=estimate.mean + log_det_nats,
         log_px_stderr=estimate.mean_stderr,
         k=k,
         seconds_log_px=estimate.seconds,
@@ -175,7 +185,8 @@ def evaluate_run(
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
-    x = load_data(config.data, config.limits).inputs(split)
+    splits = load_data(config.data, config.limits)
+    x = splits.inputs(split)
     runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)
     result = evaluate_model(
         model,
@@ -187,6 +198,7 @@ def evaluate_run(
         split=split,
         precision=precision,
         progress=progress,
+        log_det_nats=splits.log_det_nats(),
     )
     path = eval_path(run_dir, split)
     runs.write_json(path, result.to_dict())
@@ -201,6 +213,11 @@ def format_evaluation(e: Evaluation) -> str:
         return f"  {name:<26} {nats:11.3f} nats  {bpd:7.4f} bits/dim{extra}"
 
     lines = [f"{e.split} split, all {e.num_examples} examples of {e.num_dims} dims (bits/dim of -value):"]
+    if e.log_det_nats:
+        lines.append(
+            f"  log-densities of the data as given: they include {e.log_det_nats:.3f} nats, the change of "
+            "variables of the input transform"
+        )
     lines.append(row("E_q[log p(x|z)]", e.log_p_x_given_z))
     if e.elbo is None or e.log_px is None or e.gap is None:  # an autoencoder: see the note
         if e.note:

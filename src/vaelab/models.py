@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from vaelab import distributions as D
-from vaelab.config import ModelConfig
+from vaelab.columns import MixedColumns
+from vaelab.config import AUTO_SIGMA, ModelConfig
 from vaelab.errors import UserError
 from vaelab.nets import build_nets, forward_flat
 
@@ -66,18 +67,25 @@ class Likelihood(nn.Module):
 
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.kind = config.likelihood
+        # (`auto` is resolved from the data when training starts; a model built without data
+        # gets the defaults for data that are not tabular)
+        self.kind = "bernoulli" if config.likelihood == "auto" else config.likelihood
+        sigma = AUTO_SIGMA if config.sigma == "auto" else config.sigma
         self.event_dims = len(x_shape)
-        if self.kind == "gaussian":
-            if config.sigma is None:  # learned per-dimension sigma, parameterized by its log
+        if self.kind in ("gaussian", "mixed"):
+            if sigma is None:  # learned per-dimension sigma, parameterized by its log
                 self.log_scale = nn.Parameter(torch.zeros(x_shape))
             else:
-                self.register_buffer("log_scale", torch.full(x_shape, math.log(config.sigma)))
+                self.register_buffer("log_scale", torch.full(x_shape, math.log(sigma)))
+        if self.kind == "mixed":  # which columns are Bernoulli: set from the data, saved with the weights
+            self.register_buffer("bernoulli_columns", torch.zeros(x_shape, dtype=torch.bool))
 
     def forward(self, out: Tensor) -> Distribution:
         out = out.float()  # log-probabilities in float32 even when the networks ran in bf16
         if self.kind == "bernoulli":
             return D.bernoulli(out, self.event_dims)
+        if self.kind == "mixed":
+            return MixedColumns(out, self.log_scale.exp(), self.bernoulli_columns)
         return D.gaussian(out, self.log_scale.exp(), self.event_dims)
 
 

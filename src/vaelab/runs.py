@@ -400,6 +400,7 @@ class RunInfo(BaseModel):
     num_test: Annotated[int, Ge(0)]
     parameters: Annotated[int, Ge(0)]
     units: str
+    columns: Annotated[list[str], Len(min_length=1)] | None = None  # tabular data: the column names
 
 
 def read_run_info(run_dir: Path) -> RunInfo:
@@ -695,6 +696,7 @@ class EvaluationFile(BaseModel):
     k: Annotated[int, Ge(1)] | None = None
     seconds_log_px: Annotated[FiniteFloat, Ge(0)] | None = None
     precision: str = "fp32"
+    log_det_nats: FiniteFloat = 0.0  # included in every log-density of x above (older files: 0)
     note: str | None = None
     units: str | None = None
     nll: Nats = None

@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from vaelab.config import DataConfig
-from vaelab.data import embedded, files
+from vaelab.data import embedded, files, tables
 from vaelab.data.splits import SPLITS, Splits, split_arrays
-from vaelab.data.transforms import Binarize, Scale, Transform
+from vaelab.data.transforms import Binarize, Scale, Standardize, Transform
 from vaelab.errors import UserError
 from vaelab.limits import DEFAULT_LIMITS, Limits
 
@@ -44,11 +44,13 @@ BINARIZE_SEED = 20140501
 
 @dataclass(frozen=True)
 class Source:
-    """A data source: `read(arg, limits)`; `needs_arg` sources take `name:ARG` specs, the others none
-    (and are passed the empty string)."""
+    """A data source: `read(arg, limits)`, or `read(arg, limits, config)` for a source that
+    `takes_config` (its options are fields of DataConfig); `needs_arg` sources take `name:ARG`
+    specs, the others none (and are passed the empty string)."""
 
-    read: Callable[[str, Limits], Splits]
+    read: Callable[..., Splits]
     needs_arg: bool
+    takes_config: bool = False
 
 
 SOURCES: dict[str, Source] = {
@@ -59,7 +61,7 @@ SOURCES: dict[str, Source] = {
     "fashion-mnist": Source(files.fashion_mnist, needs_arg=True),
     "npz": Source(files.npz, needs_arg=True),
     "npy": Source(files.npy, needs_arg=True),
-    "csv": Source(files.csv, needs_arg=True),
+    "csv": Source(tables.csv, needs_arg=True, takes_config=True),
     "folder": Source(files.folder, needs_arg=True),
 }
 
@@ -74,7 +76,7 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         raise UserError(f"data source {name!r} needs a path: --data {name}:PATH")
     if not source.needs_arg and arg:
         raise UserError(f"data source {name!r} takes no argument, got {name}:{arg}")
-    splits = source.read(arg, limits)
+    splits = source.read(arg, limits, config) if source.takes_config else source.read(arg, limits)
     # Row-major in memory: a minibatch is a gather of rows, and a file stored column-major (the
     # shared binarized-MNIST npz is) would make every gather a strided copy, ~6x slower.
     splits = replace(
@@ -92,10 +94,14 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise UserError(f"{config.source}: the {split} split contains NaN or infinite values")
     eight_bit = splits.train.dtype == torch.uint8
+    if splits.column_names is None and splits.train.dim() == 2 and not eight_bit:  # rows of numbers
+        splits = replace(splits, column_names=tables.default_names(splits.x_shape[0]))
     # 8-bit levels 0..255 are scored on the grid k/255 of [0, 1]; other data as they are.
     splits = replace(splits, transform=Transform((Scale(255),)) if eight_bit else Transform())
     if config.binarize == "none":
-        return splits
+        return tables.standardized(splits, config.standardize, given_standardization(config), "none", config.source)
+    if config.standardize == "on":
+        tables.standardized(splits, "on", None, config.binarize, config.source)  # (refuses it)
     _check_unit_interval(splits, config.source, "binarization")
     generator = torch.Generator().manual_seed(BINARIZE_SEED)
     # One generator, drawn in SPLITS order: every split's bits are fixed by the seed.
@@ -105,6 +111,13 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
     if config.binarize == "dynamic":  # the trainer draws a fresh x' ~ Bernoulli(x) per batch
         x_train, transform = probabilities["train"], Transform((Binarize(),))
     return replace(splits, train=x_train, valid=x_valid, test=x_test, transform=transform)
+
+
+def given_standardization(config: DataConfig) -> Standardize | None:
+    """The means and scales `config` fixes (a trained run's), or None for the train split's."""
+    if config.standardize_mean is None or config.standardize_scale is None:
+        return None
+    return Standardize(config.standardize_mean, config.standardize_scale)
 
 
 def check_fits_likelihood(splits: Splits, likelihood: str, where: str) -> None:

@@ -18,7 +18,7 @@ from vaelab.data.checks import existing_dir, regular_file
 from vaelab.data.idx import OFFICIAL_MD5, read_idx
 from vaelab.data.images import IMAGE_SUFFIXES, image_paths, read_grey_images
 from vaelab.data.splits import SPLITS, Splits, label_codes, split_arrays
-from vaelab.data.tables import read_amat, read_csv
+from vaelab.data.tables import read_amat
 from vaelab.errors import UserError
 from vaelab.limits import Limits
 
@@ -203,12 +203,6 @@ def npy(arg: str, limits: Limits) -> Splits:
     path = regular_file(arg)
     x = read_npy(path, limits, ndims=(2, 3, 4))
     return split_arrays(path.name, _as_images(real_array(x, str(path)), str(path)), None)
-
-
-def csv(arg: str, limits: Limits) -> Splits:
-    """Tabular rows of numbers (comma-separated, an optional header line), split 80/10/10."""
-    path = regular_file(arg)
-    return split_arrays(path.name, read_csv(path, limits), None)
 
 
 def folder(arg: str, limits: Limits) -> Splits:
