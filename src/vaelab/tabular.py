@@ -38,8 +38,8 @@ from vaelab.distributions import draw
 from vaelab.errors import UserError
 from vaelab.models import VAE
 
-ROW_SUFFIXES = (".csv", ".npy")
-"""The files `write_rows` writes: rows of numbers with a header, or one float32 (N, *x_shape) array."""
+SAMPLE_ROWS = 1000
+"""Rows `write_samples` decodes when not told how many."""
 
 
 def resolve(config: RunConfig, splits: Splits) -> tuple[RunConfig, Splits]:
@@ -156,6 +156,35 @@ def write_rows(path: str | Path, rows: Tensor | np.ndarray, names: tuple[str, ..
     writer.writerows([[str(v) for v in row] for row in flat])  # float32's shortest round-trip digits
     runs.write_text(path, text.getvalue())
     return path
+
+
+def write_samples(
+    run_dir: str | Path, path: str | Path | None = None, *, n: int | None = None, mode: str = "mean", seed: int = 0
+) -> Path:
+    """n rows (default `SAMPLE_ROWS`) decoded from z ~ p(z) (see `sampled_rows`) into `path`
+    (.csv or .npy; default RUN/samples.csv), in the data's units, under the column names."""
+    run_dir = runs.check_run_dir(run_dir)
+    config, model = runs.read_config(run_dir), runs.load_model(run_dir)
+    rows = sampled_rows(model, run_transform(run_dir, config), n or SAMPLE_ROWS, mode=mode, seed=seed)
+    path = Path(path) if path is not None else run_dir / "samples.csv"
+    return write_rows(path, rows, column_names(run_dir, model.x_shape))
+
+
+def write_reconstructions(
+    run_dir: str | Path, path: str | Path | None = None, *, n: int | None = None, split: str = "test", seed: int = 0
+) -> Path:
+    """The reconstructions E[x | z = E_q[z|x]] of `split`'s rows into `path` (.csv or .npy;
+    default RUN/reconstructions.csv), in the data's units, under the column names: every row of
+    the split in its order, or n seeded random ones (in their order) when n is given."""
+    run_dir = runs.check_run_dir(run_dir)
+    config, model = runs.read_config(run_dir), runs.load_model(run_dir)
+    splits = load_data(config.data, config.limits)
+    x = splits.split(split)
+    runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)
+    if n is not None:
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values]
+    path = Path(path) if path is not None else run_dir / "reconstructions.csv"
+    return write_rows(path, reconstructed_rows(model, splits.transform, x), column_names(run_dir, model.x_shape))
 
 
 def _save_npy(path: str, values: np.ndarray) -> None:

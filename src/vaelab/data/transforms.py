@@ -142,16 +142,17 @@ class Standardize:
             raise ValueError(f"Standardize: {len(self.mean)} means, {len(self.scale)} positive scales expected")
 
     def _parameters(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=like.device)
-        return mean, torch.tensor(self.scale, dtype=torch.float32, device=like.device)
+        # float64: x - mean of two values near the float32 limit would overflow in float32
+        mean = torch.tensor(self.mean, dtype=torch.float64, device=like.device)
+        return mean, torch.tensor(self.scale, dtype=torch.float64, device=like.device)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         mean, scale = self._parameters(x)
-        return (x.to(torch.float32) - mean) / scale
+        return ((x.double() - mean) / scale).to(torch.float32)
 
     def inverse(self, y: Tensor) -> Tensor:
         mean, scale = self._parameters(y)
-        return y * scale + mean
+        return (y.double() * scale + mean).to(y.dtype)
 
     def log_det_nats(self, x_shape: tuple[int, ...]) -> float:
         if x_shape != (len(self.scale),):

@@ -39,7 +39,7 @@ from vaelab.experiments.compare import (
 )
 from vaelab.experiments.evaluation import current_evaluation
 from vaelab.experiments.sweep import load_sweep, plot_sweep, sweep_rows
-from vaelab.viz.figures import ALL_FIGURES, FIGURE_KINDS
+from vaelab.viz.figures import FIGURE_KINDS, figures_for
 from vaelab.viz.plot import plot_all
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ def add_run(
     page.section(f"{prefix}figures", "Figures", 3)
     deterministic = run_config.model.kind == "ae"
     skipped: set[str] = set()
-    for entry in ALL_FIGURES:
+    for entry in figures_for(run_dir):
         if entry.file_name in figures:
             page.figure(figures[entry.file_name], entry.caption_for(deterministic))
             continue

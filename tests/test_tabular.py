@@ -1,0 +1,184 @@
+"""Tabular data: csv names and missing values, standardization with its Jacobian, the mixed
+likelihood, the data-dependent defaults, rows out in the user's units, and the factor-analysis
+check of the reported log-likelihood against the exact one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vaelab.columns import MixedColumns
+from vaelab.config import DataConfig, RunConfig
+from vaelab.data import load_data
+from vaelab.data.tables import binary_columns, read_csv
+from vaelab.data.transforms import Standardize, Transform
+from vaelab.errors import UserError
+from vaelab.limits import Limits
+from vaelab.tabular import resolve, write_rows
+
+# ------------------------------------------------------------------------------------ csv
+
+
+def test_csv_keeps_header_names_and_numbers_rows(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("\ufeffheight, weight,,flag\n1.5,60,3,0\n\n1.7,70,4,1\n")
+    table = read_csv(path, Limits())
+    assert table.names == ("height", "weight", "x3", "flag")
+    assert table.values.tolist() == [[1.5, 60.0, 3.0, 0.0], [1.7000000476837158, 70.0, 4.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a,b\n1,2\n3,\n", r"line 3 \(data row 2\), column 2 \('b'\): missing value \(empty cell\)"),
+        ("a,b\n1,NA\n", r"line 2 \(data row 1\), column 2 \('b'\): missing value \(NA\)"),
+        ("1,2\nnan,4\n", r"line 2 \(data row 2\), column 1: missing value \(nan\); data.drop_missing"),
+        ("a,a\n1,2\n", r"header: columns 1 and 2 are both named 'a'"),
+        ("a,b\n1,x\n", r"line 2 \(data row 1\), column 2 \('b'\): non-numeric cell 'x'"),
+        ("a,b\n1,?\n", r"every one of the 1 data rows has a missing value"),
+    ],
+)
+def test_csv_refuses_missing_values_naming_row_and_column(tmp_path, text, match):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    drop = "every one" in match
+    with pytest.raises(UserError, match=match):
+        read_csv(path, Limits(), drop_missing=drop)
+
+
+def test_drop_missing_leaves_out_the_rows_and_says_which(tmp_path, caplog):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n3,\n5,6\nNaN,8\n9,10\n")
+    with caplog.at_level(logging.WARNING):
+        table = read_csv(path, Limits(), drop_missing=True)
+    assert table.values.tolist() == [[1, 2], [5, 6], [9, 10]] and table.dropped_lines == (3, 5)
+    assert "dropped 2 rows with a missing value (lines 3, 5)" in caplog.text
+
+
+def test_drop_missing_is_refused_for_other_data(parse_train):
+    with pytest.raises(UserError, match=r"--drop-missing: ignored \(it applies to csv data\)"):
+        parse_train("--data", "mnist5k", "--drop-missing")
+
+
+# -------------------------------------------------------------------------- standardize
+
+
+def test_standardize_maps_columns_and_carries_minus_sum_log_scale():
+    step = Standardize((1.0, -2.0, 0.0), (2.0, 1000.0, 1.0))
+    x = torch.tensor([[3.0, 998.0, 1.0], [1.0, -2.0, 0.0]])
+    y = Transform((step,))(x)
+    assert torch.equal(y, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
+    assert torch.equal(Transform((step,)).inverse(y), x)
+    assert Transform((step,)).log_det_nats((3,)) == pytest.approx(-math.log(2.0) - math.log(1000.0), rel=1e-15)
+
+
+def test_standardized_density_is_the_data_density_exactly():
+    """A Gaussian density of y = (x - m) / s plus log_det is the density of x, in float64."""
+    m, s = torch.tensor([3.0, -1.0], dtype=torch.float64), torch.tensor([0.5, 40.0], dtype=torch.float64)
+    x = torch.tensor([[3.3, 20.0], [2.0, -100.0]], dtype=torch.float64)
+    step = Standardize(tuple(m.tolist()), tuple(s.tolist()))
+    log_p_y = torch.distributions.Normal(0.0, 1.0).log_prob((x - m) / s).sum(-1)
+    log_p_x = torch.distributions.Normal(m, s).log_prob(x).sum(-1)
+    assert torch.allclose(log_p_y + step.log_det_nats((2,)), log_p_x, rtol=0, atol=1e-12)
+
+
+def _table(tmp_path, rows: np.ndarray, header: str = "") -> str:
+    path = tmp_path / "t.csv"
+    lines = ([header] if header else []) + [",".join(repr(float(v)) for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return f"csv:{path}"
+
+
+def test_load_data_standardizes_tabular_data_with_the_train_split_and_leaves_bits_alone(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.normal(5, 3, 200), rng.integers(0, 2, 200), rng.normal(0, 1e4, 200)])
+    splits = load_data(DataConfig(source=_table(tmp_path, rows, "a,bit,c")))
+    assert splits.column_names == ("a", "bit", "c")
+    (step,) = splits.transform.steps
+    assert isinstance(step, Standardize)
+    train = splits.train.double()
+    assert step.mean[1] == 0.0 and step.scale[1] == 1.0
+    assert step.mean[0] == pytest.approx(float(train[:, 0].mean()), rel=1e-12)
+    assert step.scale[2] == pytest.approx(float(train[:, 2].std(correction=0)), rel=1e-12)
+    assert torch.equal(splits.inputs("test")[:, 1], splits.test[:, 1])
+    assert splits.log_det_nats() == pytest.approx(-math.log(step.scale[0]) - math.log(step.scale[2]))
+    off = load_data(DataConfig(source=_table(tmp_path, rows), standardize="off"))
+    assert off.transform.steps == () and off.column_names == ("x1", "x2", "x3")
+
+
+def test_standardize_refuses_images_and_constant_columns(tmp_path, tiny_npz):
+    with pytest.raises(UserError, match=r"data.standardize on: applies to tabular data"):
+        load_data(DataConfig(source=f"npz:{tiny_npz}", standardize="on"))
+    rows = np.column_stack([np.arange(30.0), np.full(30, 7.0)])
+    with pytest.raises(UserError, match=r"column 2 \('x2'\) is constant \(7\) in the train split"):
+        load_data(DataConfig(source=_table(tmp_path, rows)))
+
+
+# ---------------------------------------------------------------------------- likelihood
+
+
+def test_mixed_columns_log_prob_is_bernoulli_plus_gaussian_in_float64():
+    out = torch.tensor([[0.3, -1.2, 2.0], [1.5, 0.0, -0.7]], dtype=torch.float64)
+    scale = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    bits = torch.tensor([True, False, True])
+    x = torch.tensor([[1.0, 0.4, 0.0], [0.0, -3.0, 1.0]], dtype=torch.float64)
+    p = MixedColumns(out, scale, bits)
+    expected = (
+        torch.distributions.Bernoulli(logits=out[:, [0, 2]]).log_prob(x[:, [0, 2]]).sum(-1)
+        + torch.distributions.Normal(out[:, 1], scale[1]).log_prob(x[:, 1])
+    )
+    assert torch.allclose(p.log_prob(x), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(p.mean[:, 0], torch.sigmoid(out[:, 0])) and torch.equal(p.mean[:, 1], out[:, 1])
+    draws = p.sample((4000,), torch.Generator().manual_seed(0))
+    assert draws.shape == (4000, 2, 3) and set(draws[..., 0].unique().tolist()) == {0.0, 1.0}
+    assert abs(float(draws[:, 0, 1].std()) - 0.5) < 0.03
+
+
+@pytest.mark.parametrize(
+    "columns, likelihood, sigma, standardize",
+    [
+        ("normal", "gaussian", None, "on"),
+        ("bits", "bernoulli", 0.1, "off"),
+        ("both", "mixed", None, "on"),
+    ],
+)
+def test_auto_settings_resolve_from_the_columns(tmp_path, columns, likelihood, sigma, standardize):
+    rng = np.random.default_rng(1)
+    normal, bits = rng.normal(size=(100, 2)), rng.integers(0, 2, (100, 2)).astype(float)
+    rows = {"normal": normal, "bits": bits, "both": np.hstack([normal, bits])}[columns]
+    config = RunConfig().replace(data={"source": _table(tmp_path, rows)})
+    resolved, splits = resolve(config, load_data(config.data))
+    assert (resolved.model.likelihood, resolved.model.sigma, resolved.data.standardize) == (
+        likelihood,
+        sigma,
+        standardize,
+    )
+    step = splits.transform.steps[0] if splits.transform.steps else None
+    assert resolved.data.standardize_mean == (None if step is None else step.mean)
+    assert resolve(resolved, load_data(resolved.data))[0] == resolved  # resolving is idempotent
+    assert binary_columns(splits) == tuple(bool(np.isin(column, (0, 1)).all()) for column in rows.T)
+
+
+def test_auto_settings_of_images_are_as_before_and_mixed_is_refused(tiny_npz):
+    config = RunConfig().replace(data={"source": f"npz:{tiny_npz}"})
+    resolved, _ = resolve(config, load_data(config.data))
+    assert (resolved.model.likelihood, resolved.model.sigma, resolved.data.standardize) == ("bernoulli", 0.1, "off")
+    mixed = config.replace(model={"likelihood": "mixed"})
+    with pytest.raises(UserError, match=r"model.likelihood mixed: applies to tabular data"):
+        resolve(mixed, load_data(mixed.data))
+
+
+def test_write_rows_round_trips_float32_with_the_names(tmp_path):
+    rows = torch.tensor([[0.1, -2.5e-8, 1e30], [3.0, 4.0, 5.0]])
+    path = write_rows(tmp_path / "r.csv", rows, ("a", "b,c", "d"))
+    lines = path.read_text().splitlines()
+    assert lines[0] == 'a,"b,c",d' and lines[1] == "0.1,-2.5e-08,1e+30"
+    assert np.array_equal(np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)[:, [0, 2]], rows[:, [0, 2]])
+    assert np.array_equal(np.load(write_rows(tmp_path / "r.npy", rows, ("a", "b", "c"))), rows.numpy())
+    with pytest.raises(UserError, match=r"rows are written as .csv or .npy, not .txt"):
+        write_rows(tmp_path / "r.txt", rows, ("a", "b", "c"))
