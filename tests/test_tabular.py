@@ -182,3 +182,109 @@ def test_write_rows_round_trips_float32_with_the_names(tmp_path):
     assert np.array_equal(np.load(write_rows(tmp_path / "r.npy", rows, ("a", "b", "c"))), rows.numpy())
     with pytest.raises(UserError, match=r"rows are written as .csv or .npy, not .txt"):
         write_rows(tmp_path / "r.txt", rows, ("a", "b", "c"))
+
+
+# ------------------------------------------------------------------- factor analysis, end to end
+
+FA_MARGIN_NATS = 0.1
+"""How close the linear VAE's test log p(x) must come to the exact factor-analysis log-likelihood,
+nats per row (measured: within 0.02 at this budget; the Jacobian it includes is ~ -15 nats)."""
+
+
+@pytest.fixture(scope="module")
+def fa_run(tmp_path_factory):
+    """A linear VAE (Z = 2, learned sigma per column, standardized) trained on 3000 rows of a
+    factor-analysis model whose columns' units span 1e-3 .. 1e6 (benchmarks/tabular.py), and the
+    exact test log-likelihood; one thread (a model this small only loses to thread hand-offs)."""
+    from benchmarks.tabular import exact_log_likelihood, factor_analysis, linear_vae_config, sample_rows, write_csv
+
+    from vaelab.train import train
+
+    base = tmp_path_factory.mktemp("fa")
+    w, mu, psi = factor_analysis()
+    csv = base / "fa.csv"
+    write_csv(csv, sample_rows(w, mu, psi, 3000, seed=1))
+    threads = torch.get_num_threads()
+    try:
+        config = linear_vae_config(csv, epochs=30).replace(train={"batch_size": 32, "lr": 5e-3, "threads": 1})
+        run = train(config, base / "run", progress=False).run_dir
+    finally:
+        torch.set_num_threads(threads)
+    splits = load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data)
+    exact = float(exact_log_likelihood(splits.test.double().numpy(), w, mu, psi).mean())
+    return run, csv, exact
+
+
+def test_linear_vae_meets_the_exact_factor_analysis_likelihood_in_the_data_units(fa_run):
+    from vaelab.evaluate import evaluate_run
+
+    run, _, exact = fa_run
+    e = evaluate_run(run, k=200, progress=False)
+    assert e.log_px is not None and e.elbo is not None
+    assert abs(e.log_px - exact) < FA_MARGIN_NATS, (e.log_px, exact)
+    assert e.elbo <= e.log_px + 3 * (e.log_px_stderr or 0)
+    assert e.log_det_nats == pytest.approx(load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data).log_det_nats())
+    assert e.log_det_nats < -10  # without it the number would be off by more than 10 nats
+
+
+def test_rescaling_a_column_by_1000_moves_the_reported_number_by_exactly_minus_log_1000(fa_run, tmp_path):
+    """The same weights re-evaluated after column 2 is multiplied by 1000 in the data and in the
+    run's stored scaling (so the model's input is the same): -log 1000, to float32 rounding."""
+    from benchmarks.tabular import rescaled_run
+
+    from vaelab.evaluate import evaluate_run
+
+    run, csv, _ = fa_run
+    before = evaluate_run(run, k=20, progress=False)
+    after = evaluate_run(rescaled_run(run, csv, 1, 1000.0, tmp_path), k=20, progress=False)
+    assert before.log_px is not None and after.log_px is not None and before.elbo is not None
+    assert after.log_px - before.log_px == pytest.approx(-math.log(1000), abs=1e-4)
+    assert after.elbo - (before.elbo or 0) == pytest.approx(-math.log(1000), abs=1e-4)
+    assert after.kl == pytest.approx(before.kl, abs=1e-6)
+
+
+def test_the_train_log_is_of_the_data_as_given(fa_run):
+    """The selected epoch's validation bound in metrics.jsonl is the model's bound on its
+    standardized input plus the Jacobian."""
+    from vaelab import runs
+    from vaelab.objectives import dataset_terms
+    from vaelab.train import VALID_SEED_OFFSET
+
+    run, _, _ = fa_run
+    config = runs.read_config(run)
+    splits = load_data(config.data)
+    terms = dataset_terms(runs.load_model(run), splits.inputs("valid"), seed=config.train.seed + VALID_SEED_OFFSET)
+    best = runs.best_record(runs.read_metrics(run))
+    assert best["valid_bound_nats"] == pytest.approx(terms.bound + splits.log_det_nats(), abs=1e-9)
+    assert best["valid_kl_nats"] == pytest.approx(terms.kl, abs=1e-9)
+
+
+def test_sample_and_reconstruct_write_rows_in_the_data_units(fa_run, tmp_path, capsys):
+    from vaelab.cli import main
+
+    run, _, _ = fa_run
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.csv"), "--n", "3000", "--mode", "sample"]) == 0
+    header, *lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert header == "c1,c2,c3,c4,c5,c6" and len(lines) == 3000
+    samples = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
+    data = load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data).train.double().numpy()
+    # every column's sample mean and spread land on the data's, whatever its units (1e-3 .. 1e6)
+    assert np.all(np.abs(samples.mean(0) - data.mean(0)) < 0.15 * data.std(0))
+    assert np.all(np.abs(samples.std(0) / data.std(0) - 1) < 0.15)
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.npy"), "--n", "7"]) == 0
+    assert np.load(tmp_path / "r.npy").shape == (7, 6)
+    assert main(["reconstruct", str(run)]) == 0 and (run / "reconstructions.csv").is_file()
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.txt")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_tabular_figures_replace_image_tiles(fa_run, capsys):
+    from vaelab.cli import main
+
+    run, _, _ = fa_run
+    assert main(["plot", str(run), "--kind", "all"]) == 0
+    names = {p.name for p in (run / "figures").glob("*.png")}
+    assert {"marginals.png", "pairs.png", "column-reconstructions.png", "scatter.png", "curves.png"} <= names
+    assert not names & {"grid.png", "samples.png", "reconstructions.png", "traversals.png", "interpolation.png"}
+    assert main(["plot", str(run), "--kind", "grid"]) == 2
+    assert "figure kind 'grid' shows images" in capsys.readouterr().err

@@ -402,8 +402,11 @@ def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> Con
     """One line for the first of pydantic's errors, with the value that failed (or, for an
     unknown key, the keys that are known there). Keys that are not printable are shown quoted,
     so the message stays one line whatever a file holds."""
-    first = err.errors(include_url=False)[0]
-    field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in first["loc"])
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    # a union's errors carry the member in their location (`sigma.constrained-float`): not a field
+    loc = [p for p in first["loc"] if not isinstance(p, str) or p.isidentifier() or not p.isprintable()]
+    field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in loc)
     problem = first["msg"]
     if first["type"] == "extra_forbidden":
         for part in first["loc"][:-1]:
@@ -414,7 +417,10 @@ def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> Con
         problem = f"unknown key; known: {', '.join(kind.model_fields)}"
     elif first["type"] != "missing":
         problem += f", got {short_repr(first.get('input'))}"
-    more = err.error_count() - 1
+    # (the other members of a union failing for the same value are not more problems)
+    more = sum(1 for e in errors[1:] if e["loc"][: len(first["loc"]) - 1] != first["loc"][:-1]) if len(loc) < len(
+        first["loc"]
+    ) else err.error_count() - 1
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(where, field or "(top level)", problem)
