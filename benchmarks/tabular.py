@@ -117,8 +117,10 @@ def main() -> None:
     torch.manual_seed(0)
     w, mu, psi = factor_analysis()
     print(f"machine: {machine()}")
-    print(f"factor analysis: D = {len(mu)} columns of scales {', '.join(f'{s:g}' for s in COLUMN_SCALES)}; "
-          f"{rows} rows (80/10/10 split), linear VAE, Z = {LATENT}, {epochs} epochs, IS k = {k}")
+    print(
+        f"factor analysis: D = {len(mu)} columns of scales {', '.join(f'{s:g}' for s in COLUMN_SCALES)}; "
+        f"{rows} rows (80/10/10 split), linear VAE, Z = {LATENT}, {epochs} epochs, IS k = {k}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         csv = tmp_path / "fa.csv"
@@ -138,15 +140,23 @@ def main() -> None:
     print(f"| {'what':<62} | {'log p(x)':>16} | {'minus exact':>11} |")
     print(f"|{'-' * 64}|{'-' * 18}|{'-' * 13}|")
     print(f"| {'exact: log N(x; mu, W W^T + Psi) of the generating model':<62} | {exact:16.3f} | {0:11.3f} |")
-    print(f"| {'vaelab VAE, reported (Jacobian of the standardization in)':<62} | "
-          f"{log_px:9.3f} ± {stderr:.3f} | {log_px - exact:11.3f} |")
-    print(f"| {'same VAE without the Jacobian (density of standardized rows)':<62} | "
-          f"{without:16.3f} | {without - exact:11.3f} |")
-    print(f"\nthe Jacobian -sum_d log scale_d = {evaluation.log_det_nats:.3f} nats: without it the number is "
-          f"off by {-evaluation.log_det_nats:.1f} nats, and by more the larger the columns' units")
+    print(
+        f"| {'vaelab VAE, reported (Jacobian of the standardization in)':<62} | "
+        f"{log_px:9.3f} ± {stderr:.3f} | {log_px - exact:11.3f} |"
+    )
+    print(
+        f"| {'same VAE without the Jacobian (density of standardized rows)':<62} | "
+        f"{without:16.3f} | {without - exact:11.3f} |"
+    )
+    print(
+        f"\nthe Jacobian -sum_d log scale_d = {evaluation.log_det_nats:.3f} nats: without it the number is "
+        f"off by {-evaluation.log_det_nats:.1f} nats, and by more the larger the columns' units"
+    )
     moved = rescaled.log_px - log_px
-    print(f"column c2 x 1000 (data and stored scaling), same weights re-evaluated: moved {moved:.6f} nats; "
-          f"-log 1000 = {-math.log(1000):.6f} (difference {moved + math.log(1000):.1e})")
+    print(
+        f"column c2 x 1000 (data and stored scaling), same weights re-evaluated: moved {moved:.6f} nats; "
+        f"-log 1000 = {-math.log(1000):.6f} (difference {moved + math.log(1000):.1e})"
+    )
     print(f"time: training {trained:.1f} s, all {seconds:.1f} s")
 
 

@@ -37,7 +37,10 @@ def test_round_trip_through_json():
         ({"model": {"activation": ["relu"]}}, r"model\.activation: Input should be 'relu', 'elu'"),
         ({"data": {"source": 3}}, r"data\.source: Input should be a valid string"),
         ({"model": {"hidden": [], "net": "gated"}}, r"model: .*a gated net needs at least one hidden layer"),
-        ({"data": {"standardize_mean": [1.0]}}, r"data: .*standardize_mean and standardize_scale come together"),
+        (
+            {"data": {"standardize_mean": [1.0]}},
+            r"data: .*standardize_mean and standardize_scale come together",
+        ),
         ({"model": {"hidden": [400, "8"]}}, r"model\.hidden\.1: Input should be a valid integer"),
         ({"model": {"latent_dim": 0}}, r"model\.latent_dim: Input should be greater than or equal to 1"),
         ({"model": {"sigma": -1.0}}, r"model\.sigma: Input should be greater than 0"),

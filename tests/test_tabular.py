@@ -74,7 +74,9 @@ def test_standardize_maps_columns_and_carries_minus_sum_log_scale():
     y = Transform((step,))(x)
     assert torch.equal(y, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
     assert torch.equal(Transform((step,)).inverse(y), x)
-    assert Transform((step,)).log_det_nats((3,)) == pytest.approx(-math.log(2.0) - math.log(1000.0), rel=1e-15)
+    assert Transform((step,)).log_det_nats((3,)) == pytest.approx(
+        -math.log(2.0) - math.log(1000.0), rel=1e-15
+    )
 
 
 def test_standardized_density_is_the_data_density_exactly():
@@ -128,10 +130,9 @@ def test_mixed_columns_log_prob_is_bernoulli_plus_gaussian_in_float64():
     bits = torch.tensor([True, False, True])
     x = torch.tensor([[1.0, 0.4, 0.0], [0.0, -3.0, 1.0]], dtype=torch.float64)
     p = MixedColumns(out, scale, bits)
-    expected = (
-        torch.distributions.Bernoulli(logits=out[:, [0, 2]]).log_prob(x[:, [0, 2]]).sum(-1)
-        + torch.distributions.Normal(out[:, 1], scale[1]).log_prob(x[:, 1])
-    )
+    expected = torch.distributions.Bernoulli(logits=out[:, [0, 2]]).log_prob(x[:, [0, 2]]).sum(
+        -1
+    ) + torch.distributions.Normal(out[:, 1], scale[1]).log_prob(x[:, 1])
     assert torch.allclose(p.log_prob(x), expected, rtol=0, atol=1e-12)
     assert torch.allclose(p.mean[:, 0], torch.sigmoid(out[:, 0])) and torch.equal(p.mean[:, 1], out[:, 1])
     draws = p.sample((4000,), torch.Generator().manual_seed(0))
@@ -167,7 +168,11 @@ def test_auto_settings_resolve_from_the_columns(tmp_path, columns, likelihood, s
 def test_auto_settings_of_images_are_as_before_and_mixed_is_refused(tiny_npz):
     config = RunConfig().replace(data={"source": f"npz:{tiny_npz}"})
     resolved, _ = resolve(config, load_data(config.data))
-    assert (resolved.model.likelihood, resolved.model.sigma, resolved.data.standardize) == ("bernoulli", 0.1, "off")
+    assert (resolved.model.likelihood, resolved.model.sigma, resolved.data.standardize) == (
+        "bernoulli",
+        0.1,
+        "off",
+    )
     mixed = config.replace(model={"likelihood": "mixed"})
     with pytest.raises(UserError, match=r"model.likelihood mixed: applies to tabular data"):
         resolve(mixed, load_data(mixed.data))
@@ -178,7 +183,9 @@ def test_write_rows_round_trips_float32_with_the_names(tmp_path):
     path = write_rows(tmp_path / "r.csv", rows, ("a", "b,c", "d"))
     lines = path.read_text().splitlines()
     assert lines[0] == 'a,"b,c",d' and lines[1] == "0.1,-2.5e-08,1e+30"
-    assert np.array_equal(np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)[:, [0, 2]], rows[:, [0, 2]])
+    assert np.array_equal(
+        np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)[:, [0, 2]], rows[:, [0, 2]]
+    )
     assert np.array_equal(np.load(write_rows(tmp_path / "r.npy", rows, ("a", "b", "c"))), rows.numpy())
     with pytest.raises(UserError, match=r"rows are written as .csv or .npy, not .txt"):
         write_rows(tmp_path / "r.txt", rows, ("a", "b", "c"))
@@ -196,7 +203,13 @@ def fa_run(tmp_path_factory):
     """A linear VAE (Z = 2, learned sigma per column, standardized) trained on 3000 rows of a
     factor-analysis model whose columns' units span 1e-3 .. 1e6 (benchmarks/tabular.py), and the
     exact test log-likelihood; one thread (a model this small only loses to thread hand-offs)."""
-    from benchmarks.tabular import exact_log_likelihood, factor_analysis, linear_vae_config, sample_rows, write_csv
+    from benchmarks.tabular import (
+        exact_log_likelihood,
+        factor_analysis,
+        linear_vae_config,
+        sample_rows,
+        write_csv,
+    )
 
     from vaelab.train import train
 
@@ -223,7 +236,9 @@ def test_linear_vae_meets_the_exact_factor_analysis_likelihood_in_the_data_units
     assert e.log_px is not None and e.elbo is not None
     assert abs(e.log_px - exact) < FA_MARGIN_NATS, (e.log_px, exact)
     assert e.elbo <= e.log_px + 3 * (e.log_px_stderr or 0)
-    assert e.log_det_nats == pytest.approx(load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data).log_det_nats())
+    assert e.log_det_nats == pytest.approx(
+        load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data).log_det_nats()
+    )
     assert e.log_det_nats < -10  # without it the number would be off by more than 10 nats
 
 
@@ -253,7 +268,9 @@ def test_the_train_log_is_of_the_data_as_given(fa_run):
     run, _, _ = fa_run
     config = runs.read_config(run)
     splits = load_data(config.data)
-    terms = dataset_terms(runs.load_model(run), splits.inputs("valid"), seed=config.train.seed + VALID_SEED_OFFSET)
+    terms = dataset_terms(
+        runs.load_model(run), splits.inputs("valid"), seed=config.train.seed + VALID_SEED_OFFSET
+    )
     best = runs.best_record(runs.read_metrics(run))
     assert best["valid_bound_nats"] == pytest.approx(terms.bound + splits.log_det_nats(), abs=1e-9)
     assert best["valid_kl_nats"] == pytest.approx(terms.kl, abs=1e-9)
@@ -263,11 +280,17 @@ def test_sample_and_reconstruct_write_rows_in_the_data_units(fa_run, tmp_path, c
     from vaelab.cli import main
 
     run, _, _ = fa_run
-    assert main(["sample", str(run), "--out", str(tmp_path / "s.csv"), "--n", "3000", "--mode", "sample"]) == 0
+    assert (
+        main(["sample", str(run), "--out", str(tmp_path / "s.csv"), "--n", "3000", "--mode", "sample"]) == 0
+    )
     header, *lines = (tmp_path / "s.csv").read_text().splitlines()
     assert header == "c1,c2,c3,c4,c5,c6" and len(lines) == 3000
     samples = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
-    data = load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data).train.double().numpy()
+    data = (
+        load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data)
+        .train.double()
+        .numpy()
+    )
     # every column's sample mean and spread land on the data's, whatever its units (1e-3 .. 1e6)
     assert np.all(np.abs(samples.mean(0) - data.mean(0)) < 0.15 * data.std(0))
     assert np.all(np.abs(samples.std(0) / data.std(0) - 1) < 0.15)
@@ -285,6 +308,12 @@ def test_tabular_figures_replace_image_tiles(fa_run, capsys):
     assert main(["plot", str(run), "--kind", "all"]) == 0
     names = {p.name for p in (run / "figures").glob("*.png")}
     assert {"marginals.png", "pairs.png", "column-reconstructions.png", "scatter.png", "curves.png"} <= names
-    assert not names & {"grid.png", "samples.png", "reconstructions.png", "traversals.png", "interpolation.png"}
+    assert not names & {
+        "grid.png",
+        "samples.png",
+        "reconstructions.png",
+        "traversals.png",
+        "interpolation.png",
+    }
     assert main(["plot", str(run), "--kind", "grid"]) == 2
     assert "figure kind 'grid' shows images" in capsys.readouterr().err

@@ -53,7 +53,9 @@ class MixedColumns(GeneratorSampled):
         return torch.where(self.bernoulli, log_bernoulli, log_normal).sum(-1)
 
     def sample(
-        self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None
+        self,
+        sample_shape: torch.Size | list[int] | tuple[int, ...] = (),
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """x ~ p(x|z) with `generator`: sample_shape + (*S, D), without gradient."""
         shape = self._extended_shape(torch.Size(sample_shape))

@@ -137,7 +137,8 @@ class DataConfig(Options):
         Flag(metavar="S[,S...]"),
     ] = None
     drop_missing: Annotated[
-        bool, Field(description="csv: drop rows with a missing value (empty cell, NaN, NA) instead of refusing")
+        bool,
+        Field(description="csv: drop rows with a missing value (empty cell, NaN, NA) instead of refusing"),
     ] = False
 
     @model_validator(mode="after")
@@ -418,9 +419,11 @@ def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> Con
     elif first["type"] != "missing":
         problem += f", got {short_repr(first.get('input'))}"
     # (the other members of a union failing for the same value are not more problems)
-    more = sum(1 for e in errors[1:] if e["loc"][: len(first["loc"]) - 1] != first["loc"][:-1]) if len(loc) < len(
-        first["loc"]
-    ) else err.error_count() - 1
+    more = (
+        sum(1 for e in errors[1:] if e["loc"][: len(first["loc"]) - 1] != first["loc"][:-1])
+        if len(loc) < len(first["loc"])
+        else err.error_count() - 1
+    )
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(where, field or "(top level)", problem)

@@ -63,7 +63,7 @@ LOG_VAR_CLAMP = (-30.0, 20.0)
 float32, so a diverging encoder gives a large but finite KL instead of inf/NaN."""
 
 
-SampleShape = torch.Size | tuple[int, ...]
+SampleShape = torch.Size | list[int] | tuple[int, ...]
 
 
 class GeneratorSampled(Distribution):

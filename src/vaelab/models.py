@@ -65,6 +65,8 @@ class LatentVariableModel(Protocol):
 class Likelihood(nn.Module):
     """Turns decoder outputs (*S, *x_shape) into p(x|z); holds a learned sigma where there is one."""
 
+    bernoulli_columns: Tensor  # (D,) bool, a buffer of the mixed likelihood
+
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
         super().__init__()
         # (`auto` is resolved from the data when training starts; a model built without data

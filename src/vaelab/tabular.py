@@ -36,7 +36,7 @@ from vaelab.data.tables import binary_columns, standardize_step, standardized
 from vaelab.data.transforms import Standardize, Transform
 from vaelab.distributions import draw
 from vaelab.errors import UserError
-from vaelab.models import VAE
+from vaelab.models import VAE, Likelihood
 
 SAMPLE_ROWS = 1000
 """Rows `write_samples` decodes when not told how many."""
@@ -69,7 +69,9 @@ def resolve(config: RunConfig, splits: Splits) -> tuple[RunConfig, Splits]:
     if standardize == "auto":
         standardize = "on" if tabular and likelihood != "bernoulli" else "off"
     elif standardize == "on" and likelihood == "bernoulli":
-        raise UserError(f"{where}: data.standardize on: the bernoulli likelihood scores values in [0, 1] as stored")
+        raise UserError(
+            f"{where}: data.standardize on: the bernoulli likelihood scores values in [0, 1] as stored"
+        )
     plain = Transform(tuple(s for s in splits.transform.steps if not isinstance(s, Standardize)))
     splits = standardized(
         replace(splits, transform=plain), standardize, given_standardization(data), data.binarize, where
@@ -89,7 +91,7 @@ def resolve(config: RunConfig, splits: Splits) -> tuple[RunConfig, Splits]:
 def set_bernoulli_columns(model: VAE, splits: Splits) -> None:
     """Mark the 0/1 columns of tabular `splits` as the Bernoulli columns of a mixed likelihood
     (a buffer of the model's head, saved with its weights); other likelihoods have none."""
-    head = model.likelihood_head
+    head: Likelihood = model.likelihood_head
     if head.kind == "mixed":
         head.bernoulli_columns.copy_(torch.tensor(binary_columns(splits)))
 
@@ -138,7 +140,8 @@ def reconstructed_rows(model: VAE, transform: Transform, x_stored: Tensor) -> Te
 
 def write_rows(path: str | Path, rows: Tensor | np.ndarray, names: tuple[str, ...]) -> Path:
     """Rows (N, *x_shape) into `path`: .csv (a header of `names`, one example per line, flattened;
-    each number in the fewest digits that read back as the same float32) or .npy (float32, the examples' shape).
+    each number in the fewest digits that read back as the same float32) or .npy (float32, the
+    examples' shape).
     Written atomically."""
     path = Path(path)
     values = np.asarray(rows.detach().cpu() if isinstance(rows, Tensor) else rows, dtype=np.float32)
@@ -146,7 +149,9 @@ def write_rows(path: str | Path, rows: Tensor | np.ndarray, names: tuple[str, ..
         runs.atomic_write(path, lambda tmp: _save_npy(tmp, values))
         return path
     if path.suffix != ".csv":
-        raise UserError(f"{path}: rows are written as .csv or .npy, not {path.suffix or 'a file without suffix'}")
+        raise UserError(
+            f"{path}: rows are written as .csv or .npy, not {path.suffix or 'a file without suffix'}"
+        )
     flat = values.reshape(len(values), -1)
     if flat.shape[1] != len(names):
         raise ValueError(f"{len(names)} names for rows of {flat.shape[1]} numbers")
@@ -159,7 +164,12 @@ def write_rows(path: str | Path, rows: Tensor | np.ndarray, names: tuple[str, ..
 
 
 def write_samples(
-    run_dir: str | Path, path: str | Path | None = None, *, n: int | None = None, mode: str = "mean", seed: int = 0
+    run_dir: str | Path,
+    path: str | Path | None = None,
+    *,
+    n: int | None = None,
+    mode: str = "mean",
+    seed: int = 0,
 ) -> Path:
     """n rows (default `SAMPLE_ROWS`) decoded from z ~ p(z) (see `sampled_rows`) into `path`
     (.csv or .npy; default RUN/samples.csv), in the data's units, under the column names."""
@@ -171,7 +181,12 @@ def write_samples(
 
 
 def write_reconstructions(
-    run_dir: str | Path, path: str | Path | None = None, *, n: int | None = None, split: str = "test", seed: int = 0
+    run_dir: str | Path,
+    path: str | Path | None = None,
+    *,
+    n: int | None = None,
+    split: str = "test",
+    seed: int = 0,
 ) -> Path:
     """The reconstructions E[x | z = E_q[z|x]] of `split`'s rows into `path` (.csv or .npy;
     default RUN/reconstructions.csv), in the data's units, under the column names: every row of
@@ -184,7 +199,9 @@ def write_reconstructions(
     if n is not None:
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values]
     path = Path(path) if path is not None else run_dir / "reconstructions.csv"
-    return write_rows(path, reconstructed_rows(model, splits.transform, x), column_names(run_dir, model.x_shape))
+    return write_rows(
+        path, reconstructed_rows(model, splits.transform, x), column_names(run_dir, model.x_shape)
+    )
 
 
 def _save_npy(path: str, values: np.ndarray) -> None:

@@ -406,7 +406,9 @@ def _train_epoch(
     bf16, k = config.train.precision == "bf16", config.objective.k
     names = logged_term_names(model)
     sums = torch.zeros(len(names), dtype=torch.float64)
-    shift = torch.tensor([log_det_nats if name in DENSITY_TERMS else 0.0 for name in names], dtype=torch.float64)
+    shift = torch.tensor(
+        [log_det_nats if name in DENSITY_TERMS else 0.0 for name in names], dtype=torch.float64
+    )
     bar = tqdm(
         total=n,
         desc=f"epoch {epoch}/{config.train.epochs}",

@@ -225,7 +225,9 @@ def _parser(kind: Any, flag: Flag, optional: bool) -> Callable[[str], Any]:
 
         base: Callable[[str], Any] = parse_tuple
     elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # a type or its words: auto, ...
-        words = {w for a in typing.get_args(kind) if typing.get_origin(a) is Literal for w in typing.get_args(a)}
+        words = {
+            w for a in typing.get_args(kind) if typing.get_origin(a) is Literal for w in typing.get_args(a)
+        }
         (other,) = [a for a in typing.get_args(kind) if typing.get_origin(a) is not Literal]
         other_parser = _parser(_strip_optional(other)[0], Flag(), False)
 

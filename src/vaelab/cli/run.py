@@ -234,11 +234,9 @@ def add_sample(sub) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from vaelab.viz.figures import FigureOptions
-    from vaelab.viz.plot import plot_run
-
     from vaelab.tabular import write_samples
-    from vaelab.viz.figures import data_kind
+    from vaelab.viz.figures import FigureOptions, data_kind
+    from vaelab.viz.plot import plot_run
 
     options: SampleOptions = build(SampleOptions, args, args.own)
     tabular = data_kind(check_run_dir(options.run)) == "tabular"
@@ -272,11 +270,9 @@ def add_reconstruct(sub) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from vaelab.viz.figures import FigureOptions
-    from vaelab.viz.plot import plot_run
-
     from vaelab.tabular import write_reconstructions
-    from vaelab.viz.figures import data_kind
+    from vaelab.viz.figures import FigureOptions, data_kind
+    from vaelab.viz.plot import plot_run
 
     options: ReconstructOptions = build(ReconstructOptions, args, args.own)
     tabular = data_kind(check_run_dir(options.run)) == "tabular"

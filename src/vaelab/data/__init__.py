@@ -99,7 +99,9 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
     # 8-bit levels 0..255 are scored on the grid k/255 of [0, 1]; other data as they are.
     splits = replace(splits, transform=Transform((Scale(255),)) if eight_bit else Transform())
     if config.binarize == "none":
-        return tables.standardized(splits, config.standardize, given_standardization(config), "none", config.source)
+        return tables.standardized(
+            splits, config.standardize, given_standardization(config), "none", config.source
+        )
     if config.standardize == "on":
         tables.standardized(splits, "on", None, config.binarize, config.source)  # (refuses it)
     _check_unit_interval(splits, config.source, "binarization")

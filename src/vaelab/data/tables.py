@@ -81,10 +81,14 @@ def read_csv(path: str | Path, limits: Limits, *, drop_missing: bool = False) ->
                     columns, names = len(row), _header_names(row, path)
                     continue
                 if columns is not None and len(row) != columns:
-                    raise UserError(f"{path}: line {line} has {len(row)} columns, the first row has {columns}")
+                    raise UserError(
+                        f"{path}: line {line} has {len(row)} columns, the first row has {columns}"
+                    )
                 columns = len(row)
                 row_number += 1
-                cells = [_cell(cell, path, line, row_number, column, names) for column, cell in enumerate(row, 1)]
+                cells = [
+                    _cell(cell, path, line, row_number, column, names) for column, cell in enumerate(row, 1)
+                ]
                 if any(value is None for value in cells):
                     if not drop_missing:
                         column = cells.index(None) + 1
@@ -126,7 +130,9 @@ def _where(line: int, row: int, column: int, names: tuple[str, ...] | None) -> s
     return f"line {line} (data row {row}), column {column}{named}"
 
 
-def _cell(cell: str, path: Path, line: int, row: int, column: int, names: tuple[str, ...] | None) -> float | None:
+def _cell(
+    cell: str, path: Path, line: int, row: int, column: int, names: tuple[str, ...] | None
+) -> float | None:
     """The number in `cell`, or None for a missing value."""
     text = cell.strip()
     if text.lower() in MISSING:
@@ -181,7 +187,9 @@ def standardization(splits: Splits, where: str) -> Standardize:
     return Standardize(tuple(mean.tolist()), tuple(scale.tolist()))
 
 
-def standardized(splits: Splits, standardize: str, given: Standardize | None, binarize: str, where: str) -> Splits:
+def standardized(
+    splits: Splits, standardize: str, given: Standardize | None, binarize: str, where: str
+) -> Splits:
     """`splits` with the Standardize step appended to its transform, per `data.standardize`
     (auto: on for tabular data that are not binarized) with the means and scales `given` (a run's
     own) or else the train split's; unchanged when off. Refused for data that are not tabular."""
@@ -194,7 +202,9 @@ def standardized(splits: Splits, standardize: str, given: Standardize | None, bi
             f"these examples have shape {list(splits.x_shape)} and dtype {str(splits.train.dtype)[6:]}"
         )
     if binarize != "none":
-        raise UserError(f"{where}: data.standardize on: binarized data ({binarize}) are bits, not measurements")
+        raise UserError(
+            f"{where}: data.standardize on: binarized data ({binarize}) are bits, not measurements"
+        )
     step = standardization(splits, where) if given is None else given
     columns = splits.x_shape[0]
     if len(step.mean) != columns:
@@ -208,7 +218,18 @@ def standardized(splits: Splits, standardize: str, given: Standardize | None, bi
                 f"{where}: data.standardize_mean/scale: column {j + 1} holds only 0 and 1 and is left "
                 f"alone (mean 0, scale 1), got mean {m:g}, scale {s:g}"
             )
-    return replace(splits, transform=Transform((*splits.transform.steps, step)))
+    splits = replace(splits, transform=Transform((*splits.transform.steps, step)))
+    names = splits.column_names or default_names(columns)
+    for split in SPLITS:  # a scale far below a column's spread sends values beyond float32
+        finite = splits.inputs(split).isfinite().all(0)
+        if not finite.all():
+            j = int((~finite).nonzero()[0, 0])
+            raise UserError(
+                f"{where}: column {j + 1} ({names[j][:40]!r}): the {split} split's values lie beyond the "
+                f"float32 range once standardized (train scale {step.scale[j]:g}); the column barely "
+                "varies in the train split: drop or rescale it, or set data.standardize off"
+            )
+    return splits
 
 
 def standardize_step(transform: Transform) -> Standardize | None:

@@ -139,7 +139,9 @@ class Standardize:
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.scale) or not all(s > 0 for s in self.scale):
-            raise ValueError(f"Standardize: {len(self.mean)} means, {len(self.scale)} positive scales expected")
+            raise ValueError(
+                f"Standardize: {len(self.mean)} means, {len(self.scale)} positive scales expected"
+            )
 
     def _parameters(self, like: Tensor) -> tuple[Tensor, Tensor]:
         # float64: x - mean of two values near the float32 limit would overflow in float32
@@ -156,5 +158,7 @@ class Standardize:
 
     def log_det_nats(self, x_shape: tuple[int, ...]) -> float:
         if x_shape != (len(self.scale),):
-            raise ValueError(f"Standardize of {len(self.scale)} columns applied to examples of shape {x_shape}")
+            raise ValueError(
+                f"Standardize of {len(self.scale)} columns applied to examples of shape {x_shape}"
+            )
         return -math.fsum(math.log(s) for s in self.scale)

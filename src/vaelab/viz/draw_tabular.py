@@ -38,8 +38,15 @@ def draw_column_marginals(fig: Figure, m: ColumnMarginals) -> None:
         lo, hi = np.percentile(both, [0.5, 99.5])
         bins = np.linspace(lo, hi, 31) if hi > lo else 10
         ax.hist(m.data[:, j], bins=bins, density=True, alpha=0.55, color=DATA, label="data")
-        ax.hist(m.samples[:, j], bins=bins, density=True, histtype="step", linewidth=1.5, color=MODEL,
-                label="model samples")
+        ax.hist(
+            m.samples[:, j],
+            bins=bins,
+            density=True,
+            histtype="step",
+            linewidth=1.5,
+            color=MODEL,
+            label="model samples",
+        )
         ax.set_title(_short(m.names[j]), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_yticks([])
@@ -59,15 +66,25 @@ def draw_column_pairs(fig: Figure, p: ColumnPairs) -> None:
             ax = axes[i, j]
             ax.tick_params(labelsize=6)
             if i == j:
-                ax.text(0.5, 0.5, _short(p.names[i]), ha="center", va="center", fontsize=9, transform=ax.transAxes)
+                ax.text(
+                    0.5, 0.5, _short(p.names[i]), ha="center", va="center", fontsize=9, transform=ax.transAxes
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
             elif i > j:
                 # samples first, the data on top: there are usually fewer data rows
                 ax.scatter(
-                    p.samples[:, j], p.samples[:, i], s=3, alpha=0.3, color=MODEL, linewidths=0, rasterized=True
+                    p.samples[:, j],
+                    p.samples[:, i],
+                    s=3,
+                    alpha=0.3,
+                    color=MODEL,
+                    linewidths=0,
+                    rasterized=True,
                 )
-                ax.scatter(p.data[:, j], p.data[:, i], s=6, alpha=0.8, color=DATA, linewidths=0, rasterized=True)
+                ax.scatter(
+                    p.data[:, j], p.data[:, i], s=6, alpha=0.8, color=DATA, linewidths=0, rasterized=True
+                )
             else:
                 ax.axis("off")
     if c > 1:

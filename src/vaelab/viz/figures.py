@@ -1,13 +1,14 @@
 """The figure registry: every figure of a run, defined once, without drawing anything.
 
 Each figure kind (`FIGURE_KINDS`, filled by `@figure_kind`) names the function that computes its
-data from a `Run` and `FigureOptions`, the options it reads, its default size `n`, and whether it
+data from a `Run` and `FigureOptions`, the options it reads, its default size `n`, whether it
 applies to a run (and why not), and the kind of data it shows (`data`: images, tabular or any;
-`plot --kind all` and the report draw those of the run's kind, `figures_for`). `ALL_FIGURES` lists the files `plot_all` writes into RUN/figures,
-each with its caption (the report's). `figure_file_name` / `figure_path` give a figure's file: the
-registered name for the options `ALL_FIGURES` draws it with, a name that spells out any other
-options (`grid-range_-3_3_-3_3.png`), so that a figure made with other options never replaces, nor
-is captioned as, the default one. This module imports no plotting library, so a command line can
+`plot --kind all` and the report draw those of the run's kind, `figures_for`). `ALL_FIGURES`
+lists the files `plot_all` writes into RUN/figures, each with its caption (the report's).
+`figure_file_name` / `figure_path` give a figure's file: the registered name for the options
+`ALL_FIGURES` draws it with, a name that spells out any other options
+(`grid-range_-3_3_-3_3.png`), so that a figure made with other options never replaces, nor is
+captioned as, the default one. This module imports no plotting library, so a command line can
 take its choices from it cheaply; `vaelab.viz.plot` draws.
 """
 
@@ -123,7 +124,13 @@ FIGURE_KINDS: dict[str, FigureKind] = {}
 
 
 def figure_kind(
-    name: str, *, reads: tuple[str, ...], help: str, default_n: int | None = None, applies=None, data: str = "any"
+    name: str,
+    *,
+    reads: tuple[str, ...],
+    help: str,
+    default_n: int | None = None,
+    applies=None,
+    data: str = "any",
 ):
     """Register the decorated `make(run, options)` as the figure kind `name`."""
 
@@ -135,7 +142,7 @@ def figure_kind(
 
 
 def data_kind(run_dir: Path) -> str:
-    """"tabular" for a run on rows of named columns (run.json's `columns`), else "images"."""
+    """ "tabular" for a run on rows of named columns (run.json's `columns`), else "images"."""
     return "tabular" if runs.read_run_info(run_dir).columns is not None else "images"
 
 

@@ -17,7 +17,6 @@ from vaelab.errors import UserError
 from vaelab.evaluate import eval_path
 from vaelab.viz.draw import render, save_figure
 from vaelab.viz.figures import (
-    ALL_FIGURES,
     DEFAULT_OPTIONS,
     FIGURE_KINDS,
     FIGURES_DIR,
@@ -64,7 +63,8 @@ def plot_all(
     *,
     only_missing: bool = False,
 ) -> dict[str, Path]:
-    """Every figure of `ALL_FIGURES` for the run's kind of data (`figures_for`) into out_dir (default RUN/figures): registered file name -> path.
+    """Every figure of `ALL_FIGURES` for the run's kind of data (`figures_for`) into out_dir
+    (default RUN/figures): registered file name -> path.
 
     Each figure is drawn with `options` changed by its entry (e.g. the wide grid's range); with
     other than the default options a file is named after them (`figure_file_name`), never after the

@@ -66,7 +66,14 @@ def _numpy(x: Tensor) -> np.ndarray:
 
 
 def column_marginals(
-    model, transform: Transform, x: Tensor, names: tuple[str, ...], *, n: int = 2000, seed: int = 0, split: str
+    model,
+    transform: Transform,
+    x: Tensor,
+    names: tuple[str, ...],
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    split: str,
 ) -> ColumnMarginals:
     """Histograms of each column: x (N, D) as stored against n draws x ~ p(x|z) of the model."""
     samples = sampled_rows(model, transform, n, mode="sample", seed=seed)
@@ -75,13 +82,18 @@ def column_marginals(
         f"each column: {split} data ({len(x)} rows) against {n} rows sampled from the model "
         "(z ~ p(z), x ~ p(x|z)), in the data's units"
     )
-    return ColumnMarginals(
-        _numpy(x[:, :shown]), _numpy(samples[:, :shown]), names[:shown], title, len(names)
-    )
+    return ColumnMarginals(_numpy(x[:, :shown]), _numpy(samples[:, :shown]), names[:shown], title, len(names))
 
 
 def column_pairs(
-    model, transform: Transform, x: Tensor, names: tuple[str, ...], *, n: int = 2000, seed: int = 0, split: str
+    model,
+    transform: Transform,
+    x: Tensor,
+    names: tuple[str, ...],
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    split: str,
 ) -> ColumnPairs:
     """Pairwise scatter of the first MAX_PAIRS columns: x (N, D) as stored and n model samples."""
     samples = sampled_rows(model, transform, n, mode="sample", seed=seed)
@@ -97,7 +109,9 @@ def column_reconstructions(
     recon = reconstructed_rows(model, transform, x)
     shown = min(MAX_MARGINALS, len(names))
     title = f"each column of {len(x)} {split} rows against its reconstruction E[x | z = E_q[z|x]]"
-    return ColumnReconstructions(_numpy(x[:, :shown]), _numpy(recon[:, :shown]), names[:shown], title, len(names))
+    return ColumnReconstructions(
+        _numpy(x[:, :shown]), _numpy(recon[:, :shown]), names[:shown], title, len(names)
+    )
 
 
 def pick_rows(x: Tensor, n: int, seed: int) -> Tensor:
