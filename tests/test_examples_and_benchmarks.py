@@ -30,6 +30,7 @@ def test_example_trains_and_reports(tmp_path):
         ("train_throughput", "ratio vaelab (bf16, compiled) / reference"),
         ("nll_eval", "faster than row-at-a-time"),
         ("likelihood_recipe", "Polyak averaging: last epoch's validation bound"),
+        ("tabular", "same weights re-evaluated: moved"),
     ],
 )
 def test_benchmark_smoke(bench, expect):

@@ -219,8 +219,7 @@ def fa_run(tmp_path_factory):
     write_csv(csv, sample_rows(w, mu, psi, 3000, seed=1))
     threads = torch.get_num_threads()
     try:
-        config = linear_vae_config(csv, epochs=30).replace(train={"batch_size": 32, "lr": 5e-3, "threads": 1})
-        run = train(config, base / "run", progress=False).run_dir
+        run = train(linear_vae_config(csv, epochs=30), base / "run", progress=False).run_dir
     finally:
         torch.set_num_threads(threads)
     splits = load_data(RunConfig.from_dict(json.loads((run / "config.json").read_text())).data)
@@ -228,6 +227,7 @@ def fa_run(tmp_path_factory):
     return run, csv, exact
 
 
+@pytest.mark.slow  # (the fixture trains for ~5 s of CPU)
 def test_linear_vae_meets_the_exact_factor_analysis_likelihood_in_the_data_units(fa_run):
     from vaelab.evaluate import evaluate_run
 
@@ -242,6 +242,7 @@ def test_linear_vae_meets_the_exact_factor_analysis_likelihood_in_the_data_units
     assert e.log_det_nats < -10  # without it the number would be off by more than 10 nats
 
 
+@pytest.mark.slow  # (the fixture trains for ~5 s of CPU)
 def test_rescaling_a_column_by_1000_moves_the_reported_number_by_exactly_minus_log_1000(fa_run, tmp_path):
     """The same weights re-evaluated after column 2 is multiplied by 1000 in the data and in the
     run's stored scaling (so the model's input is the same): -log 1000, to float32 rounding."""
@@ -258,6 +259,7 @@ def test_rescaling_a_column_by_1000_moves_the_reported_number_by_exactly_minus_l
     assert after.kl == pytest.approx(before.kl, abs=1e-6)
 
 
+@pytest.mark.slow  # (the fixture trains for ~5 s of CPU)
 def test_the_train_log_is_of_the_data_as_given(fa_run):
     """The selected epoch's validation bound in metrics.jsonl is the model's bound on its
     standardized input plus the Jacobian."""
@@ -276,6 +278,7 @@ def test_the_train_log_is_of_the_data_as_given(fa_run):
     assert best["valid_kl_nats"] == pytest.approx(terms.kl, abs=1e-9)
 
 
+@pytest.mark.slow  # (the fixture trains for ~5 s of CPU)
 def test_sample_and_reconstruct_write_rows_in_the_data_units(fa_run, tmp_path, capsys):
     from vaelab.cli import main
 
@@ -301,6 +304,7 @@ def test_sample_and_reconstruct_write_rows_in_the_data_units(fa_run, tmp_path, c
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # (the fixture trains for ~5 s of CPU)
 def test_tabular_figures_replace_image_tiles(fa_run, capsys):
     from vaelab.cli import main
 
@@ -317,3 +321,7 @@ def test_tabular_figures_replace_image_tiles(fa_run, capsys):
     }
     assert main(["plot", str(run), "--kind", "grid"]) == 2
     assert "figure kind 'grid' shows images" in capsys.readouterr().err
+    assert main(["report", str(run), "--k", "20"]) == 0
+    page = (run / "report.html").read_text()
+    assert "Pairs of columns" in page and "Latent manifold" not in page and "No grid figure" not in page
+    assert "change of variables of the input transform" in page

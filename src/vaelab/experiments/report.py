@@ -271,6 +271,13 @@ def add_run(
         "bits per dimension are of the negated value (lower is better there)."
     )
     page.table(["quantity", "value", "unit", "bits per dim"], evaluation_rows(evaluation), numeric={1, 3})
+    if evaluation.get("log_det_nats"):
+        page.text(
+            f"Every log-density here is of the data as given, in its own units: it includes "
+            f"{evaluation['log_det_nats']:.3f} nats, the change of variables of the input transform "
+            "(for standardized columns −Σ log scale; rescaling a column by c moves it by −log c).",
+            "note",
+        )
     if evaluation.get("note"):
         page.text(f"No ELBO or log p(x): {evaluation['note']}.", "note")
     elif evaluation.get("log_px") is not None:
