@@ -165,6 +165,23 @@ def test_auto_settings_resolve_from_the_columns(tmp_path, columns, likelihood, s
     assert binary_columns(splits) == tuple(bool(np.isin(column, (0, 1)).all()) for column in rows.T)
 
 
+def test_a_run_from_before_standardization_reads_as_standardize_off(tmp_path):
+    from vaelab import runs
+
+    config = RunConfig().replace(data={"source": "csv:t.csv"}).to_dict()
+    del config["data"]["standardize"], config["data"]["standardize_mean"], config["data"]["standardize_scale"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert runs.read_config(tmp_path).data.standardize == "off"
+
+
+def test_sigma_is_refused_where_auto_resolves_to_bernoulli(tiny_npz):
+    config = RunConfig().replace(data={"source": f"npz:{tiny_npz}"}, model={"sigma": 0.5})
+    with pytest.raises(
+        UserError, match=r"model.sigma: ignored \(likelihood auto is bernoulli for these data"
+    ):
+        resolve(config, load_data(config.data))
+
+
 def test_auto_settings_of_images_are_as_before_and_mixed_is_refused(tiny_npz):
     config = RunConfig().replace(data={"source": f"npz:{tiny_npz}"})
     resolved, _ = resolve(config, load_data(config.data))

@@ -425,9 +425,13 @@ def run_info(run_dir: Path) -> dict[str, Any]:
 
 
 def read_config(run_dir: Path) -> RunConfig:
-    """config.json, validated."""
+    """config.json, validated. A run written before `data.standardize` existed trained on its data
+    as stored: it reads as standardize off (not `auto`, which would now standardize a table)."""
     path = Path(run_dir) / CONFIG
-    return RunConfig.from_dict(read_json(path), where=str(path))
+    raw = read_json(path)
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        raw["data"].setdefault("standardize", "off")
+    return RunConfig.from_dict(raw, where=str(path))
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

@@ -63,7 +63,8 @@ def resolve(config: RunConfig, splits: Splits) -> tuple[RunConfig, Splits]:
         sigma = None if tabular and likelihood != "bernoulli" else AUTO_SIGMA
     elif likelihood == "bernoulli" and model.likelihood == "auto":
         raise UserError(
-            f"{where}: model.sigma: ignored (the data's columns are all 0/1, so likelihood auto is bernoulli)"
+            f"{where}: model.sigma: ignored (likelihood auto is bernoulli for these data: "
+            f"{'every column holds only 0 and 1' if tabular else 'they are not a table of measurements'})"
         )
     standardize = data.standardize
     if standardize == "auto":
