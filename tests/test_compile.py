@@ -10,7 +10,7 @@ import torch
 
 from vaelab import runs
 from vaelab.config import RunConfig
-from vaelab.data import load_data
+from vaelab.data import Splits, load_data
 from vaelab.errors import UserError
 from vaelab.models import build_model
 from vaelab.objectives import objective_for
@@ -90,7 +90,7 @@ def test_the_warm_up_compiles_the_full_batch_and_changes_no_state():
     global_rng = torch.get_rng_state()
     step = StepLoss(compiled=True)
     torch._dynamo.reset()
-    step.warm_up(model, objective, x_train, config)
+    step.warm_up(model, objective, Splits("rand", x_train, x_train[:1], x_train[:1]), config)
     assert step.batch_size == 64
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
