@@ -104,7 +104,24 @@ def test_flags_files_and_presets_layer_in_order(tmp_path, parse_train):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--sigma", "0.2"], "--sigma: ignored (it applies to the gaussian likelihood)"),
+        (
+            ["--likelihood", "bernoulli", "--sigma", "0.2"],
+            "--sigma: ignored (it applies to the gaussian and mixed likelihoods)",
+        ),
+        (["--sigma", "0.2"], "mnist5k: model.sigma: ignored (likelihood auto is bernoulli for these data"),
+        (
+            [
+                "--data",
+                "mnist5k",
+                "--standardize-mean",
+                "1",
+                "--standardize-scale",
+                "1",
+                "--standardize",
+                "off",
+            ],
+            "--standardize-mean: ignored (standardize is off)",
+        ),
         (["--net", "gated", "--activation", "tanh"], "--activation: ignored (a gated net has gates instead)"),
         (["--prior-components", "10"], "--prior-components: ignored (the normal prior has no components)"),
         (["--k", "5"], "--k: ignored (the elbo objective draws one sample)"),
@@ -121,7 +138,7 @@ def test_a_setting_that_would_be_ignored_is_refused(argv, message, capsys, tmp_p
 
 def test_a_setting_ignored_in_a_config_file_names_the_file_and_field(tmp_path, capsys):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"model": {"sigma": 0.3}}))
+    path.write_text(json.dumps({"model": {"likelihood": "bernoulli", "sigma": 0.3}}))
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
     assert f"{path}: model.sigma: ignored" in capsys.readouterr().err
 

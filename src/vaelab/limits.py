@@ -167,7 +167,7 @@ def estimate_training_bytes(
     else:
         params = _linear_chain([d, *hidden, out]) + _linear_chain([z, *reversed(hidden), d])
         encoder_widths, decoder_widths = d + 2 * sum(hidden) + out, z + 2 * sum(hidden) + d
-    if model_config.likelihood in ("gaussian", "mixed", "auto") and model_config.sigma in (None, "auto"):
+    if model_config.likelihood in ("gaussian", "mixed") and model_config.sigma is None:
         params += d  # a learned log-scale per dimension
     components = model_config.prior_components
     mixture = 0
