@@ -177,7 +177,9 @@ class ModelConfig(Options):
     net: Annotated[Literal["mlp", "gated", "conv"], Field(description="mlp, gated (gated MLP) or conv")] = (
         "mlp"
     )
-    hidden: Annotated[Hidden, Field(description="hidden layer sizes, e.g. 400 or 512,256; '' for none (mlp: linear maps)")] = (512, 256)
+    hidden: Annotated[
+        Hidden, Field(description="hidden layer sizes, e.g. 400 or 512,256; '' for none (mlp: linear maps)")
+    ] = (512, 256)
     activation: Annotated[
         Literal["relu", "elu", "tanh", "gelu"],
         Field(description="activation of the mlp and conv nets (a gated net has gates instead)"),
