@@ -47,6 +47,7 @@ from vaelab.diagnostics import active_units_rule, latent_statistics
 from vaelab.errors import UserError
 from vaelab.experiments.compare import squared_error_per_pixel
 from vaelab.experiments.evaluation import current_evaluation
+from vaelab.tabular import resolve
 from vaelab.train import train
 from vaelab.viz.draw import save_figure
 
@@ -238,9 +239,10 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
     config = RunConfig.from_dict(config_dict)
     out = Path(run_dir)
     status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
+    # a run stores its config with the data's `auto` settings resolved: compare it so
+    config, splits = resolve(config, load_data(config.data, config.limits))
     if status is not None and runs.read_config(out) != config:
         raise UserError(f"{out}: holds a run of another configuration; use another directory for this sweep")
-    splits = load_data(config.data, config.limits)
     if status == "finished":
         log.info("%s: finished earlier, not re-run", out)
     elif status == "running":
