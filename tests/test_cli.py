@@ -77,7 +77,7 @@ def _bad_inputs(tmp_path):
         (["--data", f"npz:{tmp_path / 'missing.npz'}"], "missing.npz: file not found"),
         (["--data", f"npz:{corrupt}"], "corrupt or truncated .npz"),
         (["--data", f"npy:{nan}"], "NaN"),
-        (["--data", f"npy:{wide}"], "likelihood gaussian and a learned sigma"),
+        (["--data", f"npy:{wide}", "--likelihood", "bernoulli"], "likelihood gaussian and a learned sigma"),
         (
             ["--data", "digits", "--latent-dim", "0"],
             "argument --latent-dim: Input should be greater than or equal to 1",

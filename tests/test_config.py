@@ -36,7 +36,11 @@ def test_round_trip_through_json():
         ({"objective": {"beta": math.nan}}, r"objective\.beta: Input should be a finite number"),
         ({"model": {"activation": ["relu"]}}, r"model\.activation: Input should be 'relu', 'elu'"),
         ({"data": {"source": 3}}, r"data\.source: Input should be a valid string"),
-        ({"model": {"hidden": []}}, r"model\.hidden: Tuple should have at least 1 item"),
+        ({"model": {"hidden": [], "net": "gated"}}, r"model: .*a gated net needs at least one hidden layer"),
+        (
+            {"data": {"standardize_mean": [1.0]}},
+            r"data: .*standardize_mean and standardize_scale come together",
+        ),
         ({"model": {"hidden": [400, "8"]}}, r"model\.hidden\.1: Input should be a valid integer"),
         ({"model": {"latent_dim": 0}}, r"model\.latent_dim: Input should be greater than or equal to 1"),
         ({"model": {"sigma": -1.0}}, r"model\.sigma: Input should be greater than 0"),
@@ -100,7 +104,24 @@ def test_flags_files_and_presets_layer_in_order(tmp_path, parse_train):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--sigma", "0.2"], "--sigma: ignored (it applies to the gaussian and logistic likelihoods)"),
+        (
+            ["--likelihood", "bernoulli", "--sigma", "0.2"],
+            "--sigma: ignored (it applies to the gaussian, logistic and mixed likelihoods)",
+        ),
+        (["--sigma", "0.2"], "mnist5k: model.sigma: ignored (likelihood auto is bernoulli for these data"),
+        (
+            [
+                "--data",
+                "mnist5k",
+                "--standardize-mean",
+                "1",
+                "--standardize-scale",
+                "1",
+                "--standardize",
+                "off",
+            ],
+            "--standardize-mean: ignored (standardize is off)",
+        ),
         (["--net", "gated", "--activation", "tanh"], "--activation: ignored (a gated net has gates instead)"),
         (["--prior-components", "10"], "--prior-components: ignored (the normal prior has no components)"),
         (["--k", "5"], "--k: ignored (the elbo objective draws one sample)"),
@@ -117,7 +138,7 @@ def test_a_setting_that_would_be_ignored_is_refused(argv, message, capsys, tmp_p
 
 def test_a_setting_ignored_in_a_config_file_names_the_file_and_field(tmp_path, capsys):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"model": {"sigma": 0.3}}))
+    path.write_text(json.dumps({"model": {"likelihood": "bernoulli", "sigma": 0.3}}))
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
     assert f"{path}: model.sigma: ignored" in capsys.readouterr().err
 

@@ -562,11 +562,14 @@ def test_link_to_dev_zero_is_not_a_regular_file(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("1.0,2.O,3\n4,5,6\n7,8,9\n", "line 1, column 2: non-numeric cell '2.O'"),
-        ("a,b,c\n1,,3\n4,5,6\n", "line 2, column 2: missing value \\(empty cell\\)"),
-        ("a,b,c\n1,2,3\n4,NaN,6\n", "line 3, column 2: missing value \\(NaN\\)"),
+        ("1.0,2.O,3\n4,5,6\n7,8,9\n", "line 1 \\(data row 1\\), column 2: non-numeric cell '2.O'"),
+        (
+            "a,b,c\n1,,3\n4,5,6\n",
+            "line 2 \\(data row 1\\), column 2 \\('b'\\): missing value \\(empty cell\\)",
+        ),
+        ("a,b,c\n1,2,3\n4,NaN,6\n", "line 3 \\(data row 2\\), column 2 \\('b'\\): missing value \\(NaN\\)"),
         ("1,2\n3,4,5\n", "line 2 has 3 columns, the first row has 2"),
-        ("1,2\n3,1e39\n", "line 2, column 2: 1e39 is outside the float32 range"),
+        ("1,2\n3,1e39\n", "line 2 \\(data row 2\\), column 2: 1e39 is outside the float32 range"),
         ("a,b\n", "no data rows"),
     ],
     ids=["typo-in-first-row", "empty-cell", "nan", "ragged", "overflow", "header-only"],

@@ -32,6 +32,7 @@ def test_example_trains_and_reports(tmp_path):
         ("likelihood_recipe", "Polyak averaging: last epoch's validation bound"),
         ("ddp_throughput", "ratio 2 ranks / 1 process"),
         ("colour", "ratio VAE (logistic mixture) / histogram"),
+        ("tabular", "same weights re-evaluated: moved"),
     ],
 )
 def test_benchmark_smoke(bench, expect):

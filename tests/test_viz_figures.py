@@ -18,6 +18,7 @@ from vaelab.errors import UserError
 from vaelab.viz import ALL_FIGURES, FIGURE_KINDS, FigureOptions, Run, figure_file_name, figure_path
 from vaelab.viz.curves import training_curves
 from vaelab.viz.draw import render
+from vaelab.viz.figures import figures_for
 from vaelab.viz.plot import plot_all, plot_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vaelab"
@@ -153,7 +154,8 @@ def test_data_modules_load_without_matplotlib_and_drawing_leaves_pyplot_alone():
 @pytest.mark.slow
 def test_plot_all_draws_every_figure_of_a_trained_vae(pair, tmp_path):
     written = plot_all(pair.vae, tmp_path)
-    assert list(written) == [entry.file_name for entry in ALL_FIGURES]
+    assert list(written) == [entry.file_name for entry in figures_for(pair.vae)]
+    assert "grid.png" in written and "marginals.png" not in written  # an image run's figures
     for name, path in written.items():
         assert path == tmp_path / name
         pixels = _png_pixels(path)
@@ -163,7 +165,7 @@ def test_plot_all_draws_every_figure_of_a_trained_vae(pair, tmp_path):
 @pytest.mark.slow
 def test_autoencoder_figures_skip_the_elbo_decomposition_and_say_why(pair, tmp_path):
     written = plot_all(pair.ae, tmp_path)
-    assert set(written) == {entry.file_name for entry in ALL_FIGURES} - {"decomposition.png"}
+    assert set(written) == {entry.file_name for entry in figures_for(pair.ae)} - {"decomposition.png"}
     with pytest.raises(UserError, match="autoencoder has no ELBO"):
         plot_run(pair.ae, "decomposition", tmp_path / "d.png")
     assert not (tmp_path / "d.png").exists()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from vaelab.errors import UserError
 from vaelab.limits import Limits
@@ -77,8 +77,9 @@ Count = Annotated[int, Field(ge=1, le=10**6), Flag(metavar="N")]
 Positive = Annotated[float, Field(gt=0)]
 Hidden = Annotated[
     tuple[Annotated[int, Strict(), Field(ge=1)], ...],
-    # a JSON list is the natural spelling of a tuple, so the outer container alone is lax
-    Field(min_length=1, strict=False),
+    # a JSON list is the natural spelling of a tuple, so the outer container alone is lax; an
+    # empty one (`--hidden ''`) is an mlp without hidden layers: a linear encoder and decoder
+    Field(strict=False),
     Flag(metavar="H[,H...]"),
 ]
 
@@ -108,6 +109,19 @@ Likelihoods = Literal[
     "bernoulli", "gaussian", "logistic", "discretized-logistic", "logistic-mixture", "categorical"
 ]
 """The names of `vaelab.likelihoods.LIKELIHOODS` (a test checks that the two agree)."""
+LikelihoodName = Literal[
+    "auto",
+    "bernoulli",
+    "gaussian",
+    "logistic",
+    "discretized-logistic",
+    "logistic-mixture",
+    "categorical",
+    "mixed",
+]
+"""model.likelihood: a family of `Likelihoods`, `mixed` (tabular: `vaelab.columns`) or `auto`."""
+AUTO_SIGMA = 0.1
+"""What model.sigma `auto` is for data that are not tabular (for tabular data: learned)."""
 PRIORS = ("normal", "mog", "vamp")
 
 
@@ -122,6 +136,12 @@ class DataConfig(Options):
     N x N (a folder of mixed sizes needs it), `crop` center keeping the aspect ratio, none
     stretching. offline: a named dataset (`source` "cifar10", ...) is read from the cache only,
     never downloaded (`vaelab.data.download`).
+    standardize: tabular data (rows of numbers, x: (N, D)) as (x - mean) / scale per column
+    (`vaelab.data.transforms.Standardize`), columns that are all 0/1 left alone; `auto` is on for
+    tabular data and off otherwise. standardize_mean, standardize_scale: the means and scales,
+    None for the train split's (a trained run stores the ones it used, so it scores and samples
+    in the units it was trained in). drop_missing: drop the rows of a csv with a missing value
+    (empty cell, NaN, NA) instead of refusing the file.
     """
 
     source: Annotated[
@@ -163,6 +183,34 @@ class DataConfig(Options):
             "($VAELAB_DATA), else the error says which files to put where"
         ),
     ] = False
+    standardize: Annotated[
+        Literal["auto", "on", "off"],
+        Field(
+            description="standardize the columns of tabular data with the train split's means and scales "
+            "(0/1 columns are left alone); auto: on for tabular data"
+        ),
+    ] = "auto"
+    standardize_mean: Annotated[
+        tuple[float, ...] | None,
+        Field(strict=False, description="the columns' means for standardize (default: the train split's)"),
+        Flag(metavar="M[,M...]"),
+    ] = None
+    standardize_scale: Annotated[
+        tuple[Annotated[float, Field(gt=0)], ...] | None,
+        Field(strict=False, description="the columns' scales for standardize (default: the train split's)"),
+        Flag(metavar="S[,S...]"),
+    ] = None
+    drop_missing: Annotated[
+        bool,
+        Field(description="csv: drop rows with a missing value (empty cell, NaN, NA) instead of refusing"),
+    ] = False
+
+    @model_validator(mode="after")
+    def _means_with_scales(self) -> DataConfig:
+        mean, scale = self.standardize_mean, self.standardize_scale
+        if (mean is None) != (scale is None) or (mean is not None and len(mean) != len(scale or ())):
+            raise ValueError("standardize_mean and standardize_scale come together, one number per column")
+        return self
 
 
 class ModelConfig(Options):
@@ -172,11 +220,15 @@ class ModelConfig(Options):
     net: `mlp` (hidden sizes `hidden`, mirrored in the decoder), `gated` (gated MLP, Dauphin et al.
     2017; its gates replace the activation) or `conv` (a small conv net for images; `hidden` sizes
     the fully connected layer) or `resnet` (residual conv net for images of any size, deeper for
-    larger ones, `width` feature maps at first). likelihood: `bernoulli` (from logits); `gaussian` or
-    `logistic` with a fixed scale `sigma`, or a learned one per dimension when `sigma` is None
-    (continuous densities: 8-bit data are dequantized for them); `discretized-logistic`,
-    `logistic-mixture` (`mixtures` components per subpixel) or `categorical` (256-way), which
-    score the levels of 8-bit data (see `vaelab.likelihoods`). prior: `normal` (N(0, I)),
+    larger ones, `width` feature maps at first); `hidden` empty makes the mlp's encoder and decoder
+    linear maps. likelihood: `bernoulli` (from logits); `gaussian` or `logistic` with a fixed scale
+    `sigma`, or a learned one per dimension when `sigma` is None (continuous densities: 8-bit data
+    are dequantized for them); `discretized-logistic`, `logistic-mixture` (`mixtures` components
+    per subpixel) or `categorical` (256-way), which score the levels of 8-bit data (see
+    `vaelab.likelihoods`); `mixed` (tabular data): Bernoulli for the columns that are all 0/1,
+    Gaussian for the others (`vaelab.columns`); `auto` is resolved from the data when training
+    starts (`vaelab.tabular.resolve`): for tabular data gaussian, bernoulli or mixed by its columns
+    with a learned sigma (`sigma` auto), for other data bernoulli with sigma 0.1. prior: `normal` (N(0, I)),
     `mog` (a learned mixture of `prior_components` diagonal Gaussians) or `vamp` (the VampPrior,
     Tomczak & Welling 2018: p(z) = (1/K) sum_k q(z | u_k) with K = `prior_components` learned
     pseudo-inputs u_k). dropout: the drop probability after every hidden layer of both networks
@@ -195,24 +247,30 @@ class ModelConfig(Options):
         Literal["mlp", "gated", "conv", "resnet"],
         Field(description="mlp, gated (gated MLP), conv (two stride-2 convolutions) or resnet (any size)"),
     ] = "mlp"
-    hidden: Annotated[Hidden, Field(description="hidden layer sizes, e.g. 400 or 512,256")] = (512, 256)
+    hidden: Annotated[
+        Hidden, Field(description="hidden layer sizes, e.g. 400 or 512,256; '' for none (mlp: linear maps)")
+    ] = (512, 256)
     activation: Annotated[
         Literal["relu", "elu", "tanh", "gelu"],
         Field(description="activation of the mlp and conv nets (a gated net has gates instead)"),
     ] = "relu"
     likelihood: Annotated[
-        Likelihoods,
+        LikelihoodName,
         Field(
             description="p(x|z): bernoulli (from logits); gaussian or logistic (continuous densities; "
             "8-bit data are dequantized); discretized-logistic, logistic-mixture or categorical (over "
-            "the 256 levels of 8-bit data)"
+            "the 256 levels of 8-bit data); mixed (tabular: bernoulli for 0/1 columns, gaussian for "
+            "the others); auto: by the data"
         ),
-    ] = "bernoulli"
+    ] = "auto"
     sigma: Annotated[
-        Positive | None,
-        Field(description="the gaussian or logistic likelihood's scale: a number, or 'learned' (per dim)"),
+        Positive | Literal["auto"] | None,
+        Field(
+            description="the gaussian or logistic likelihood's scale: a number, or 'learned' (per "
+            "dimension); auto: learned for tabular data, else 0.1"
+        ),
         Flag(metavar="S", none="learned"),
-    ] = 0.1
+    ] = "auto"
     mixtures: Annotated[
         int,
         Field(ge=1, le=100, description="components of the logistic-mixture likelihood per subpixel"),
@@ -247,6 +305,12 @@ class ModelConfig(Options):
         Field(ge=1, le=4096, description="hidden units of each iaf step and size of its context h"),
         Flag(metavar="H"),
     ] = 64
+
+    @model_validator(mode="after")
+    def _hidden_layers(self) -> ModelConfig:
+        if not self.hidden and self.net == "gated":
+            raise ValueError("hidden: a gated net needs at least one hidden layer (empty: mlp or conv)")
+        return self
 
 
 class ObjectiveConfig(Options):
@@ -402,11 +466,14 @@ class RunConfig(Options):
         """The fields in `given` (dotted names a user set) that this config would ignore, each with
         why; a user's setting that would have no effect is refused rather than dropped silently."""
         why = {
-            "model.sigma": self.model.likelihood not in ("gaussian", "logistic")
-            and "it applies to the gaussian and logistic likelihoods",
+            "model.sigma": self.model.likelihood not in ("auto", "gaussian", "logistic", "mixed")
+            and "it applies to the gaussian, logistic and mixed likelihoods",
             "model.mixtures": self.model.likelihood != "logistic-mixture"
             and "it applies to the logistic-mixture likelihood",
             "model.width": self.model.net != "resnet" and "it applies to the resnet net",
+            "data.standardize_mean": self.data.standardize == "off" and "standardize is off",
+            "data.standardize_scale": self.data.standardize == "off" and "standardize is off",
+            "data.drop_missing": not self.data.source.startswith("csv:") and "it applies to csv data",
             "model.activation": self.model.net == "gated" and "a gated net has gates instead",
             "model.prior_components": self.model.prior == "normal" and "the normal prior has no components",
             "model.flow_steps": self.model.posterior != "iaf" and "it applies to the iaf posterior",
@@ -460,8 +527,11 @@ def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> Con
     """One line for the first of pydantic's errors, with the value that failed (or, for an
     unknown key, the keys that are known there). Keys that are not printable are shown quoted,
     so the message stays one line whatever a file holds."""
-    first = err.errors(include_url=False)[0]
-    field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in first["loc"])
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    # a union's errors carry the member in their location (`sigma.constrained-float`): not a field
+    loc = [p for p in first["loc"] if not isinstance(p, str) or p.isidentifier() or not p.isprintable()]
+    field = ".".join(p if isinstance(p, str) and p.isprintable() else repr(p) for p in loc)
     problem = first["msg"]
     if first["type"] == "extra_forbidden":
         for part in first["loc"][:-1]:
@@ -472,7 +542,12 @@ def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> Con
         problem = f"unknown key; known: {', '.join(kind.model_fields)}"
     elif first["type"] != "missing":
         problem += f", got {short_repr(first.get('input'))}"
-    more = err.error_count() - 1
+    # (the other members of a union failing for the same value are not more problems)
+    more = (
+        sum(1 for e in errors[1:] if e["loc"][: len(first["loc"]) - 1] != first["loc"][:-1])
+        if len(loc) < len(first["loc"])
+        else err.error_count() - 1
+    )
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(where, field or "(top level)", problem)

@@ -153,7 +153,10 @@ def estimate_training_bytes(
     z = model_config.latent_dim
     hidden = list(model_config.hidden)
     out = z if model_config.kind == "ae" else 2 * z
-    likelihood = family(model_config.likelihood)
+    # `auto` and `mixed` (resolved from the data; one output per dimension, a learned sigma or not)
+    # count as the gaussian does
+    kind = model_config.likelihood
+    likelihood = family("gaussian" if kind in ("auto", "mixed") else kind)
     p = likelihood.params(model_config.mixtures)  # decoder outputs per subpixel
     if model_config.net == "gated":  # a GatedLinear(a, b) is one Linear(a, 2b)
         gated = 2 * _linear_chain([d, *hidden]) + 2 * _linear_chain([z, *reversed(hidden)])

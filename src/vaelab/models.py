@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from vaelab import distributions as D
-from vaelab.config import ModelConfig
+from vaelab.columns import MixedColumns
+from vaelab.config import AUTO_SIGMA, ModelConfig
 from vaelab.errors import UserError
 from vaelab.likelihoods import family
 from vaelab.nets import build_nets, forward_flat
@@ -72,21 +73,32 @@ class Likelihood(nn.Module):
     -> batch (*S,), event x_shape. Log-probabilities are computed in float32 even when the
     networks ran in bf16 (the discretized families' CDF differences included)."""
 
+    bernoulli_columns: Tensor  # (D,) bool, a buffer of the mixed likelihood
+
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.family = family(config.likelihood)
-        self.params = self.family.params(config.mixtures)
+        # (`auto` is resolved from the data when training starts; a model built without data
+        # gets the defaults for data that are not tabular)
+        self.kind = "bernoulli" if config.likelihood == "auto" else config.likelihood
+        sigma = AUTO_SIGMA if config.sigma == "auto" else config.sigma
         self.event_dims = len(x_shape)
         self.log_scale: Tensor | None
-        if not self.family.has_sigma:
+        self.family = None if self.kind == "mixed" else family(self.kind)
+        self.params = 1 if self.family is None else self.family.params(config.mixtures)
+        if self.family is not None and not self.family.has_sigma:
             self.register_buffer("log_scale", None)
-        elif config.sigma is None:  # learned per-dimension sigma, parameterized by its log
+        elif sigma is None:  # learned per-dimension sigma, parameterized by its log
             self.log_scale = nn.Parameter(torch.zeros(x_shape))
         else:
-            self.register_buffer("log_scale", torch.full(x_shape, math.log(config.sigma)))
+            self.register_buffer("log_scale", torch.full(x_shape, math.log(sigma)))
+        if self.kind == "mixed":  # which columns are Bernoulli: set from the data, saved with the weights
+            self.register_buffer("bernoulli_columns", torch.zeros(x_shape, dtype=torch.bool))
 
     def forward(self, out: Tensor) -> Distribution:
-        with torch.autocast(out.device.type, enabled=False):
+        with torch.autocast(out.device.type, enabled=False):  # log-probabilities in float32
+            if self.family is None:
+                assert self.log_scale is not None
+                return MixedColumns(out.float(), self.log_scale.exp(), self.bernoulli_columns)
             p_x_given_z = self.family.make(out.float(), self.log_scale, self.event_dims)
         return Independent(p_x_given_z, self.event_dims, validate_args=False)
 

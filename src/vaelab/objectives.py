@@ -14,6 +14,7 @@ terms over a whole dataset (the trainer's validation pass, the autoencoder's eva
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from vaelab.estimators import ELBOTerms, elbo_terms
 from vaelab.models import LatentVariableModel
 
 __all__ = [
+    "DENSITY_TERMS",
     "EVAL_BATCH",
     "OBJECTIVES",
     "LoggedTerms",
@@ -43,6 +45,10 @@ __all__ = [
     "reconstruction",
     "term_sums",
 ]
+
+DENSITY_TERMS = ("elbo", "log_p_x_given_z")
+"""The logged terms that are log-densities of x (bounds on, or terms of, log p(x)): a change of
+variables of the input adds its log-determinant to them; the KL is of z and does not change."""
 
 EVAL_BATCH = 1000
 """Examples per batch of `dataset_terms`: no gradients are kept, so large batches are cheap."""
@@ -177,6 +183,15 @@ class MeanTerms:
         terms are `names` (`logged_term_names`)."""
         *means, bound = (sums / n).tolist()
         return cls(bound=bound, **dict(zip(names, means, strict=True)))
+
+    def shifted(self, log_det_nats: float) -> MeanTerms:
+        """The terms as log-densities of the data as given: `log_det_nats` (the input transform's
+        change of variables, `vaelab.data.transforms`) added to each log-density of x
+        (`DENSITY_TERMS` and the bound), the KL unchanged."""
+        if log_det_nats == 0:
+            return self
+        changes = {name: getattr(self, name) + log_det_nats for name in (*DENSITY_TERMS, "bound")}
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def logged(self) -> dict[str, float]:
         """The logged terms by name, in `ELBOTerms`' order, leaving out those the model lacks."""

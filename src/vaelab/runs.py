@@ -400,6 +400,7 @@ class RunInfo(BaseModel):
     num_test: Annotated[int, Ge(0)]
     parameters: Annotated[int, Ge(0)]
     units: str
+    columns: Annotated[list[str], Len(min_length=1)] | None = None  # tabular data: the column names
 
 
 def read_run_info(run_dir: Path) -> RunInfo:
@@ -432,11 +433,16 @@ def read_config(run_dir: Path) -> RunConfig:
 def migrate_config(raw: Any) -> Any:
     """A config.json of an older vaelab in today's shape (anything else as it is, for validation
     to refuse): before `data.channels` existed, a folder's images were read as grey, so such a
-    run's folder is read with channels "grey" (auto would now keep its colour)."""
-    if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "channels" not in raw["data"]:
-        if str(raw["data"].get("source", "")).startswith("folder:"):
-            return {**raw, "data": {**raw["data"], "channels": "grey"}}
-    return raw
+    run's folder is read with channels "grey" (auto would now keep its colour); before
+    `data.standardize` existed a run trained on its data as stored, so it reads as standardize off
+    (not `auto`, which would now standardize a table)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        return raw
+    data = dict(raw["data"])
+    if "channels" not in data and str(data.get("source", "")).startswith("folder:"):
+        data["channels"] = "grey"
+    data.setdefault("standardize", "off")
+    return {**raw, "data": data}
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
@@ -721,7 +727,7 @@ class EvaluationFile(BaseModel):
     k: Annotated[int, Ge(1)] | None = None
     seconds_log_px: Annotated[FiniteFloat, Ge(0)] | None = None
     precision: str = "fp32"
-    log_det_nats: FiniteFloat | None = None  # the input transform's correction, included above
+    log_det_nats: FiniteFloat = 0.0  # included in every log-density of x above (older files: 0)
     note: str | None = None
     units: str | None = None
     nll: Nats = None

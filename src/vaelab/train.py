@@ -28,13 +28,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 import vaelab
-from vaelab import runs
+from vaelab import runs, tabular
 from vaelab.config import RunConfig
-from vaelab.data import Splits, for_likelihood, load_run_data
+from vaelab.data import Splits, fixed_sigma, for_likelihood, load_data
 from vaelab.errors import UserError
 from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
-from vaelab.objectives import dataset_terms, logged_term_names, objective_for, term_sums
+from vaelab.objectives import DENSITY_TERMS, dataset_terms, logged_term_names, objective_for, term_sums
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Trainer:
                 runs.remove_stray_temporaries(out)
                 runs.write_text(out / runs.METRICS, _jsonl(self.state["history"]))
             else:
-                self.lock = runs.create_run(out, config.to_dict(), self._run_info("running"), replacing)
+                self.lock = runs.create_run(out, self.config.to_dict(), self._run_info("running"), replacing)
         except BaseException:
             for lock in (self.lock, replacing):
                 if lock is not None:
@@ -155,11 +155,11 @@ class Trainer:
         """Data, model, optimizer, RNG stream and objective of `config`; writes nothing."""
         # the input transform comes from the likelihood (8-bit data dequantized for a density)
         if splits is None:
-            splits = load_run_data(config)
-        else:
-            splits = for_likelihood(
-                splits, config.model.likelihood, config.data.source, sigma=config.model.sigma
-            )
+            splits = load_data(config.data, config.limits)
+        config, splits = tabular.resolve(config, splits)  # the data's `auto` settings, stored in the run
+        splits = for_likelihood(
+            splits, config.model.likelihood, config.data.source, sigma=fixed_sigma(config.model.sigma)
+        )
         if self.x_shape is not None and self.x_shape != splits.x_shape:
             raise UserError(
                 f"{self.out / runs.RUN}: `x_shape` {list(self.x_shape)}: the run's data "
@@ -173,7 +173,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.train.seed)
             model = build_model(config.model, splits.x_shape)
+        tabular.set_bernoulli_columns(model, splits)
         self.config, self.splits, self.model = config, splits, model
+        self.log_det_nats = splits.log_det_nats()  # logged numbers are log-densities of the data as given
         self.x_valid = splits.inputs("valid")  # scored every epoch with the same fixed draw
         self.optimizer = make_optimizer(model, config)
         self.averaged = averaged_model(model, config.train.ema)
@@ -270,6 +272,7 @@ class Trainer:
                 lr,
                 self.averaged,
                 self.progress,
+                self.log_det_nats,
             )
         )
         valid = dataset_terms(
@@ -278,7 +281,7 @@ class Trainer:
             seed=config.train.seed + VALID_SEED_OFFSET,
             objective=config.objective.name,
             k=config.objective.k,
-        )
+        ).shifted(self.log_det_nats)
         record.update({f"valid_{name}_nats": value for name, value in valid.logged().items()})
         record.update(valid_bound_nats=valid.bound, bound=bound_name(config))
         if valid.bound > state["best_valid_bound"]:
@@ -344,6 +347,7 @@ class Trainer:
             num_test=len(splits.test),
             parameters=count_parameters(self.model),
             units="all *_nats metrics are nats per example; elbo is the bound (higher is better)",
+            columns=None if splits.column_names is None else list(splits.column_names),
         )
 
 
@@ -397,9 +401,12 @@ def _train_epoch(
     lr: float,
     averaged: AveragedModel | None,
     progress: bool,
+    log_det_nats: float = 0.0,
 ):
     """One pass over the shuffled training set; returns the epoch's mean logged terms (the ELBO
-    and its terms, or an AE's reconstruction term alone) as `train_*_nats`, and its speed."""
+    and its terms, or an AE's reconstruction term alone) as `train_*_nats`, and its speed. The
+    log-densities of x among them (`DENSITY_TERMS`) get `log_det_nats`, the input transform's
+    change of variables, so they are of the data as given."""
     model.train()
     x_train, transform = splits.train, splits.transform
     n, batch_size = len(x_train), config.train.batch_size
@@ -410,6 +417,9 @@ def _train_epoch(
     bf16, k = config.train.precision == "bf16", config.objective.k
     names = logged_term_names(model)
     sums = torch.zeros(len(names), dtype=torch.float64)
+    shift = torch.tensor(
+        [log_det_nats if name in DENSITY_TERMS else 0.0 for name in names], dtype=torch.float64
+    )
     bar = tqdm(
         total=n,
         desc=f"epoch {epoch}/{config.train.epochs}",
@@ -437,7 +447,7 @@ def _train_epoch(
         sums += term_sums
         bar.update(len(x))
         if progress and ((now := time.perf_counter()) >= next_postfix or step == steps - 1):
-            means = (sums / (begin + len(x))).tolist()
+            means = (sums / (begin + len(x)) + shift).tolist()
             shown = " | ".join(
                 f"{POSTFIX_NAMES[name]} {mean:.2f}" for name, mean in zip(names, means, strict=True)
             )
@@ -445,7 +455,7 @@ def _train_epoch(
             next_postfix = now + POSTFIX_SECONDS
     seconds = time.perf_counter() - start
     bar.close()
-    means = (sums / n).tolist()
+    means = (sums / n + shift).tolist()
     return {
         **{f"train_{name}_nats": mean for name, mean in zip(names, means, strict=True)},
         "seconds": seconds,

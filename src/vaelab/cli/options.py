@@ -197,11 +197,13 @@ def _flag_metadata(info: FieldInfo) -> Flag:
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    """(the type without None and without Annotated metadata, whether None was allowed)."""
+    """(the type without None and without Annotated metadata, whether None was allowed); a union
+    of a type and words (`float | Literal["auto"]`) stays a union."""
     args = typing.get_args(annotation)
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args
     if optional:
-        (annotation,) = [a for a in args if a is not type(None)]
+        rest = [a for a in args if a is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]  # noqa: UP007
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     return annotation, optional
@@ -214,6 +216,8 @@ def _parser(kind: Any, flag: Flag, optional: bool) -> Callable[[str], Any]:
         item_parser = _parser(_strip_optional(item)[0], Flag(), False)
 
         def parse_tuple(text: str) -> tuple:
+            if not text:  # `--hidden ''`: the empty list
+                return ()
             try:
                 return tuple(item_parser(part) for part in text.split(","))
             except argparse.ArgumentTypeError:
@@ -222,6 +226,17 @@ def _parser(kind: Any, flag: Flag, optional: bool) -> Callable[[str], Any]:
                 ) from None
 
         base: Callable[[str], Any] = parse_tuple
+    elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # a type or its words: auto, ...
+        words = {
+            w for a in typing.get_args(kind) if typing.get_origin(a) is Literal for w in typing.get_args(a)
+        }
+        (other,) = [a for a in typing.get_args(kind) if typing.get_origin(a) is not Literal]
+        other_parser = _parser(_strip_optional(other)[0], Flag(), False)
+
+        def parse_word_or_value(text: str) -> Any:
+            return text if text in words else other_parser(text)
+
+        base = parse_word_or_value
     else:
         scalars: dict[Any, Callable[[str], Any]] = {int: _integer, float: _number, Path: Path}
         base = scalars.get(kind, str)

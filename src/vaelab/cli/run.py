@@ -31,6 +31,7 @@ from vaelab.config import (
     preset,
 )
 from vaelab.errors import UserError
+from vaelab.runs import check_run_dir
 
 RunDir = Annotated[Path, Field(description="run directory"), Flag(name="RUN", positional=True)]
 
@@ -234,7 +235,11 @@ class SampleOptions(Options):
     seed: Seed = 0
     out: Annotated[
         Path | None,
-        Field(description="PNG file (default RUN/figures/samples.png, named after non-default options)"),
+        Field(
+            description="a file: .png (a picture: image tiles, or a tabular run's column marginals), .csv "
+            "or .npy (the rows, in the data's units, under the column names); default RUN/figures/"
+            "samples.png, or RUN/samples.csv for a tabular run"
+        ),
         Flag(metavar="FILE"),
     ] = None
 
@@ -247,7 +252,10 @@ class ReconstructOptions(Options):
     out: Annotated[
         Path | None,
         Field(
-            description="PNG file (default RUN/figures/reconstructions.png, named after non-default options)"
+            description="a file: .png (originals over reconstructions; a tabular run: each column against "
+            "its reconstruction), .csv or .npy (the reconstructed rows, in the data's units, under the "
+            "column names); default RUN/figures/reconstructions.png, or RUN/reconstructions.csv for a "
+            "tabular run"
         ),
         Flag(metavar="FILE"),
     ] = None
@@ -259,18 +267,34 @@ def add_sample(sub) -> None:
         "sample",
         SampleOptions,
         cmd_sample,
-        help="decode samples z ~ p(z) into a PNG grid",
+        help="decode samples z ~ p(z): a PNG, or rows (.csv, .npy) in the data's units",
     )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from vaelab.viz.figures import FigureOptions
+    from vaelab.tabular import write_samples
+    from vaelab.viz.figures import FigureOptions, data_kind
     from vaelab.viz.plot import plot_run
 
     options: SampleOptions = build(SampleOptions, args, args.own)
-    figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed)
-    print(f"written: {plot_run(options.run, 'samples', options.out, figure)}")
+    tabular = data_kind(check_run_dir(options.run)) == "tabular"
+    if rows_wanted(options.out, tabular):
+        path = write_samples(options.run, options.out, n=options.n, mode=options.mode, seed=options.seed)
+    else:
+        figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed)
+        path = plot_run(options.run, "marginals" if tabular else "samples", options.out, figure)
+    print(f"written: {path}")
     return 0
+
+
+def rows_wanted(out: Path | None, tabular: bool) -> bool:
+    """Whether `sample`/`reconstruct` write rows (.csv, .npy) rather than a picture (.png): by the
+    suffix of --out, and for no --out by the data (a tabular run's default is rows)."""
+    if out is None:
+        return tabular
+    if out.suffix not in (".png", ".csv", ".npy"):
+        raise UserError(f"--out {out}: expected a .png, .csv or .npy file")
+    return out.suffix != ".png"
 
 
 def add_reconstruct(sub) -> None:
@@ -279,15 +303,24 @@ def add_reconstruct(sub) -> None:
         "reconstruct",
         ReconstructOptions,
         cmd_reconstruct,
-        help="originals over their reconstructions, as a PNG",
+        help="reconstructions of a split's examples: a PNG, or rows (.csv, .npy) in the data's units",
     )
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from vaelab.viz.figures import FigureOptions
+    from vaelab.tabular import write_reconstructions
+    from vaelab.viz.figures import FigureOptions, data_kind
     from vaelab.viz.plot import plot_run
 
     options: ReconstructOptions = build(ReconstructOptions, args, args.own)
-    figure = FigureOptions(n=options.n, split=options.split, seed=options.seed)
-    print(f"written: {plot_run(options.run, 'reconstructions', options.out, figure)}")
+    tabular = data_kind(check_run_dir(options.run)) == "tabular"
+    if rows_wanted(options.out, tabular):
+        path = write_reconstructions(
+            options.run, options.out, n=options.n, split=options.split, seed=options.seed
+        )
+    else:
+        figure = FigureOptions(n=options.n, split=options.split, seed=options.seed)
+        kind = "column-reconstructions" if tabular else "reconstructions"
+        path = plot_run(options.run, kind, options.out, figure)
+    print(f"written: {path}")
     return 0

@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 import torch
 
 from vaelab.config import DataConfig, RunConfig
-from vaelab.data import datasets, embedded, files, images
+from vaelab.data import datasets, embedded, files, images, tables
 from vaelab.data.download import fetch
 from vaelab.data.registry import DATASETS
 from vaelab.data.splits import SPLITS, Splits, split_arrays
-from vaelab.data.transforms import Binarize, Dequantize, Scale, Transform
+from vaelab.data.transforms import Binarize, Dequantize, Scale, Standardize, Transform
 from vaelab.errors import UserError
 from vaelab.likelihoods import family
 from vaelab.limits import DEFAULT_LIMITS, Limits
@@ -77,7 +77,7 @@ SOURCES: dict[str, Source] = {
     "celeba": Source(datasets.celeba, needs_arg=True),
     "npz": Source(files.npz, needs_arg=True),
     "npy": Source(files.npy, needs_arg=True),
-    "csv": Source(files.csv, needs_arg=True),
+    "csv": Source(tables.csv, needs_arg=True, takes_config=True),
     "folder": Source(files.folder, needs_arg=True, takes_config=True),
 }
 
@@ -113,10 +113,16 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise UserError(f"{config.source}: the {split} split contains NaN or infinite values")
     eight_bit = splits.train.dtype == torch.uint8
+    if splits.column_names is None and splits.train.dim() == 2 and not eight_bit:  # rows of numbers
+        splits = replace(splits, column_names=tables.default_names(splits.x_shape[0]))
     # 8-bit levels 0..255 are scored on the grid k/255 of [0, 1]; other data as they are.
     splits = replace(splits, transform=Transform((Scale(255),)) if eight_bit else Transform())
     if config.binarize == "none":
-        return splits
+        return tables.standardized(
+            splits, config.standardize, given_standardization(config), "none", config.source
+        )
+    if config.standardize == "on":
+        tables.standardized(splits, "on", None, config.binarize, config.source)  # (refuses it)
     _check_unit_interval(splits, config.source, "binarization")
     generator = torch.Generator().manual_seed(BINARIZE_SEED)
     # One generator, drawn in SPLITS order: every split's bits are fixed by the seed.
@@ -153,6 +159,13 @@ def _conformed(splits: Splits, config: DataConfig, limits: Limits) -> Splits:
         for s in SPLITS
     )
     return replace(splits, train=train, valid=valid, test=test)
+
+
+def given_standardization(config: DataConfig) -> Standardize | None:
+    """The means and scales `config` fixes (a trained run's), or None for the train split's."""
+    if config.standardize_mean is None or config.standardize_scale is None:
+        return None
+    return Standardize(config.standardize_mean, config.standardize_scale)
 
 
 SIGMA_RATIO = 100.0
@@ -261,8 +274,16 @@ def load_run_data(config: RunConfig) -> Splits:
     the input transform is chosen from the likelihood in one place."""
     model = config.model
     return for_likelihood(
-        load_data(config.data, config.limits), model.likelihood, config.data.source, sigma=model.sigma
+        load_data(config.data, config.limits),
+        model.likelihood,
+        config.data.source,
+        sigma=fixed_sigma(model.sigma),
     )
+
+
+def fixed_sigma(sigma: float | str | None) -> float | None:
+    """model.sigma as a fixed scale, or None where it is learned (None) or not yet resolved (auto)."""
+    return sigma if isinstance(sigma, float) else None
 
 
 def for_likelihood(splits: Splits, likelihood: str, where: str, *, sigma: float | None = None) -> Splits:
@@ -276,7 +297,9 @@ def for_likelihood(splits: Splits, likelihood: str, where: str, *, sigma: float 
     scaled. Data that are not 8-bit keep the transform `load_data` chose (binarization,
     standardization). Raises a UserError with advice where the likelihood does not fit
     (`check_fits_likelihood`; `sigma`: the gaussian's fixed sigma, None when learned)."""
-    scores = family(likelihood).scores
+    # `auto` before it is resolved scores as its default for data that are not tabular, bernoulli;
+    # `mixed` (tabular columns, `vaelab.columns`) as a density
+    scores = {"auto": "unit", "mixed": "density"}.get(likelihood) or family(likelihood).scores
     eight_bit = splits.train.dtype == torch.uint8
     if scores == "levels" and not eight_bit:
         bits = bool(((splits.train == 0) | (splits.train == 1)).all())

@@ -18,7 +18,7 @@ from vaelab.data.arrays import checked_labels, read_npy, read_npz, real_array, s
 from vaelab.data.checks import existing_dir, regular_file
 from vaelab.data.images import IMAGE_SUFFIXES, channels_first, image_paths, read_images
 from vaelab.data.splits import SPLITS, Splits, label_codes, split_arrays
-from vaelab.data.tables import read_amat, read_csv
+from vaelab.data.tables import read_amat
 from vaelab.errors import UserError
 from vaelab.limits import Limits
 
@@ -123,12 +123,6 @@ def npy(arg: str, limits: Limits) -> Splits:
     path = regular_file(arg)
     x = read_npy(path, limits, ndims=(2, 3, 4))
     return split_arrays(path.name, real_array(channels_first(x, str(path)), str(path)), None)
-
-
-def csv(arg: str, limits: Limits) -> Splits:
-    """Tabular rows of numbers (comma-separated, an optional header line), split 80/10/10."""
-    path = regular_file(arg)
-    return split_arrays(path.name, read_csv(path, limits), None)
 
 
 def folder(arg: str, limits: Limits, config: DataConfig) -> Splits:

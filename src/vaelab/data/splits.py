@@ -22,7 +22,9 @@ class Splits:
     (N, C, H, W)), float32 otherwise. `transform` turns a batch of them into the model's float32
     input (`vaelab.data.transforms`); `inputs(split)` is a whole split transformed, as evaluation
     and figures score it. *_labels: int64 (N,) or None; label_names: the class of each code
-    (label_names[c] names code c) where the source has names, else None.
+    (label_names[c] names code c) where the source has names, else None. column_names: for
+    tabular data (rows of numbers, float32 (N, D)) the name of each column (a csv header's, else
+    x1..xD); None for other data, so it also says whether the data are tabular.
     """
 
     name: str
@@ -34,6 +36,7 @@ class Splits:
     test_labels: Tensor | None = None
     label_names: tuple[str, ...] | None = None
     transform: Transform = field(default_factory=Transform)
+    column_names: tuple[str, ...] | None = None
 
     @property
     def x_shape(self) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import torch
 from torch import Tensor
@@ -41,6 +42,9 @@ class Scale:
     def __call__(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         return x.to(torch.float32) / self.divisor
 
+    def inverse(self, y: Tensor) -> Tensor:
+        return y * self.divisor
+
     def log_det_nats(self, x_shape: tuple[int, ...]) -> float:
         return 0.0
 
@@ -57,6 +61,10 @@ class Dequantize:
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
         return (x.to(torch.float32) + u) / UINT8_LEVELS
 
+    def inverse(self, y: Tensor) -> Tensor:
+        """E_u[x] for y = (x + u) / 256: 256 y - 1/2 (the levels' units, not rounded)."""
+        return y * UINT8_LEVELS - 0.5
+
     def log_det_nats(self, x_shape: tuple[int, ...]) -> float:
         return -math.prod(x_shape) * math.log(UINT8_LEVELS)
 
@@ -72,11 +80,14 @@ class Binarize:
     def __call__(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         return x if generator is None else torch.bernoulli(x, generator=generator)
 
+    def inverse(self, y: Tensor) -> Tensor:
+        return y  # a probability in [0, 1] is already in the data's units
+
     def log_det_nats(self, x_shape: tuple[int, ...]) -> float:
         return 0.0
 
 
-Step = Scale | Dequantize | Binarize
+Step: TypeAlias = "Scale | Dequantize | Binarize | Standardize"
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,12 @@ class Transform:
         """Per example: add to the model's log-density of its input to get that of the data."""
         return sum(step.log_det_nats(tuple(x_shape)) for step in self.steps)
 
+    def inverse(self, y: Tensor) -> Tensor:
+        """Model space -> the data's units (samples, reconstructions): each step undone, last first."""
+        for step in reversed(self.steps):
+            y = step.inverse(y)
+        return y
+
     def then(self, step: Step) -> Transform:
         return Transform((*self.steps, step))
 
@@ -102,3 +119,46 @@ class Transform:
     def random(self) -> bool:
         """Whether training draws noise for the input (then it must use the run's generator)."""
         return any(isinstance(step, Dequantize | Binarize) for step in self.steps)
+
+
+@dataclass(frozen=True)
+class Standardize:
+    """Tabular data, x: (B, D) -> y = (x - mean) / scale per column, mean and scale (D,) from the
+    train split (`vaelab.data.tables.standardization`; a column left alone has mean 0, scale 1).
+
+    A density of y is one of x through the Jacobian of the map, |dy/dx| = prod_d 1/scale_d:
+
+        log p_x(x) = log p_y(y) - sum_d log scale_d,
+
+    so log_det = -sum_d log scale_d, and a column measured in other units (x_d * c) moves the
+    log-density of the data by exactly -log c, the model's input being the same.
+    """
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.scale) or not all(s > 0 for s in self.scale):
+            raise ValueError(
+                f"Standardize: {len(self.mean)} means, {len(self.scale)} positive scales expected"
+            )
+
+    def _parameters(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        # float64: x - mean of two values near the float32 limit would overflow in float32
+        mean = torch.tensor(self.mean, dtype=torch.float64, device=like.device)
+        return mean, torch.tensor(self.scale, dtype=torch.float64, device=like.device)
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        mean, scale = self._parameters(x)
+        return ((x.double() - mean) / scale).to(torch.float32)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        mean, scale = self._parameters(y)
+        return (y.double() * scale + mean).to(y.dtype)
+
+    def log_det_nats(self, x_shape: tuple[int, ...]) -> float:
+        if x_shape != (len(self.scale),):
+            raise ValueError(
+                f"Standardize of {len(self.scale)} columns applied to examples of shape {x_shape}"
+            )
+        return -math.fsum(math.log(s) for s in self.scale)

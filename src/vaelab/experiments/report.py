@@ -39,7 +39,7 @@ from vaelab.experiments.compare import (
 )
 from vaelab.experiments.evaluation import current_evaluation
 from vaelab.experiments.sweep import load_sweep, plot_sweep, sweep_rows
-from vaelab.viz.figures import ALL_FIGURES, FIGURE_KINDS
+from vaelab.viz.figures import FIGURE_KINDS, figures_for
 from vaelab.viz.plot import plot_all
 
 log = logging.getLogger(__name__)
@@ -271,6 +271,13 @@ def add_run(
         "bits per dimension are of the negated value (lower is better there)."
     )
     page.table(["quantity", "value", "unit", "bits per dim"], evaluation_rows(evaluation), numeric={1, 3})
+    if evaluation.get("log_det_nats"):
+        page.text(
+            f"Every log-density here is of the data as given, in its own units: it includes "
+            f"{evaluation['log_det_nats']:.3f} nats, the change of variables of the input transform "
+            "(for standardized columns −Σ log scale; rescaling a column by c moves it by −log c).",
+            "note",
+        )
     if evaluation.get("note"):
         page.text(f"No ELBO or log p(x): {evaluation['note']}.", "note")
     elif evaluation.get("log_px") is not None:
@@ -285,7 +292,7 @@ def add_run(
     page.section(f"{prefix}figures", "Figures", 3)
     deterministic = run_config.model.kind == "ae"
     skipped: set[str] = set()
-    for entry in ALL_FIGURES:
+    for entry in figures_for(run_dir):
         if entry.file_name in figures:
             page.figure(figures[entry.file_name], entry.caption_for(deterministic))
             continue

@@ -46,12 +46,13 @@ from tqdm import tqdm
 
 from vaelab import runs
 from vaelab.config import RunConfig
-from vaelab.data import load_run_data
+from vaelab.data import fixed_sigma, for_likelihood, load_data
 from vaelab.diagnostics import active_units_rule, latent_statistics
 from vaelab.errors import UserError
 from vaelab.experiments.compare import squared_error_per_pixel
 from vaelab.experiments.evaluation import current_evaluation
 from vaelab.experiments.tracking import train_tracked
+from vaelab.tabular import resolve
 from vaelab.viz.draw import save_figure
 
 log = logging.getLogger(__name__)
@@ -242,9 +243,12 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
     config = RunConfig.from_dict(config_dict)
     out = Path(run_dir)
     status = runs.run_info(out).get("status") if (out / runs.RUN).is_file() else None
+    # a run stores its config with the data's `auto` settings resolved: compare it so
+    config, splits = resolve(config, load_data(config.data, config.limits))
+    model = config.model
+    splits = for_likelihood(splits, model.likelihood, config.data.source, sigma=fixed_sigma(model.sigma))
     if status is not None and runs.read_config(out) != config:
         raise UserError(f"{out}: holds a run of another configuration; use another directory for this sweep")
-    splits = load_run_data(config)
     if status == "finished":
         log.info("%s: finished earlier, not re-run", out)
     elif status == "running":

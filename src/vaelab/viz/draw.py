@@ -19,8 +19,10 @@ from matplotlib.ticker import MaxNLocator
 from vaelab.diagnostics import active_units_rule, latent_name
 from vaelab.runs import atomic_write
 from vaelab.viz.curves import ElboChart, TrainingCurves
+from vaelab.viz.draw_tabular import draw_column_marginals, draw_column_pairs, draw_column_reconstructions
 from vaelab.viz.images import ImageGrid, ImageRows
 from vaelab.viz.latent import LATENT_UNIT, Interpolations, LatentGrid, LatentScatter, Traversals
+from vaelab.viz.tabular import ColumnMarginals, ColumnPairs, ColumnReconstructions
 
 DPI = 120
 
@@ -287,6 +289,27 @@ def _(data: LatentGrid) -> Figure:
 def _(data: TrainingCurves) -> Figure:
     fig = Figure()
     draw_training_curves(fig, data)
+    return fig
+
+
+@render.register
+def _(data: ColumnMarginals) -> Figure:
+    fig = Figure()
+    draw_column_marginals(fig, data)
+    return fig
+
+
+@render.register
+def _(data: ColumnPairs) -> Figure:
+    fig = Figure()
+    draw_column_pairs(fig, data)
+    return fig
+
+
+@render.register
+def _(data: ColumnReconstructions) -> Figure:
+    fig = Figure()
+    draw_column_reconstructions(fig, data)
     return fig
 
 

@@ -1,12 +1,14 @@
 """The figure registry: every figure of a run, defined once, without drawing anything.
 
 Each figure kind (`FIGURE_KINDS`, filled by `@figure_kind`) names the function that computes its
-data from a `Run` and `FigureOptions`, the options it reads, its default size `n`, and whether it
-applies to a run (and why not). `ALL_FIGURES` lists the files `plot_all` writes into RUN/figures,
-each with its caption (the report's). `figure_file_name` / `figure_path` give a figure's file: the
-registered name for the options `ALL_FIGURES` draws it with, a name that spells out any other
-options (`grid-range_-3_3_-3_3.png`), so that a figure made with other options never replaces, nor
-is captioned as, the default one. This module imports no plotting library, so a command line can
+data from a `Run` and `FigureOptions`, the options it reads, its default size `n`, whether it
+applies to a run (and why not), and the kind of data it shows (`data`: images, tabular or any;
+`plot --kind all` and the report draw those of the run's kind, `figures_for`). `ALL_FIGURES`
+lists the files `plot_all` writes into RUN/figures, each with its caption (the report's).
+`figure_file_name` / `figure_path` give a figure's file: the registered name for the options
+`ALL_FIGURES` draws it with, a name that spells out any other options
+(`grid-range_-3_3_-3_3.png`), so that a figure made with other options never replaces, nor is
+captioned as, the default one. This module imports no plotting library, so a command line can
 take its choices from it cheaply; `vaelab.viz.plot` draws.
 """
 
@@ -34,6 +36,7 @@ from vaelab.viz.latent import (
     top_dims,
 )
 from vaelab.viz.run import SPLITS, Run
+from vaelab.viz.tabular import column_marginals, column_pairs, column_reconstructions, pick_rows
 
 FIGURES_DIR = "figures"
 
@@ -97,7 +100,8 @@ class FigureKind:
 
     reads: the FigureOptions fields the figure depends on (others do not change it); default_n:
     the n used when options.n is None; applies(run_dir, config): None, or why the figure does not
-    apply to that run (checked without loading the model); help: one line for a command's help.
+    apply to that run (checked without loading the model); help: one line for a command's help;
+    data: the runs it is for, by their data's kind (`data_kind`): "images", "tabular" or "any".
     """
 
     name: str
@@ -106,6 +110,7 @@ class FigureKind:
     help: str
     default_n: int | None = None
     applies: Callable[[Path, RunConfig], str | None] = _always
+    data: str = "any"
 
     def n(self, options: FigureOptions) -> int:
         """options.n, else this kind's default (every kind that reads n has one)."""
@@ -119,14 +124,36 @@ class FigureKind:
 FIGURE_KINDS: dict[str, FigureKind] = {}
 
 
-def figure_kind(name: str, *, reads: tuple[str, ...], help: str, default_n: int | None = None, applies=None):
+def figure_kind(
+    name: str,
+    *,
+    reads: tuple[str, ...],
+    help: str,
+    default_n: int | None = None,
+    applies=None,
+    data: str = "any",
+):
     """Register the decorated `make(run, options)` as the figure kind `name`."""
 
     def register(make):
-        FIGURE_KINDS[name] = FigureKind(name, make, reads, help, default_n, applies or _always)
+        FIGURE_KINDS[name] = FigureKind(name, make, reads, help, default_n, applies or _always, data)
         return make
 
     return register
+
+
+def data_kind(run_dir: Path) -> str:
+    """ "tabular" for a run on rows of named columns (run.json's `columns`), else "images"."""
+    return "tabular" if runs.read_run_info(run_dir).columns is not None else "images"
+
+
+def wrong_data(run_dir: Path, kind: str) -> str | None:
+    """Why figure `kind` is not for the run's kind of data (an image grid of a table), or None."""
+    shows, has = FIGURE_KINDS[kind].data, data_kind(run_dir)
+    if shows in ("any", has):
+        return None
+    others = ", ".join(k for k, f in FIGURE_KINDS.items() if f.data in ("any", has))
+    return f"figure kind {kind!r} shows {shows}; {run_dir} is a run on {has} data (its figures: {others})"
 
 
 @figure_kind(
@@ -134,6 +161,7 @@ def figure_kind(name: str, *, reads: tuple[str, ...], help: str, default_n: int 
     reads=("split", "seed", "n"),
     help="random images over their reconstructions E[x | z = E_q[z|x]]",
     default_n=32,
+    data="images",
 )
 def _reconstructions(run: Run, options: FigureOptions):
     x = run.x[run.random_rows(FIGURE_KINDS["reconstructions"].n(options), options.seed)]
@@ -145,6 +173,7 @@ def _reconstructions(run: Run, options: FigureOptions):
     reads=("seed", "n", "mode"),
     help="prior samples z ~ p(z) decoded (an AE: codes z ~ N(0, I) decoded)",
     default_n=64,
+    data="images",
 )
 def _samples(run: Run, options: FigureOptions):
     n = FIGURE_KINDS["samples"].n(options)
@@ -161,6 +190,7 @@ def _scatter(run: Run, options: FigureOptions):
     reads=("split", "n", "z_range", "dims", "base"),
     help="decoder means on a grid of latent points (Kingma & Welling 2014, Figure 4)",
     default_n=21,
+    data="images",
 )
 def _grid(run: Run, options: FigureOptions):
     base, where = run.base_code(options.base)
@@ -178,6 +208,7 @@ def _grid(run: Run, options: FigureOptions):
     reads=("split", "seed", "n", "method"),
     help="decoded paths between the posterior means of pairs of images",
     default_n=10,
+    data="images",
 )
 def _interpolation(run: Run, options: FigureOptions):
     pairs = pick_pairs(run.labels, len(run.x), 4, options.seed)
@@ -207,6 +238,7 @@ def _interpolation(run: Run, options: FigureOptions):
     reads=("split", "n", "base"),
     help="one latent dim at a time swept over +-3 prior s.d., decoded",
     default_n=9,
+    data="images",
 )
 def _traversals(run: Run, options: FigureOptions):
     base, where = run.base_code(options.base)
@@ -224,6 +256,49 @@ def _curves(run: Run, options: FigureOptions):
         f"{run.config.data.source}); dotted line: best validation epoch"
     )
     return training_curves(run.metrics, title=title)
+
+
+@figure_kind(
+    "marginals",
+    reads=("split", "seed", "n"),
+    help="tabular data: each column's histogram, data against rows sampled from the model",
+    default_n=2000,
+    data="tabular",
+)
+def _marginals(run: Run, options: FigureOptions):
+    n = FIGURE_KINDS["marginals"].n(options)
+    x = run.splits.split(run.split)
+    return column_marginals(
+        run.model, run.splits.transform, x, run.column_names, n=n, seed=options.seed, split=run.split
+    )
+
+
+@figure_kind(
+    "pairs",
+    reads=("split", "seed", "n"),
+    help="tabular data: pairwise scatter of the first columns, data against model samples",
+    default_n=2000,
+    data="tabular",
+)
+def _pairs(run: Run, options: FigureOptions):
+    n = FIGURE_KINDS["pairs"].n(options)
+    x = run.splits.split(run.split)
+    return column_pairs(
+        run.model, run.splits.transform, x, run.column_names, n=n, seed=options.seed, split=run.split
+    )
+
+
+@figure_kind(
+    "column-reconstructions",
+    reads=("split", "seed", "n"),
+    help="tabular data: each column of random rows against its reconstruction E[x | z = E_q[z|x]]",
+    default_n=500,
+    data="tabular",
+)
+def _column_reconstructions(run: Run, options: FigureOptions):
+    n = FIGURE_KINDS["column-reconstructions"].n(options)
+    x = pick_rows(run.splits.split(run.split), n, options.seed)
+    return column_reconstructions(run.model, run.splits.transform, x, run.column_names, split=run.split)
 
 
 NO_ELBO = "an autoencoder has no ELBO to decompose (its point-mass code has an infinite KL to any density)"
@@ -353,6 +428,26 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         "mean; rows sorted by the dim's mean KL (an AE: by the variance of its code).",
     ),
     FigureFile(
+        "marginals.png",
+        "marginals",
+        "Each column's distribution: test rows (filled) against rows sampled from the model (z ~ p(z), "
+        "x ~ p(x|z); outline), in the data's own units (the standardization undone).",
+        caption_ae="Each column's distribution: test rows (filled) against codes z ~ N(0, I) decoded and "
+        "drawn x ~ p(x|z) (outline); an AE has no prior, so these are not samples of the model.",
+    ),
+    FigureFile(
+        "pairs.png",
+        "pairs",
+        "Pairs of columns: test rows against rows sampled from the model, in the data's units; a model "
+        "that learned the columns' dependence covers the same shapes.",
+    ),
+    FigureFile(
+        "column-reconstructions.png",
+        "column-reconstructions",
+        "Reconstructions, column by column: each test row's value against E[x | z = E_q[z|x]] (dotted: "
+        "perfect reconstruction).",
+    ),
+    FigureFile(
         "decomposition.png",
         "decomposition",
         "ELBO decomposition on the test split, nats per example, and the KL of each latent dim. The gap "
@@ -401,6 +496,12 @@ def figure_path(run_dir: str | Path, kind: str, options: FigureOptions = DEFAULT
 
 
 def not_applicable(run_dir: str | Path, kind: str) -> str | None:
-    """Why figure `kind` does not apply to the run (an AE has no ELBO, ...), or None if it does."""
+    """Why figure `kind` does not apply to the run (an AE has no ELBO, an image grid of a table,
+    ...), or None if it does."""
     run_dir = runs.check_run_dir(run_dir)
-    return FIGURE_KINDS[kind].applies(run_dir, runs.read_config(run_dir))
+    return wrong_data(run_dir, kind) or FIGURE_KINDS[kind].applies(run_dir, runs.read_config(run_dir))
+
+
+def figures_for(run_dir: Path) -> tuple[FigureFile, ...]:
+    """The entries of `ALL_FIGURES` for the run's kind of data (`data_kind`)."""
+    return tuple(entry for entry in ALL_FIGURES if wrong_data(run_dir, entry.kind) is None)

@@ -17,13 +17,14 @@ from vaelab.errors import UserError
 from vaelab.evaluate import eval_path
 from vaelab.viz.draw import render, save_figure
 from vaelab.viz.figures import (
-    ALL_FIGURES,
     DEFAULT_OPTIONS,
     FIGURE_KINDS,
     FIGURES_DIR,
     FigureOptions,
     figure_file_name,
     figure_path,
+    figures_for,
+    wrong_data,
 )
 from vaelab.viz.images import reconstruction_rows, sample_grid
 from vaelab.viz.run import Run
@@ -36,7 +37,7 @@ def draw_figure(run: Run, kind: str, path: str | Path, options: FigureOptions = 
     if kind not in FIGURE_KINDS:
         raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
     figure = FIGURE_KINDS[kind]
-    reason = figure.applies(run.dir, run.config)
+    reason = wrong_data(run.dir, kind) or figure.applies(run.dir, run.config)
     if reason is not None:
         raise UserError(reason)
     return save_figure(render(figure.make(run, options)), path)
@@ -62,7 +63,8 @@ def plot_all(
     *,
     only_missing: bool = False,
 ) -> dict[str, Path]:
-    """Every figure of `ALL_FIGURES` into out_dir (default RUN/figures): registered file name -> path.
+    """Every figure of `ALL_FIGURES` for the run's kind of data (`figures_for`) into out_dir
+    (default RUN/figures): registered file name -> path.
 
     Each figure is drawn with `options` changed by its entry (e.g. the wide grid's range); with
     other than the default options a file is named after them (`figure_file_name`), never after the
@@ -78,7 +80,7 @@ def plot_all(
     out_dir = Path(out_dir) if out_dir is not None else run_dir / FIGURES_DIR
     written: dict[str, Path] = {}
     todo = []
-    for entry in ALL_FIGURES:
+    for entry in figures_for(run_dir):  # the figures of the run's kind of data (images, tabular)
         entry_options = dataclasses.replace(options, **entry.changes)
         path = out_dir / figure_file_name(entry.kind, entry_options)
         if only_missing and path.is_file():

@@ -47,6 +47,12 @@ class Run:
         self.label_names: tuple[str, ...] | None = self.splits.label_names
 
     @property
+    def column_names(self) -> tuple[str, ...]:
+        """The names of a tabular run's columns (x1..xD for data without names)."""
+        names = self.splits.column_names
+        return names if names is not None else tuple(f"x{j}" for j in range(1, self.x[0].numel() + 1))
+
+    @property
     def deterministic(self) -> bool:
         """Whether the model is an autoencoder (a point-mass code: no prior, KL or ELBO)."""
         return bool(getattr(self.model, "deterministic", False))
