@@ -65,6 +65,13 @@ class LatentVariableModel(Protocol):
     def deterministic(self) -> bool: ...
 
 
+def decoder_params(config: ModelConfig) -> int:
+    """The decoder's outputs per dimension of x: the likelihood family's parameters (`auto`, not yet
+    resolved from the data, as its default bernoulli; `mixed` one per column)."""
+    kind = "bernoulli" if config.likelihood == "auto" else config.likelihood
+    return 1 if kind == "mixed" else family(kind).params(config.mixtures)
+
+
 class Likelihood(nn.Module):
     """Turns decoder outputs into p(x|z), a family of `vaelab.likelihoods.LIKELIHOODS` made
     independent over the example's dims; holds a learned sigma where there is one.
@@ -84,7 +91,7 @@ class Likelihood(nn.Module):
         self.event_dims = len(x_shape)
         self.log_scale: Tensor | None
         self.family = None if self.kind == "mixed" else family(self.kind)
-        self.params = 1 if self.family is None else self.family.params(config.mixtures)
+        self.params = decoder_params(config)
         if self.family is not None and not self.family.has_sigma:
             self.register_buffer("log_scale", None)
         elif sigma is None:  # learned per-dimension sigma, parameterized by its log
@@ -130,7 +137,7 @@ class VAE(nn.Module):
             config.hidden,
             config.activation,
             config.dropout,
-            params=family(config.likelihood).params(config.mixtures),
+            params=decoder_params(config),
             channels=config.width,
         )
         self.likelihood_head = Likelihood(config, self.x_shape)
