@@ -188,7 +188,7 @@ def test_truncated_npz(tmp_path, tiny_npz):
 
 def test_values_outside_unit_interval_are_refused_for_bernoulli_and_gaussian_is_named(tmp_path):
     np.save(tmp_path / "wide.npy", np.linspace(-2, 3, 40).reshape(20, 2))
-    s = load(f"npy:{tmp_path / 'wide.npy'}")
+    s = load_data(DataConfig(source=f"npy:{tmp_path / 'wide.npy'}", standardize="off"))  # in their units
     with pytest.raises(
         UserError, match=r"span \[-2, 3\], but the bernoulli likelihood needs \[0, 1\]; rescale .*gaussian"
     ):

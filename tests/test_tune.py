@@ -85,8 +85,8 @@ def test_search_space_from_a_file_or_flags(tmp_path):
             "low: Input should be a valid integer",
         ),
         (
-            {"model.sigma": {"type": "float", "low": 0.1, "high": 1}},
-            "model.sigma: ignored .it applies to the gaussian",
+            {"model.flow_steps": {"type": "int", "low": 1, "high": 4}},
+            "model.flow_steps: ignored .it applies to the iaf posterior",
         ),
         ({"model.net": {"type": "categorical", "choices": ["mlp", "mlp"]}}, "a choice is repeated"),
         (
