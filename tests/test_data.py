@@ -33,7 +33,10 @@ def test_mnist5k_is_split_stratified_and_scaled():
     s = load("mnist5k")
     assert (len(s.train), len(s.valid), len(s.test)) == (4000, 500, 500)
     assert s.x_shape == (1, 28, 28)
-    assert 0.0 <= float(s.train.min()) and float(s.train.max()) <= 1.0
+    assert s.train.dtype == torch.uint8 and int(s.train.max()) == 255  # stored as 8-bit levels
+    x = s.inputs("train")  # scaled per batch onto the grid k/255 of [0, 1]
+    assert x.dtype == torch.float32 and float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert torch.equal(x * 255, s.train.float())
     assert torch.bincount(s.test_labels).tolist() == [50] * 10  # not a class-sorted prefix
     assert not set(map(tuple, s.test[:50].flatten(1).tolist())) & set(
         map(tuple, s.train[:200].flatten(1).tolist())
@@ -109,7 +112,7 @@ def test_mnist_idx_source_with_uncompressed_files(tmp_path):
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 20), compress=False)
     s = load(f"mnist:{tmp_path}")
     assert (len(s.train), len(s.valid), len(s.test)) == (50, 10, 20)
-    assert float(s.train.max()) <= 1.0
+    assert s.train.dtype == torch.uint8 and float(s.inputs("train").max()) <= 1.0
 
 
 def test_gzipped_idx_with_the_wrong_checksum_is_refused(tmp_path):

@@ -175,7 +175,7 @@ def evaluate_run(
     run_dir = runs.check_run_dir(run_dir)
     model = runs.load_model(run_dir)
     config = runs.read_config(run_dir)
-    x = load_data(config.data, config.limits).split(split)
+    x = load_data(config.data, config.limits).inputs(split)
     runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)
     result = evaluate_model(
         model,

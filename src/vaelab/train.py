@@ -179,9 +179,10 @@ class Trainer:
             model = build_model(config.model, splits.x_shape)
         model.to(device)
         self.config, self.splits, self.model = config, splits, model
-        self.train_data = devices.DeviceData(splits.train, device)
-        valid = devices.DeviceData(splits.valid, device)
-        self.valid_x = valid.x if valid.resident else splits.valid
+        self.train_data = devices.DeviceData(splits.train, device)  # as stored: uint8 stays uint8
+        self.transform = splits.transform  # runs per batch, on the device
+        valid = devices.DeviceData(splits.inputs("valid"), device)  # the same fixed draw every epoch
+        self.x_valid = valid.x if valid.resident else splits.inputs("valid")
         steps = config.train.epochs * math.ceil(len(splits.train) / config.train.batch_size)
         self.settings = devices.choose_settings(
             device,
@@ -304,7 +305,7 @@ class Trainer:
                 record["device_memory_bytes"] = peak
         valid = dataset_terms(
             self.selected_model,
-            self.valid_x,
+            self.x_valid,
             seed=config.train.seed + VALID_SEED_OFFSET,
             objective=config.objective.name,
             k=config.objective.k,
@@ -427,7 +428,6 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     model.train()
     data, device = trainer.train_data, trainer.device
     n, batch_size = len(data), config.train.batch_size
-    dynamic = config.data.binarize == "dynamic"
     order = torch.randperm(n, generator=generator, device=generator.device)
     steps = math.ceil(n / batch_size)
     for group in optimizer.param_groups:
@@ -448,9 +448,7 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     start = time.perf_counter()
     next_postfix = start  # (a clock read per step, not a float64 division and a format)
     for step, begin in enumerate(range(0, n, batch_size)):
-        x = data.rows(order[begin : begin + batch_size])
-        if dynamic:
-            x = torch.bernoulli(x, generator=generator)
+        x = trainer.transform(data.rows(order[begin : begin + batch_size]), generator)
         beta = kl_weight(config, epoch, step, steps)
         loss, term_sums = trainer.step_loss(model, trainer.objective, x, generator, beta, k, precision)
         if check_every == 1:
@@ -542,10 +540,9 @@ class StepLoss:
         with devices.generator_as_global_rng(generator):  # beta a tensor: KL warm-up must not recompile
             return self.compiled(model, objective, x, None, torch.tensor(beta, device=x.device), k, precision)
 
-    def warm_up(self, model: VAE, objective, x_train, trainer: Trainer) -> float:
+    def warm_up(self, model: VAE, objective, x_train: devices.DeviceData, trainer: Trainer) -> float:
         """Compile the step (forward and backward) for the epoch's full batches; changes no state
-        of the run (weights, gradients, RNG streams). x_train: the training rows (a tensor or
-        `devices.DeviceData`). Returns the seconds it took."""
+        of the run (weights, gradients, RNG streams). Returns the seconds it took."""
         config = trainer.config
         self.batch_size = min(config.train.batch_size, len(x_train))
         start = time.perf_counter()
@@ -553,7 +550,7 @@ class StepLoss:
         device = next(model.parameters()).device
         try:  # a batch made as the epoch makes them, and a throwaway generator
             rows = torch.arange(self.batch_size, device=device)
-            x = x_train.rows(rows) if isinstance(x_train, devices.DeviceData) else x_train[rows]
+            x = trainer.transform(x_train.rows(rows))
             loss, _ = self(
                 model,
                 objective,

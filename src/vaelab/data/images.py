@@ -64,7 +64,7 @@ def pillow_limits(limits: Limits) -> Iterator[None]:
 
 
 def read_grey_images(paths: list[Path], limits: Limits) -> np.ndarray:
-    """The images at `paths` as grey levels in [0, 1], float32 (N, 1, H, W), all of one size."""
+    """The images at `paths` as 8-bit grey levels, uint8 (N, 1, H, W), all of one size."""
     from PIL import Image
 
     with pillow_limits(limits):
@@ -73,11 +73,11 @@ def read_grey_images(paths: list[Path], limits: Limits) -> np.ndarray:
             if (size := _size(p, limits)) != shape:
                 raise UserError(f"{p}: size {size} differs from {paths[0]}'s {shape}")
         check_elements(str(paths[0].parent), (len(paths), 1, *shape), limits, declared_by="the image folder")
-        x = np.empty((len(paths), 1, *shape), dtype=np.float32)
+        x = np.empty((len(paths), 1, *shape), dtype=np.uint8)
         for i, p in enumerate(paths):
             with _opened(p, limits) as image:
                 try:
-                    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+                    grey = np.asarray(image.convert("L"), dtype=np.uint8)
                 except (*PILLOW_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
                     raise _image_error(p, err, limits) from None
             if grey.shape != shape:

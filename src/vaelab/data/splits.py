@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab.data.transforms import Transform
 from vaelab.errors import UserError
 
 SPLITS = ("train", "valid", "test")
@@ -15,7 +16,14 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Splits:
-    """train/valid/test: float32 (N, *x_shape); *_labels: int64 (N,) or None."""
+    """A data set as stored, and how it becomes model input.
+
+    train/valid/test: (N, *x_shape) as stored: uint8 for 8-bit data (levels 0..255; images
+    (N, C, H, W)), float32 otherwise. `transform` turns a batch of them into the model's float32
+    input (`vaelab.data.transforms`); `inputs(split)` is a whole split transformed, as evaluation
+    and figures score it. *_labels: int64 (N,) or None; label_names: the class of each code
+    (label_names[c] names code c) where the source has names, else None.
+    """
 
     name: str
     train: Tensor
@@ -24,6 +32,8 @@ class Splits:
     train_labels: Tensor | None = None
     valid_labels: Tensor | None = None
     test_labels: Tensor | None = None
+    label_names: tuple[str, ...] | None = None
+    transform: Transform = field(default_factory=Transform)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -33,9 +43,20 @@ class Splits:
         return getattr(self, f"{split}_labels")
 
     def split(self, name: str) -> Tensor:
+        """The split `name` as stored."""
         if name not in SPLITS:
             raise UserError(f"split {name!r} is not one of {', '.join(SPLITS)}")
         return getattr(self, name)
+
+    def inputs(self, name: str) -> Tensor:
+        """The split `name` as the model scores it in evaluation: the transform with its fixed
+        evaluation draw (no generator), float32 (N, *x_shape)."""
+        return self.transform(self.split(name))
+
+    def log_det_nats(self) -> float:
+        """Per example: converts the model's log-density of its input into that of the data as
+        stored (see `Transform.log_det_nats`)."""
+        return self.transform.log_det_nats(self.x_shape)
 
 
 def split_arrays(
@@ -59,7 +80,8 @@ def split_arrays(
     rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=stratify)
     strat_rest = stratify[rest] if stratify is not None else None
     train, valid = train_test_split(rest, test_size=n_valid, random_state=seed, stratify=strat_rest)
-    tensor = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    # 8-bit data stay 8-bit (the transform scales each batch); everything else is float32.
+    tensor = torch.as_tensor(np.ascontiguousarray(x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32))
     labels = None if codes is None else torch.as_tensor(codes, dtype=torch.int64)
 
     def pick(ix):
@@ -67,7 +89,8 @@ def split_arrays(
         return tensor[ix], (None if labels is None else labels[ix])
 
     (xtr, ytr), (xva, yva), (xte, yte) = pick(train), pick(valid), pick(test)
-    return Splits(name, xtr, xva, xte, ytr, yva, yte)
+    names = None if y is None or y.dtype.kind not in "US" else tuple(str(v) for v in np.unique(y))
+    return Splits(name, xtr, xva, xte, ytr, yva, yte, label_names=names)
 
 
 def label_codes(y: np.ndarray) -> np.ndarray:

@@ -91,9 +91,9 @@ def probe_codes(model, splits: Splits, *, binarize: str = "none", seed: int = 0)
     y_test = splits.test_labels
     if y_test is None:
         return None
-    z_test = posterior_means(model, splits.test).double().numpy()
+    z_test = posterior_means(model, splits.inputs("test")).double().numpy()
     if splits.train_labels is not None:
-        x_train = splits.train
+        x_train = splits.inputs("train")
         if binarize == "dynamic":
             x_train = torch.bernoulli(x_train, generator=torch.Generator().manual_seed(seed))
         z_fit, y_fit = posterior_means(model, x_train).double().numpy(), splits.train_labels.numpy()
@@ -223,8 +223,8 @@ def summarize_run(run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0
     info = runs.run_info(run_dir)
     metrics = runs.read_metrics(run_dir)
     evaluation = current_evaluation(run_dir, k, seed)
-    stats = latent_statistics(model, splits.test)
-    codes = posterior_means(model, splits.test).double()
+    stats = latent_statistics(model, splits.inputs("test"))
+    codes = posterior_means(model, splits.inputs("test")).double()
     probe = probe_codes(model, splits, binarize=config.data.binarize, seed=seed)
     best = runs.best_record(metrics)["epoch"] if metrics else 0
     return ModelSummary(
@@ -236,7 +236,7 @@ def summarize_run(run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0
         best_epoch=int(best),
         train_seconds=float(sum(r.get("seconds", 0.0) for r in metrics)),
         log_p_x_given_z=float(evaluation["log_p_x_given_z"]),
-        squared_error_per_pixel=squared_error_per_pixel(model, splits.test),
+        squared_error_per_pixel=squared_error_per_pixel(model, splits.inputs("test")),
         elbo=evaluation.get("elbo"),
         kl=evaluation.get("kl"),
         log_px=evaluation.get("log_px"),
@@ -363,7 +363,7 @@ def draw_comparison(
 
     # reconstructions: the same test images, one row per model
     pick = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(seed))[:12]
-    x = splits.test[pick]
+    x = splits.inputs("test")[pick]
     rows = image_rows(
         [x] + [reconstructions(m, x) for m in models],
         x_shape,
@@ -380,7 +380,7 @@ def draw_comparison(
     box = grid_box(n_grid, z_range)
     fig = Figure(figsize=(13.5, 5.6))
     for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
-        scatter = latent_scatter(model, splits.test, splits.test_labels)
+        scatter = latent_scatter(model, splits.inputs("test"), splits.test_labels)
         draw_latent_scatter(ax, scatter, f"{name}: {scatter.title}", box=box)
     fig.tight_layout()
     figures["scatter"] = _save(fig, out_dir, "scatter")

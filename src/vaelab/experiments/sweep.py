@@ -269,8 +269,8 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
         log_px=float(evaluation["log_px"]),
         log_px_stderr=float(evaluation["log_px_stderr"]),
         log_px_k=int(evaluation["k"]),
-        squared_error_per_pixel=squared_error_per_pixel(model, splits.test),
-        active_units=latent_statistics(model, splits.test).active_units,
+        squared_error_per_pixel=squared_error_per_pixel(model, splits.inputs("test")),
+        active_units=latent_statistics(model, splits.inputs("test")).active_units,
     )
 
 

@@ -40,7 +40,7 @@ class Run:
         self.model = runs.load_model(self.dir)
         self.splits = load_data(self.config.data, self.config.limits)
         self.split = split
-        self.x: Tensor = self.splits.split(split)
+        self.x: Tensor = self.splits.inputs(split)
         runs.check_example_shape(self.dir, self.model.x_shape, self.x, self.config.data.source)
         self.labels: Tensor | None = self.splits.labels(split)
 
