@@ -374,6 +374,15 @@ class ConfigError(UserError):
         super().__init__(f"{where}: {field}: {problem}" if where else f"{field}: {problem}")
 
 
+class DeviceError(ConfigError):
+    """A device that is not there (`--device cuda` on a machine without CUDA): one line that
+    names the field (`train.device`) and the value; the CLI names its `--device` flag instead."""
+
+    def __init__(self, spec: str, problem: str, field: str = "device") -> None:
+        self.spec = spec
+        super().__init__("", field, f"{spec}: {problem}")
+
+
 def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> ConfigError:
     """One line for the first of pydantic's errors, with the value that failed (or, for an
     unknown key, the keys that are known there). Keys that are not printable are shown quoted,

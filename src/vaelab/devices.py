@@ -17,6 +17,7 @@ machine without CUDA), the GPU tests and `benchmarks/gpu_check` run it on CUDA.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaelab.config import ConfigError
+from vaelab.config import DeviceError
 from vaelab.limits import available_memory_bytes
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,6 @@ DETERMINISTIC_CUBLAS = ":4096:8"
 in the environment before cuBLAS starts, so `resolve_device` sets it for CUDA."""
 
 
-class DeviceError(ConfigError):
-    """A device that is not there (`--device cuda` on a machine without CUDA): one line that
-    names the field (`device`) and the value; the CLI names its `--device` flag."""
-
-    def __init__(self, spec: str, problem: str, field: str = "device") -> None:
-        self.spec = spec
-        super().__init__("", field, f"{spec}: {problem}")
-
-
 # ------------------------------------------------------------------------------ which device
 
 
@@ -109,6 +101,23 @@ def resolve_device(spec: str | torch.device, field: str = "device") -> torch.dev
     return torch.device("cuda", number)
 
 
+def model_device(model: Any) -> torch.device:
+    """Where a model's parameters are (the CPU for a model without any)."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return torch.device("cpu") if first is None else first.device
+
+
+def move_tensors(obj: Any, device: torch.device) -> Any:
+    """A shallow copy of a plain object (not an nn.Module: the theory's exact models) with every
+    tensor attribute moved to `device`."""
+    moved = copy.copy(obj)
+    for name, value in vars(obj).items():
+        if isinstance(value, Tensor):
+            setattr(moved, name, value.to(device))
+    return moved
+
+
 def describe(device: torch.device) -> str:
     """The device in words, e.g. "cuda:0 (NVIDIA H200)" or "cpu (x86_64, 2 threads)"."""
     if device.type == "cuda":
@@ -132,22 +141,14 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def deterministic(device: torch.device) -> Iterator[None]:
-    """PyTorch's deterministic settings inside the block on an accelerator (the CPU's kernels are
-    deterministic already): deterministic algorithms (an operation without a deterministic
-    kernel raises instead of varying) and no cuDNN autotuning; restored after."""
-    if device.type == "cpu":
-        yield
-        return
-    saved = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0])
-        torch.backends.cudnn.benchmark = saved[1]
+def make_deterministic(device: torch.device) -> None:
+    """PyTorch's deterministic settings for a training process on an accelerator (the CPU's
+    kernels are deterministic already), so that a resumed run repeats an uninterrupted one:
+    deterministic algorithms (an operation without a deterministic kernel raises rather than
+    varies), no cuDNN autotuning, and cuBLAS's deterministic workspace (`resolve_device`)."""
+    if device.type != "cpu":
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
 
 # ------------------------------------------------------------------- randomness and precision
@@ -387,9 +388,8 @@ class DeviceData:
 
     def where(self) -> str:
         """Where the data live, for the run's printout."""
-        size = f"{self.nbytes / 2**20:.1f} MiB ({self.x.dtype})"
-        if self.device.type == "cpu":
-            return f"{size} in host memory"
-        if self.resident:
-            return f"{size} resident on {self.device}"
-        return f"{size} streamed to {self.device} from pinned host memory"
+        size = f"{self.nbytes / 2**20:.1f} MiB ({str(self.x.dtype).removeprefix('torch.')})"
+        if not self.resident:
+            pinned = "pinned " if self.x.is_pinned() else ""
+            return f"{size} streamed to {self.device} from {pinned}host memory"
+        return f"{size} in host memory" if self.device.type == "cpu" else f"{size} resident on {self.device}"

@@ -174,6 +174,7 @@ class Trainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         self.device = device = devices.resolve_device(config.train.device, field="train.device")
+        devices.make_deterministic(device)  # (recorded in run.json's environment)
         with torch.random.fork_rng(devices=[]):  # built on the CPU: the same weights on every device
             torch.manual_seed(config.train.seed)
             model = build_model(config.model, splits.x_shape)

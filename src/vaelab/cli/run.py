@@ -19,6 +19,7 @@ from vaelab.cli.options import Fields, add_command, add_fields, add_run_config, 
 from vaelab.config import (
     PRESETS,
     Count,
+    Device,
     Flag,
     Options,
     Precision,
@@ -93,12 +94,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vaelab.train import train
 
     options: TrainOptions = build(TrainOptions, args, args.own)
+    device = None
     if options.resume is not None:
-        given = [args.fields[f].flag for f in args.fields.given(args)]
+        flags = args.fields.given(args)
+        device = flags.pop("train.device", None)  # a run may continue on another device
+        given = [args.fields[f].flag for f in flags]
         if options.preset:
             given.append("--preset")
         if given or options.config:
-            raise UserError(f"--resume uses the run's own config; drop {', '.join(given) or '--config'}")
+            raise UserError(
+                f"--resume uses the run's own config (and --device); drop {', '.join(given) or '--config'}"
+            )
         out, config = options.resume, RunConfig()
     else:
         config = train_config(args.fields, args, options)
@@ -110,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=options.overwrite,
         progress=not options.quiet and sys.stderr.isatty(),
         on_epoch=None if options.quiet else print_epoch,
+        device=device,
     )
     print(
         f"run: {result.run_dir}  (best validation {result.bound} {result.best_valid_bound:.3f} nats at epoch "
@@ -123,6 +130,8 @@ def print_epoch(record: dict[str, Any]) -> None:
     is not the ELBO), the reconstruction term alone for an AE, whose record has no ELBO."""
     if "compile_seconds" in record:
         print(f"compiled the training step in {record['compile_seconds']:.1f} s", flush=True)
+    if "device_memory_bytes" in record:
+        print(f"device memory: {record['device_memory_bytes'] / 2**20:.0f} MiB at most", flush=True)
     speed = f"{record['images_per_second']:8.0f} img/s"
     if "valid_elbo_nats" not in record:
         line = (
@@ -147,11 +156,22 @@ class EvaluateOptions(Options):
     run: RunDir
     k: Samples = 1000
     split: Split = "test"
-    batch_size: Annotated[Count, Field(description="examples per importance-sampling batch")] = 100
+    batch_size: Annotated[
+        Count | None,
+        Field(
+            description="examples per importance-sampling batch (default: 100 on a CPU, from the free "
+            "memory on a GPU)"
+        ),
+    ] = None
     seed: Seed = 0
     precision: Annotated[
-        Precision, Field(description="importance sampling's network products in fp32 or bf16 (~2x faster)")
+        Precision,
+        Field(
+            description="importance sampling's network products: fp32 (auto: the estimate is a "
+            "measurement), or bf16/fp16 (~2x faster; log-probabilities stay fp32)"
+        ),
     ] = "fp32"
+    device: Device = "auto"
 
 
 def add_evaluate(sub) -> None:
@@ -177,6 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=options.batch_size,
         seed=options.seed,
         precision=options.precision,
+        device=options.device,
     )
     print(format_evaluation(result))
     print(f"written: {result.path}")
@@ -194,6 +215,7 @@ class SampleOptions(Options):
         Field(description="show the decoder mean E[x|z] or a draw x ~ p(x|z)"),
     ] = "mean"
     seed: Seed = 0
+    device: Device = "auto"
     out: Annotated[
         Path | None,
         Field(description="PNG file (default RUN/figures/samples.png, named after non-default options)"),
@@ -206,6 +228,7 @@ class ReconstructOptions(Options):
     n: Annotated[Count | None, Field(description="number of examples (default 32)")] = None
     split: Split = "test"
     seed: Annotated[Seed, Field(description="seed of the random choice of examples")] = 0
+    device: Device = "auto"
     out: Annotated[
         Path | None,
         Field(
@@ -231,7 +254,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     options: SampleOptions = build(SampleOptions, args, args.own)
     figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed)
-    print(f"written: {plot_run(options.run, 'samples', options.out, figure)}")
+    print(f"written: {plot_run(options.run, 'samples', options.out, figure, device=options.device)}")
     return 0
 
 
@@ -251,5 +274,5 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     options: ReconstructOptions = build(ReconstructOptions, args, args.own)
     figure = FigureOptions(n=options.n, split=options.split, seed=options.seed)
-    print(f"written: {plot_run(options.run, 'reconstructions', options.out, figure)}")
+    print(f"written: {plot_run(options.run, 'reconstructions', options.out, figure, device=options.device)}")
     return 0

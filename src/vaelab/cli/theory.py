@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field
 
 from vaelab.cli.options import add_command, build
-from vaelab.config import Count, Flag, Options, Seed
+from vaelab.config import Count, Device, Flag, Options, Seed
 from vaelab.errors import UserError
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0), Flag(metavar="P")]
@@ -45,6 +45,7 @@ class EstimatorsOptions(Options):
     replicates: Annotated[
         Count, Field(description="independent runs averaged for the ELBO and IWAE bounds")
     ] = 8
+    device: Device = "auto"
 
 
 class KLDirectionsOptions(Options):
@@ -119,9 +120,12 @@ def run_estimators(args: argparse.Namespace) -> int:
 
     from vaelab.theory.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
 
+    from vaelab.devices import make_generator, move_tensors, resolve_device
+
     options: EstimatorsOptions = build(EstimatorsOptions, args, args.own)
-    generator = torch.Generator().manual_seed(options.seed)
-    model = build_exact_model(options.model, options.seed)
+    device = resolve_device(options.device)
+    generator = make_generator(device, options.seed)
+    model = move_tensors(build_exact_model(options.model, options.seed), device)
     x = model.sample(options.batch_size, generator)
     rows = estimator_table(model, x, options.k, generator=generator, replicates=options.replicates)
     description = (EXACT_MODELS[options.model].__doc__ or "").strip()
