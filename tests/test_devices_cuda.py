@@ -82,7 +82,9 @@ def test_a_cuda_run_evaluates_plots_and_resumes_on_the_cpu(cuda_run, tmp_path):
     run = tmp_path / "moved"
     shutil.copytree(cuda_run, run)
     assert evaluate_run(run, k=20, device="cpu").log_px is not None
-    assert main(["plot", str(run), "--kind", "grid", "--device", "cpu", "--out", str(tmp_path / "g.png")]) == 0
+    assert (
+        main(["plot", str(run), "--kind", "grid", "--device", "cpu", "--out", str(tmp_path / "g.png")]) == 0
+    )
     assert main(["plot", str(run), "--kind", "all", "--device", "cuda"]) == 0
     longer = tmp_path / "longer"
     stopped = Trainer(SMALL, longer, progress=False)

@@ -219,10 +219,10 @@ class TrainConfig(Options):
     `fp16` (the networks' matrix products in that type under autocast, fp16 with loss scaling;
     every log-probability, the KL and all reductions stay float32), or `auto`, which
     `vaelab.devices.choose_settings` resolves per device, model family and run length (recorded
-    in the run's metrics). device: where the run trains (`vaelab.devices`). weight_decay: decoupled weight decay (AdamW, Loshchilov &
-    Hutter 2019), against the overfitting of small or statically binarized data. lr_schedule:
-    `constant`; `cosine` decay from lr to lr/100 over the epochs; or `plateau`, which halves the
-    rate whenever validation has not improved for `lr_patience` epochs, down to lr/100 (this one
+    in the run's run.json). device: where the run trains (`vaelab.devices`). weight_decay:
+    decoupled weight decay (AdamW, Loshchilov & Hutter 2019), against the overfitting of small
+    or statically binarized data. lr_schedule: `constant`; `cosine` decay from lr to lr/100
+    over the epochs; or `plateau`, which halves the rate whenever validation has not improved for `lr_patience` epochs, down to lr/100 (this one
     suits early stopping and a wall-clock budget, where the number of epochs is unknown).
     ema: Polyak averaging of the weights (Polyak & Juditsky 1992) with this decay per step, 0 to
     turn it off; validation, model selection and the saved weights then use the averaged weights

@@ -136,7 +136,9 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG") if device.type == "cuda" else None,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+        if device.type == "cuda"
+        else None,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
 

@@ -202,7 +202,12 @@ class Trainer:
         self.step_loss = StepLoss(self.settings.compile, device)
         self.compile_seconds = None  # compiled before anything is written: a failure leaves no run behind
         self.memory_reported = False
-        log.info("training on %s: %s; data %s", devices.describe(device), self.settings.why, self.train_data.where())
+        log.info(
+            "training on %s: %s; data %s",
+            devices.describe(device),
+            self.settings.why,
+            self.train_data.where(),
+        )
         if self.settings.compile:
             if self.progress:
                 tqdm.write("compiling the training step (torch.compile; ~20 s the first time) ...")
@@ -290,7 +295,7 @@ class Trainer:
             raise
 
     def _run_epoch(self) -> dict[str, Any]:
-        config, state, model = self.config, self.state, self.model
+        config, state = self.config, self.state
         epoch = state["epoch"] + 1
         start = time.perf_counter()
         lr = state["lr"] if config.train.lr_schedule == "plateau" else learning_rate(config, epoch)
@@ -529,7 +534,9 @@ class StepLoss:
     def __init__(self, compiled: bool, device: torch.device | None = None) -> None:
         mode = "reduce-overhead" if device is not None and device.type == "cuda" else None
         self.compiled = (
-            torch.compile(step_loss, dynamic=False, mode=mode, options=None if mode else {"fallback_random": True})
+            torch.compile(
+                step_loss, dynamic=False, mode=mode, options=None if mode else {"fallback_random": True}
+            )
             if compiled
             else None
         )

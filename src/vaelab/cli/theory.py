@@ -116,11 +116,9 @@ def run_bayes(args: argparse.Namespace) -> int:
 
 def run_estimators(args: argparse.Namespace) -> int:
     """Sample a batch from an exact model and print the estimator table for each k."""
-    import torch
-
-    from vaelab.theory.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
 
     from vaelab.devices import make_generator, move_tensors, resolve_device
+    from vaelab.theory.exact import EXACT_MODELS, build_exact_model, estimator_table, format_table
 
     options: EstimatorsOptions = build(EstimatorsOptions, args, args.own)
     device = resolve_device(options.device)

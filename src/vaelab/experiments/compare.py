@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from vaelab import runs
-from vaelab.devices import resolve_device
 from vaelab.data import Splits, load_data
+from vaelab.devices import resolve_device
 from vaelab.diagnostics import active_units_rule, latent_name, latent_statistics, posterior_means
 from vaelab.errors import UserError
 from vaelab.experiments.evaluation import current_evaluation

@@ -212,7 +212,9 @@ def latent_grid(
     z = base.repeat(n, n, 1)  # (n, n, Z)
     z[:, :, d1] = torch.as_tensor(z1_values, dtype=torch.float32)[None, :]
     z[:, :, d2] = torch.as_tensor(z2_values[::-1].copy(), dtype=torch.float32)[:, None]  # top row: largest z2
-    x_mean = model.likelihood(z.reshape(n * n, latent_dim).to(model_device(model))).mean.cpu()  # (n*n, *x_shape)
+    x_mean = model.likelihood(
+        z.reshape(n * n, latent_dim).to(model_device(model))
+    ).mean.cpu()  # (n*n, *x_shape)
     images = as_images(x_mean, model.x_shape)
     height, width = images.shape[-2:]
     if probabilities is not None:  # the quantile grid

@@ -29,8 +29,9 @@ class Run:
     """A run directory's model, config, data and evaluation, loaded once and shared by its figures.
 
     dir: the run directory; config: its RunConfig; model: the best-validation weights, in eval
-    mode on `device` (figures send it their inputs and take the results back to the CPU); splits: the run's data (`vaelab.data.Splits`); split: the split figures are drawn from;
-    x: (N, *x_shape) that split; labels: (N,) int or None; stats: latent statistics over x.
+    mode on `device` (figures send it their inputs and take the results back to the CPU);
+    splits: the run's data (`vaelab.data.Splits`); split: the split figures are drawn from;
+    x: (N, *x_shape) that split, on the CPU; labels: (N,) int or None; stats: latent statistics over x.
     """
 
     def __init__(self, run_dir: str | Path, *, split: str = "test", device: str = "cpu") -> None:
