@@ -222,8 +222,9 @@ class TrainConfig(Options):
     in the run's run.json). device: where the run trains (`vaelab.devices`). weight_decay:
     decoupled weight decay (AdamW, Loshchilov & Hutter 2019), against the overfitting of small
     or statically binarized data. lr_schedule: `constant`; `cosine` decay from lr to lr/100
-    over the epochs; or `plateau`, which halves the rate whenever validation has not improved for `lr_patience` epochs, down to lr/100 (this one
-    suits early stopping and a wall-clock budget, where the number of epochs is unknown).
+    over the epochs; or `plateau`, which halves the rate whenever validation has not improved
+    for `lr_patience` epochs, down to lr/100 (this one suits early stopping and a wall-clock
+    budget, where the number of epochs is unknown).
     ema: Polyak averaging of the weights (Polyak & Juditsky 1992) with this decay per step, 0 to
     turn it off; validation, model selection and the saved weights then use the averaged weights
     (the optimizer still steps the raw ones). The average spans about 1/(1 - ema) steps: 0.999 is
