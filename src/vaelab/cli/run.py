@@ -122,7 +122,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"run: {result.run_dir}  (best validation {result.bound} {result.best_valid_bound:.3f} nats at epoch "
         f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})"
     )
+    print_settings(result.run_dir)
     return 0
+
+
+def print_settings(run_dir: Path) -> None:
+    """Where the run trained and with what it chose (`precision auto`, `compile auto`) and why."""
+    from vaelab.runs import run_info
+
+    info = run_info(run_dir)
+    settings, environment = info.get("settings"), info.get("environment")
+    if settings and environment:
+        print(
+            f"trained on {environment['device']}: precision {settings['precision']}, compile "
+            f"{settings['compile']} ({settings['why']}); data {settings['data']}"
+        )
 
 
 def print_epoch(record: dict[str, Any]) -> None:
