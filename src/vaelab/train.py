@@ -435,6 +435,8 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     data, device = trainer.train_data, trainer.device
     n, batch_size = len(data), config.train.batch_size
     order = torch.randperm(n, generator=generator, device=generator.device)
+    if not data.resident:  # streamed rows are gathered in host memory: one copy of the order
+        order = order.cpu()
     steps = math.ceil(n / batch_size)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -519,7 +521,7 @@ class StepLoss:
     The compiled graph covers the networks, the distributions and the objective, and
     AOTAutograd compiles the backward pass with it; on a CPU that removes the per-operation
     dispatch and fuses the element-wise work (benchmarks/train_throughput.py measures it), on
-    CUDA its kernels are also replayed as CUDA graphs (`mode="reduce-overhead"`), since a small
+    CUDA its kernels are also replayed as CUDA graphs (`triton.cudagraphs`), since a small
     model's step is bound by kernel launches there.
     Random draws cannot take a `torch.Generator` inside a graph, so a compiled step draws from
     the global RNG of the generator's device with the run's generator state swapped in for the
@@ -532,14 +534,10 @@ class StepLoss:
     """
 
     def __init__(self, compiled: bool, device: torch.device | None = None) -> None:
-        mode = "reduce-overhead" if device is not None and device.type == "cuda" else None
-        self.compiled = (
-            torch.compile(
-                step_loss, dynamic=False, mode=mode, options=None if mode else {"fallback_random": True}
-            )
-            if compiled
-            else None
-        )
+        options = {"fallback_random": True}
+        if device is not None and device.type == "cuda":
+            options["triton.cudagraphs"] = True  # what mode="reduce-overhead" sets
+        self.compiled = torch.compile(step_loss, dynamic=False, options=options) if compiled else None
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
 
     def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, precision: str):
