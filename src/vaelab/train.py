@@ -534,9 +534,9 @@ class StepLoss:
     """
 
     def __init__(self, compiled: bool, device: torch.device | None = None) -> None:
-        options = {"fallback_random": True}
-        if device is not None and device.type == "cuda":
-            options["triton.cudagraphs"] = True  # what mode="reduce-overhead" sets
+        cuda = device is not None and device.type == "cuda"
+        # (on CUDA the kernels replay as CUDA graphs: what mode="reduce-overhead" sets)
+        options: dict[str, Any] = {"fallback_random": True, "triton.cudagraphs": cuda}
         self.compiled = torch.compile(step_loss, dynamic=False, options=options) if compiled else None
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
 
