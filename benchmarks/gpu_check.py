@@ -44,8 +44,8 @@ config = RunConfig().replace(
     data={"source": "digits"}, model={"hidden": (64,), "latent_dim": 4}, train={"epochs": 2, "batch_size": 64}
 )
 moves = {}
-for trained_on, other in ((device, "cpu"), ("cpu", device)):
-    run = tmp / f"on-{trained_on}"
+for i, (trained_on, other) in enumerate(((device, "cpu"), ("cpu", device))):
+    run = tmp / f"{i}-trained-on-{trained_on}"
     stopped = Trainer(config.replace(train={"device": trained_on}), run, progress=False)
     stopped.run_epoch()
     stopped.close()
