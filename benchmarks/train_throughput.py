@@ -1,22 +1,31 @@
 """Training throughput: vaelab's trainer against a plain PyTorch loop, side by side in one process.
 
-    python -m benchmarks.train_throughput            # 8 epochs each on binarized MNIST, ~3 minutes
-    python -m benchmarks.train_throughput --smoke    # seconds, on embedded data
+    python -m benchmarks.train_throughput                    # 8 epochs each on binarized MNIST, ~4 min
+    python -m benchmarks.train_throughput --device cuda      # the same on a GPU, with a CUDA-graph loop
+    python -m benchmarks.train_throughput --smoke            # seconds, on embedded data
 
 All train the classic MLP VAE (784-400-20, Bernoulli, Adam lr 1e-3, batch 128) from the same
-initial weights on the same data for the same epochs. The reference is what a careful user
-writes by hand: tensors in memory, a shuffled index per epoch, Adam with PyTorch's defaults,
-BCE-with-logits summed over pixels plus the analytic KL. vaelab runs three ways: fp32, bf16, and
-bf16 with the step compiled (`--compile`), its fastest settings. Training time only (validation
-passes are excluded on every side, and the one-time compile is reported on its own line, with
-what it costs a run of this length); the sides alternate epochs, in a rotating order, so machine
-noise hits all of them. Prints images/s, the ratios, the measured matmul GFLOP/s and each side's
-fraction of it, and the final test -ELBOs (evaluated identically, in float32).
+initial weights on the same data for the same epochs, on `--device` (default auto). The
+reference is what a careful user writes by hand: the data on the device, a shuffled index per
+epoch, Adam with PyTorch's defaults, BCE-with-logits summed over pixels plus the analytic KL.
+On CUDA a second reference captures that whole step (forward, backward and Adam) once as one CUDA
+graph and replays it per batch (full batches only), the fastest plain loop we know.
+vaelab runs with its defaults (no flags: precision and compile auto; the settings it chose are
+printed), and for comparison with fp32 and bf16 forced, uncompiled. Training time only
+(validation passes are excluded on every side, and the one-time compile is reported on its own
+line, with what it costs a run of this length); the sides alternate epochs, in a rotating order,
+so machine noise hits all of them. Prints images/s, the ratios, the measured matmul GFLOP/s and
+each side's fraction of it (CPU), and the final test -ELBOs (evaluated identically, in float32).
+
+This is the in-process benchmark; "as users run vaelab" (a `vaelab train` process against a plain
+script, 11 epochs minus 1) is `--as-users-run`.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,15 +36,21 @@ from torch import nn
 
 from benchmarks.common import (
     CLASSIC,
+    SHARED,
     binarized_mnist,
     classic_flops_per_image,
     machine,
     matmul_peak_gflops,
     parser,
 )
+from vaelab import devices
 from vaelab.config import RunConfig
 from vaelab.objectives import dataset_terms
 from vaelab.train import Trainer
+
+PLAIN = "plain PyTorch loop"
+GRAPHED = "plain loop, one CUDA graph"
+DEFAULTS = "vaelab (defaults)"
 
 
 class Reference(nn.Module):
@@ -46,29 +61,76 @@ class Reference(nn.Module):
         self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
         self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         h = F.relu(self.fc1(x))
         mu, log_var = self.fc21(h), self.fc22(h)
-        z = mu + torch.exp(0.5 * log_var) * torch.randn(mu.shape, generator=generator)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+        z = mu + torch.exp(0.5 * log_var) * eps
         logits = self.fc4(F.relu(self.fc3(z)))
         bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
         kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
         return (bce + kl) / len(x)
 
 
-def reference_epochs(model: Reference, optimizer, x_train: torch.Tensor, epochs: int, seed: int) -> float:
-    """Train `epochs` epochs; returns the seconds spent."""
-    generator = torch.Generator().manual_seed(seed)
-    x_flat = x_train.reshape(len(x_train), -1)
+def reference_epoch(model: Reference, optimizer, x_flat: torch.Tensor, seed: int) -> tuple[float, int]:
+    """One epoch of the plain loop; returns (seconds, images)."""
+    device = x_flat.device
+    generator = devices.make_generator(device, seed)
+    devices.synchronize(device)
     start = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(x_flat), generator=generator)
-        for begin in range(0, len(x_flat), 128):
-            loss = model.loss(x_flat[order[begin : begin + 128]], generator)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return time.perf_counter() - start
+    order = torch.randperm(len(x_flat), generator=generator, device=device)
+    for begin in range(0, len(x_flat), 128):
+        loss = model.loss(x_flat[order[begin : begin + 128]], generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    devices.synchronize(device)
+    return time.perf_counter() - start, len(x_flat)
+
+
+class GraphedReference:
+    """The plain loop's whole step, forward, backward and Adam (capturable), captured once as one
+    CUDA graph and replayed per full batch; the noise comes from the default CUDA generator, which
+    graphs replay with fresh offsets. (PyTorch's "whole network capture" recipe.)"""
+
+    def __init__(self, model: Reference, x_flat: torch.Tensor, batch: int = 128) -> None:
+        self.model, self.x_flat, self.batch = model, x_flat, batch
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
+        self.static_x = x_flat[:batch].clone()
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up steps (lazy initialization happens outside the graph)
+            for _ in range(3):
+                self.optimizer.zero_grad(set_to_none=True)
+                model.loss(self.static_x, None).backward()
+                self.optimizer.step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.static_loss = model.loss(self.static_x, None)
+            self.static_loss.backward()
+            self.optimizer.step()
+        with torch.no_grad():  # back to the shared initial weights and a fresh optimizer state
+            for name, value in model.state_dict().items():
+                value.copy_(initial[name])
+            for state in self.optimizer.state.values():
+                for value in state.values():
+                    value.zero_()
+
+    def epoch(self, seed: int) -> tuple[float, int]:
+        device = self.x_flat.device
+        torch.cuda.manual_seed(seed)
+        devices.synchronize(device)
+        start = time.perf_counter()
+        order = torch.randperm(len(self.x_flat), device=device)
+        full = len(self.x_flat) // self.batch * self.batch
+        for begin in range(0, full, self.batch):
+            self.static_x.copy_(self.x_flat[order[begin : begin + self.batch]])
+            self.graph.replay()
+        devices.synchronize(device)
+        return time.perf_counter() - start, full
 
 
 class AsVaelab(nn.Module):
@@ -87,7 +149,7 @@ class AsVaelab(nn.Module):
     def prior(self):
         from vaelab.distributions import standard_normal
 
-        return standard_normal(20)
+        return standard_normal(20, device=self.ref.fc1.weight.device)
 
     def likelihood(self, z):
         from vaelab.distributions import bernoulli
@@ -96,16 +158,15 @@ class AsVaelab(nn.Module):
         return bernoulli(logits.reshape(*z.shape[:-1], 1, 28, 28), 3)
 
 
-def warm_up(x_train: torch.Tensor, steps: int = 30) -> None:
+def warm_up(x_flat: torch.Tensor, steps: int = 30) -> None:
     """Run throwaway steps in fp32 and bf16 so one-time kernel set-up is charged to no side."""
-    model = Reference()
+    model = Reference().to(x_flat.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    x = x_train[:128].reshape(128, -1)
-    for bf16 in (False, True):
+    generator = devices.make_generator(x_flat.device, 0)
+    for precision in ("fp32", "bf16"):
         for _ in range(steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = model.loss(x, generator)
+            with devices.autocast(x_flat.device, precision):
+                loss = model.loss(x_flat[:128], generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -114,81 +175,156 @@ def warm_up(x_train: torch.Tensor, steps: int = 30) -> None:
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument(
+        "--as-users-run",
+        action="store_true",
+        help="wall clock of `vaelab train` (defaults) against a plain script, separate processes",
+    )
     args = p.parse_args()
+    device = devices.resolve_device(args.device)
+    if args.as_users_run:
+        as_users_run(args.smoke, str(device))
+        return
     epochs = 1 if args.smoke else args.epochs
     splits = binarized_mnist(args.smoke)
     n = len(splits.train)
-    peak32, peak16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
+    x_flat = splits.inputs("train").reshape(n, -1).to(device)
+    cpu = device.type == "cpu"
+    peak32 = matmul_peak_gflops(torch.float32) if cpu else math.nan
+    peak16 = matmul_peak_gflops(torch.bfloat16) if cpu else math.nan
 
-    warm_up(splits.train)
+    warm_up(x_flat)
     torch.manual_seed(0)
     reference = Reference()
+    initial = {k: v.clone() for k, v in reference.state_dict().items()}
+    reference.to(device)
     ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    graphed = None
+    if device.type == "cuda":
+        twin = Reference()
+        twin.load_state_dict(initial)
+        graphed = GraphedReference(twin.to(device), x_flat)
     config = RunConfig().replace(
         data={"source": splits.name},
         model=dict(CLASSIC),
-        train={"epochs": epochs, "batch_size": 128, "lr": 1e-3, "seed": 0},
+        train={"epochs": epochs, "batch_size": 128, "lr": 1e-3, "seed": 0, "device": str(device)},
     )
     variants = {
-        "vaelab (fp32)": {"precision": "fp32"},
-        "vaelab (bf16)": {"precision": "bf16"},
-        "vaelab (bf16, compiled)": {"precision": "bf16", "compile": True},
+        DEFAULTS: {},
+        "vaelab (fp32)": {"precision": "fp32", "compile": "off"},
+        "vaelab (bf16)": {"precision": "bf16", "compile": "off"},
     }
-    seconds = {"plain PyTorch loop": 0.0} | {name: 0.0 for name in variants}
+    sides = [PLAIN] + ([GRAPHED] if graphed is not None else []) + list(variants)
+    seconds, images = dict.fromkeys(sides, 0.0), dict.fromkeys(sides, 0)
     compile_seconds = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
             name: Trainer(config.replace(train=train), Path(tmp) / str(i), progress=False, splits=splits)
             for i, (name, train) in enumerate(variants.items())
         }
-        sides = list(seconds)
         for epoch in range(1, epochs + 1):  # alternate epochs so machine noise hits every side,
             shift = (epoch - 1) % len(sides)  # in a rotating order so none always follows another
             for name in sides[shift:] + sides[:shift]:
-                if name == "plain PyTorch loop":
-                    seconds[name] += reference_epochs(reference, ref_opt, splits.train, 1, seed=epoch)
-                    continue
-                record = trainers[name].run_epoch()
-                seconds[name] += record["seconds"]
-                compile_seconds += record.get("compile_seconds", 0.0)
-        models = {"plain PyTorch loop": AsVaelab(reference)} | {k: t.model for k, t in trainers.items()}
-        tests = {name: dataset_terms(model.eval(), splits.test, seed=0) for name, model in models.items()}
+                if name == PLAIN:
+                    took, count = reference_epoch(reference, ref_opt, x_flat, seed=epoch)
+                elif name == GRAPHED and graphed is not None:
+                    took, count = graphed.epoch(seed=epoch)
+                else:
+                    record = trainers[name].run_epoch()
+                    took, count = record["seconds"], n
+                    compile_seconds += record.get("compile_seconds", 0.0)
+                seconds[name] += took
+                images[name] += count
+        models = {PLAIN: AsVaelab(reference)} | {k: t.model for k, t in trainers.items()}
+        if graphed is not None:
+            models[GRAPHED] = AsVaelab(graphed.model)
+        x_test = splits.inputs("test")
+        tests = {name: dataset_terms(model.eval(), x_test, seed=0) for name, model in models.items()}
+        chosen = trainers[DEFAULTS].settings
 
     flops = classic_flops_per_image()
-    rates = {name: epochs * n / s for name, s in seconds.items()}
-    print(f"machine: {machine()}; data: {splits.name}, {n} training images, {epochs} epoch(s), batch 128")
-    print(f"matmul peak: {peak32:.0f} GFLOP/s fp32, {peak16:.0f} GFLOP/s bf16 (1024x1024 products)")
+    rates = {name: images[name] / seconds[name] for name in sides}
+    print(f"machine: {machine()}; device: {devices.describe(device)}")
+    print(f"data: {splits.name}, {n} training images, {epochs} epoch(s), batch 128")
     print(
-        f"{'':<25}{'images/s':>10}{'GFLOP/s':>10}{'of fp32 peak':>14}{'of bf16 peak':>14}{'test -ELBO':>12}"
+        f"vaelab's defaults chose precision {chosen.precision}, "
+        f"compile {'on' if chosen.compile else 'off'}: {chosen.why}"
+    )
+    if cpu:
+        print(f"matmul peak: {peak32:.0f} GFLOP/s fp32, {peak16:.0f} GFLOP/s bf16 (1024x1024 products)")
+    print(
+        f"{'':<28}{'images/s':>10}{'GFLOP/s':>10}{'of fp32 peak':>14}{'of bf16 peak':>14}{'test -ELBO':>12}"
     )
     for name, rate in rates.items():
         gflops = rate * flops / 1e9
+        fractions = f"{gflops / peak32:>14.0%}{gflops / peak16:>14.0%}" if cpu else f"{'':>14}{'':>14}"
+        print(f"{name:<28}{rate:>10.0f}{gflops:>10.1f}{fractions}{-tests[name].elbo:>12.2f}")
+    if compile_seconds:
+        run_seconds = seconds[DEFAULTS] + compile_seconds
         print(
-            f"{name:<25}{rate:>10.0f}{gflops:>10.1f}{gflops / peak32:>14.0%}{gflops / peak16:>14.0%}"
-            f"{-tests[name].elbo:>12.2f}"
+            f"compiling the step took {compile_seconds:.1f} s, once per process, before the first epoch "
+            f"(not in the images/s above; inductor caches it on disk, so later processes compile faster). "
+            f"Counted in, this {epochs}-epoch run is {epochs * n / run_seconds:.0f} images/s"
         )
-    compiled = "vaelab (bf16, compiled)"
-    run_seconds = seconds[compiled] + compile_seconds
-    break_even = _break_even(seconds, compile_seconds, compiled, epochs)
-    print(
-        f"compiling the step took {compile_seconds:.1f} s, once per process, before the first epoch "
-        f"(not in the images/s above; inductor caches it on disk, so later processes compile faster). "
-        f"Counted in, this {epochs}-epoch run is {epochs * n / run_seconds:.0f} images/s; it breaks even "
-        f"with the uncompiled bf16 trainer after {break_even:.1f} "
-        "epochs"
-    )
-    ref = "plain PyTorch loop"
-    for name in trainers:
-        print(
-            f"ratio {name} / reference: {rates[name] / rates[ref]:.2f}x images/s; test -ELBO difference "
-            f"{tests[ref].elbo - tests[name].elbo:+.2f} nats (vaelab - reference)"
-        )
+    references = [PLAIN] + ([GRAPHED] if graphed is not None else [])
+    for ref in references:
+        for name in variants:
+            print(
+                f"ratio {name} / {ref}: {rates[name] / rates[ref]:.2f}x images/s; test -ELBO difference "
+                f"{tests[ref].elbo - tests[name].elbo:+.2f} nats (vaelab - reference)"
+            )
 
 
-def _break_even(seconds: dict[str, float], compile_seconds: float, compiled: str, epochs: int) -> float:
-    """Epochs after which compiling has paid for itself against the eager bf16 trainer."""
-    saved_per_epoch = (seconds["vaelab (bf16)"] - seconds[compiled]) / epochs
-    return compile_seconds / saved_per_epoch if saved_per_epoch > 0 else math.inf
+PLAIN_SCRIPT = """
+import sys, time, torch, numpy as np
+from benchmarks.train_throughput import Reference, reference_epoch
+from benchmarks.common import binarized_mnist
+from vaelab import devices
+smoke, device, epochs = sys.argv[1] == "1", torch.device(sys.argv[2]), int(sys.argv[3])
+splits = binarized_mnist(smoke)
+x = splits.inputs("train").reshape(len(splits.train), -1).to(device)
+torch.manual_seed(0)
+model = Reference().to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+for epoch in range(epochs):
+    reference_epoch(model, optimizer, x, seed=epoch)
+"""
+
+
+def as_users_run(smoke: bool, device: str) -> None:
+    """Wall clock of whole processes: `vaelab train` with its defaults (it validates and
+    checkpoints every epoch, as users run it) against the plain loop as a script, each at 11 and
+    at 1 epochs; the difference cancels start-up (imports, data loading, a compile) and leaves
+    10 epochs of training."""
+    long, short = (3, 1) if smoke else (11, 1)
+    smoke = smoke or not (SHARED / "test.npz").is_file()  # (binarized_mnist's own fallback)
+    data = ["--data", "mnist5k", "--binarize", "static"] if smoke else ["--data", f"binarized-mnist:{SHARED}"]
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def vaelab_train(epochs: int) -> float:
+            out = Path(tmp) / f"run-{epochs}"
+            argv = [sys.executable, "-m", "vaelab", "train", "--preset", "classic", "--epochs", str(epochs)]
+            return _wall([*argv, *data, "--device", device, "--out", str(out), "--quiet", "--overwrite"])
+
+        def plain(epochs: int) -> float:
+            return _wall([sys.executable, "-c", PLAIN_SCRIPT, "1" if smoke else "0", device, str(epochs)])
+
+        timings = {"vaelab train (defaults)": vaelab_train, PLAIN: plain}
+        spent = {name: run(long) - run(short) for name, run in timings.items()}
+    n = len(binarized_mnist(smoke).train)
+    for name, took in spent.items():
+        print(
+            f"{name:<28}{(long - short) * n / took:>10.0f} images/s over {long - short} epochs ({took:.1f} s)"
+        )
+    ratio = spent[PLAIN] / spent["vaelab train (defaults)"]
+    print(f"ratio vaelab train (defaults) / {PLAIN}, as users run them: {ratio:.2f}x")
+
+
+def _wall(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from vaelab.errors import UserError
 from vaelab.limits import Limits
@@ -47,6 +56,8 @@ class Flag:
     positional: bool = False
     repeat: bool = False
     choices: Callable[[], Iterable[str]] | None = None
+    bare: str | None = None  # the value of the flag given without one (`--compile` is `--compile on`)
+    negative: str | None = None  # the value of `--no-NAME` (`--no-compile` is `--compile off`)
 
 
 class Options(BaseModel):
@@ -67,9 +78,29 @@ Seed = Annotated[
 ]
 Split = Annotated[Literal["train", "valid", "test"], Field(description="data split")]
 Precision = Annotated[
-    Literal["fp32", "bf16"],
-    Field(description="fp32, or bf16: matrix products in bfloat16, log-probabilities in float32"),
+    Literal["auto", "fp32", "bf16", "fp16"],
+    Field(
+        description="auto, fp32, bf16 or fp16: the networks' matrix products in that type, "
+        "log-probabilities and sums in float32"
+    ),
 ]
+Device = Annotated[
+    str,
+    Field(
+        pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,3})?)$",
+        description="auto (CUDA when there is one, else the CPU), cpu, cuda, cuda:N or mps",
+    ),
+    Flag(metavar="{auto,cpu,cuda,cuda:N,mps}"),
+]
+"""Where a command runs its model; resolved (and refused when absent) by `vaelab.devices`."""
+
+
+def _switch(value: Any) -> Any:
+    """true/false, the older spelling of a switch with an `auto` (config files, runs' config.json)."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch)]
 Samples = Annotated[
     int, Field(ge=1, le=10**6, description="importance samples per example"), Flag(metavar="K")
 ]
@@ -344,13 +375,16 @@ class TrainConfig(Options):
     Model selection is on the validation value of the bound the objective trains (the ELBO, or
     the IWAE bound L_k at the objective's k, always at beta = 1): `valid_bound_nats` in the
     metrics. patience: stop when it has not improved for that many epochs (None: run all
-    epochs); the run keeps the best-validation weights either way. precision: `fp32`, or `bf16`
-    (the networks' matrix products in bfloat16 under autocast; every log-probability, the KL and
-    all reductions stay float32). weight_decay: decoupled weight decay (AdamW, Loshchilov &
-    Hutter 2019), against the overfitting of small or statically binarized data. lr_schedule:
-    `constant`; `cosine` decay from lr to lr/100 over the epochs; or `plateau`, which halves the
-    rate whenever validation has not improved for `lr_patience` epochs, down to lr/100 (this one
-    suits early stopping and a wall-clock budget, where the number of epochs is unknown).
+    epochs); the run keeps the best-validation weights either way. precision: `fp32`, `bf16` or
+    `fp16` (the networks' matrix products in that type under autocast, fp16 with loss scaling;
+    every log-probability, the KL and all reductions stay float32), or `auto`, which
+    `vaelab.devices.choose_settings` resolves per device, model family and run length (recorded
+    in the run's run.json). device: where the run trains (`vaelab.devices`). weight_decay:
+    decoupled weight decay (AdamW, Loshchilov & Hutter 2019), against the overfitting of small
+    or statically binarized data. lr_schedule: `constant`; `cosine` decay from lr to lr/100
+    over the epochs; or `plateau`, which halves the rate whenever validation has not improved
+    for `lr_patience` epochs, down to lr/100 (this one suits early stopping and a wall-clock
+    budget, where the number of epochs is unknown).
     ema: Polyak averaging of the weights (Polyak & Juditsky 1992) with this decay per step, 0 to
     turn it off; validation, model selection and the saved weights then use the averaged weights
     (the optimizer still steps the raw ones). The average spans about 1/(1 - ema) steps: 0.999 is
@@ -358,10 +392,11 @@ class TrainConfig(Options):
     epochs it would then hold back; choose a smaller decay for small data. minutes: a wall-clock
     budget for training; no epoch starts after it is spent (a budgeted run is reproducible only
     up to where the budget cut it, since that depends on the machine's speed).
-    compile: run the training step's forward and backward pass as one graph compiled by
-    `torch.compile` (fused element-wise kernels, no per-operation Python). Compiling costs
-    seconds to tens of seconds once per process, before the first epoch (it needs a C++
-    compiler); worth it for runs of more than a few epochs. Same numbers as eager up to
+    compile: `on` runs the training step's forward and backward pass as one graph compiled by
+    `torch.compile` (fused element-wise kernels, no per-operation Python; on CUDA its kernels
+    replay as CUDA graphs). Compiling costs seconds to tens of seconds once per process, before
+    the first epoch (it needs a C++ compiler); `auto` compiles when the run is long enough to
+    repay it. Config files and older runs may say true/false (on/off). Same numbers as eager up to
     floating-point rounding; the noise of a compiled step (and dropout's masks) is drawn from
     the run's generator.
     track: experiment trackers fed as the run trains (`vaelab.experiments.tracking`): every
@@ -381,7 +416,14 @@ class TrainConfig(Options):
     threads: Annotated[
         Annotated[int, Field(ge=1, le=1024)] | None, Field(description="CPU threads (default: PyTorch's)")
     ] = None
-    precision: Precision = "fp32"
+    precision: Annotated[
+        Precision,
+        Field(
+            description="auto: the fastest the device and the model family allow without hurting the "
+            "bound (the run records what it chose and why); fp32; bf16; or fp16 (with loss scaling)"
+        ),
+    ] = "auto"
+    device: Device = "auto"
     weight_decay: Annotated[
         float, Field(ge=0.0, description="decoupled weight decay, AdamW"), Flag(metavar="F")
     ] = 0.0
@@ -406,12 +448,14 @@ class TrainConfig(Options):
         Positive | None, Field(description="wall-clock budget for training"), Flag(metavar="M")
     ] = None
     compile: Annotated[
-        bool,
+        Switch,
         Field(
-            description="compile the training step with torch.compile: faster epochs after a one-time "
-            "compile of seconds to tens of seconds (needs a C++ compiler)"
+            description="compile the training step (torch.compile; CUDA graphs on a GPU): faster epochs "
+            "after a one-time compile of seconds to tens of seconds; auto: on when the run is long "
+            "enough to repay it (--compile alone is on, --no-compile off)"
         ),
-    ] = False
+        Flag(bare="on", negative="off"),
+    ] = "auto"
     track: Annotated[
         Trackers,
         Field(
@@ -521,6 +565,15 @@ class ConfigError(UserError):
     def __init__(self, where: str, field: str, problem: str) -> None:
         self.where, self.field, self.problem = where, field, problem
         super().__init__(f"{where}: {field}: {problem}" if where else f"{field}: {problem}")
+
+
+class DeviceError(ConfigError):
+    """A device that is not there (`--device cuda` on a machine without CUDA): one line that
+    names the field (`train.device`) and the value; the CLI names its `--device` flag instead."""
+
+    def __init__(self, spec: str, problem: str, field: str = "device") -> None:
+        self.spec = spec
+        super().__init__("", field, f"{spec}: {problem}")
 
 
 def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> ConfigError:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab.devices import model_device
 from vaelab.distributions import is_diagonal_normal, kl_diagonal_normal
 
 ACTIVE_THRESHOLD = 0.01
@@ -39,8 +40,10 @@ def latent_name(index: int) -> str:
 
 @torch.no_grad()
 def posterior_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """E_q[z|x] for every row of x: (N, *x_shape) -> (N, Z). For an AE this is the code f(x)."""
-    return torch.cat([model.posterior(chunk).mean for chunk in x.split(batch_size)])
+    """E_q[z|x] for every row of x: (N, *x_shape) -> (N, Z), on x's device (the model may run on
+    another: each chunk goes there and back). For an AE this is the code f(x)."""
+    device = model_device(model)
+    return torch.cat([model.posterior(chunk.to(device)).mean.to(x.device) for chunk in x.split(batch_size)])
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,12 @@ def latent_statistics(
     """
     p_z = model.prior()
     closed_form = not getattr(model, "deterministic", False) and is_diagonal_normal(p_z)
-    kl_sum = torch.zeros(model.latent_dim, dtype=torch.float64)
+    device = model_device(model)  # (x may live elsewhere: each chunk goes to the model)
+    kl_sum = torch.zeros(model.latent_dim, dtype=torch.float64, device=device)
     means = []
     for chunk in x.split(batch_size):
-        q_z_given_x = model.posterior(chunk)
-        means.append(q_z_given_x.mean.double())  # (B, Z)
+        q_z_given_x = model.posterior(chunk.to(device))
+        means.append(q_z_given_x.mean.double().cpu())  # (B, Z)
         closed_form = closed_form and is_diagonal_normal(q_z_given_x)
         if closed_form:
             q, p = q_z_given_x.base_dist, p_z.base_dist
@@ -85,7 +89,7 @@ def latent_statistics(
             kl_sum += kl.sum(0)  # (Z,)
     m = torch.cat(means)  # (N, Z)
     variance, active = active_units(m, threshold)
-    kl_per_dim = (kl_sum / len(m)).numpy() if closed_form else None
+    kl_per_dim = (kl_sum / len(m)).cpu().numpy() if closed_form else None
     return LatentStatistics(kl_per_dim, variance.numpy(), active, threshold, len(m))
 
 

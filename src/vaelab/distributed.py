@@ -50,7 +50,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vaelab import runs
+from vaelab import devices, runs
 from vaelab.config import RunConfig
 from vaelab.data import Splits
 from vaelab.distributions import BatchRows, batch_rows, current_batch_rows
@@ -122,6 +122,7 @@ def train(
     on_epoch=None,
     splits: Splits | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    device: str | None = None,
 ) -> TrainResult | None:
     """`vaelab.train.train`, as one rank of a torchrun job when started by torchrun.
 
@@ -140,6 +141,7 @@ def train(
             progress=progress,
             on_epoch=on_epoch,
             splits=splits,
+            device=device,
         )
     cuda = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES") != ""
     if cuda:
@@ -152,7 +154,14 @@ def train(
     )
     try:
         trainer = DistributedTrainer(
-            config, out, world=world, resume=resume, overwrite=overwrite, progress=progress, splits=splits
+            config,
+            out,
+            world=world,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            splits=splits,
+            device=device,
         )
         while not trainer.done:
             record = trainer.run_epoch()
@@ -216,12 +225,19 @@ class DistributedTrainer(Trainer):
         overwrite: bool = False,
         progress: bool = True,
         splits: Splits | None = None,
+        device: str | None = None,
     ) -> None:
         self.world = world
         if world.rank == 0:
             try:
                 super().__init__(
-                    config, out, resume=resume, overwrite=overwrite, progress=progress, splits=splits
+                    config,
+                    out,
+                    resume=resume,
+                    overwrite=overwrite,
+                    progress=progress,
+                    splits=splits,
+                    device=device,
                 )
             except BaseException as error:
                 broadcast_json({"error": str(error)}, world)
@@ -235,19 +251,21 @@ class DistributedTrainer(Trainer):
             self.x_shape = tuple(header["x_shape"])
             self._build(RunConfig.from_dict(header["config"]), splits)
         self._receive_state()
-        device = next(self.model.parameters()).device
+        model_device = next(self.model.parameters()).device
         step = _Step(self.model, self.objective)
         ddp = DistributedDataParallel(
-            step, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+            step,
+            device_ids=[model_device.index] if model_device.type == "cuda" else None,
+            forward_sync_buffers=False,
         )  # (the buffers are constants: N(0, I)'s parameters)
         self.step_loss = ShardedStepLoss(ddp, world)  # type: ignore[assignment]
 
     def _build(self, config: RunConfig, splits: Splits | None) -> None:
-        if config.train.compile:
+        if config.train.compile == "on":
             raise UserError(
                 "train.compile: not available with data-parallel training; train without --compile"
             )
-        super()._build(config, splits)
+        super()._build(config.replace(train={"compile": "off"}), splits)  # (auto: off under DDP)
         shard_dropout(self.model, config)
 
     def _receive_state(self) -> None:
@@ -307,15 +325,15 @@ class DistributedTrainer(Trainer):
 
 class _Step(nn.Module):
     """The objective as a module, so that DistributedDataParallel sees the forward pass it
-    synchronizes: (x rows, generator, beta, k, bf16) -> (sum of the surrogate over the rows,
+    synchronizes: (x rows, generator, beta, k, precision) -> (sum of the surrogate over the rows,
     `term_sums` of the logged terms)."""
 
     def __init__(self, model: VAE, objective) -> None:
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, x: Tensor, generator: torch.Generator, beta: float, k: int, bf16: bool):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+    def forward(self, x: Tensor, generator: torch.Generator, beta: float, k: int, precision: str):
+        with devices.autocast(x.device, precision):
             result = self.objective(self.model, x, generator, beta=beta, k=k)
         return result.surrogate.sum(), term_sums(result.terms)
 
@@ -332,15 +350,15 @@ class ShardedStepLoss:
     def __init__(self, ddp: DistributedDataParallel, world: World) -> None:
         self.ddp, self.world = ddp, world
 
-    def __call__(self, model, objective, x: Tensor, generator, beta: float, k: int, bf16: bool):
+    def __call__(self, model, objective, x: Tensor, generator, beta: float, k: int, precision: str):
         n, rows = len(x), self.world.rows(len(x))
         with batch_rows(rows):
-            surrogate_sum, sums = self.ddp(x[rows.start : rows.stop], generator, beta, k, bf16)
+            surrogate_sum, sums = self.ddp(x[rows.start : rows.stop], generator, beta, k, precision)
         totals = torch.cat([surrogate_sum.detach().to(torch.float64).reshape(1), sums])
         dist.all_reduce(totals)
         share = -surrogate_sum * (self.world.size / n)
         loss = share + ((-totals[0] / n).to(share.dtype) - share.detach())
-        return loss, totals[1:].cpu()
+        return loss, totals[1:]  # on x's device, where the epoch's sums are
 
 
 class RowsDropout(nn.Dropout):

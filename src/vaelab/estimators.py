@@ -141,10 +141,14 @@ def bits_per_dim(nats_per_example: Tensor | float, num_dims: int) -> Tensor | fl
     return nats_per_example / (num_dims * math.log(2.0))
 
 
-def default_chunk_size(k: int, batch_size: int, dims: int, element_size: int = 4) -> int:
-    """Samples per chunk so a (chunk, B, D) tensor stays within `MEMORY_BUDGET_BYTES`, in [1, k]."""
+def default_chunk_size(
+    k: int, batch_size: int, dims: int, element_size: int = 4, budget_bytes: int = MEMORY_BUDGET_BYTES
+) -> int:
+    """Samples per chunk so a (chunk, B, D) tensor stays within `budget_bytes` (the CPU's
+    cache-sized `MEMORY_BUDGET_BYTES` by default; a device's share of its free memory from
+    `vaelab.devices.chunk_budget_bytes`), in [1, k]."""
     per_sample = max(1, batch_size * max(1, dims) * element_size)
-    return max(1, min(k, MEMORY_BUDGET_BYTES // per_sample))
+    return max(1, min(k, budget_bytes // per_sample))
 
 
 def elbo_terms(

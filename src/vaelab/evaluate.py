@@ -23,11 +23,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vaelab import runs
+from vaelab import devices, runs
 from vaelab.data import load_run_data
 from vaelab.diagnostics import ACTIVE_THRESHOLD, latent_name
 from vaelab.errors import UserError
-from vaelab.estimators import DatasetLogPx, bits_per_dim, dataset_log_px, elbo_decomposition
+from vaelab.estimators import (
+    DatasetLogPx,
+    bits_per_dim,
+    dataset_log_px,
+    default_chunk_size,
+    elbo_decomposition,
+)
 from vaelab.inference_gaps import inference_gaps
 from vaelab.models import LatentVariableModel
 from vaelab.objectives import dataset_terms
@@ -118,7 +124,7 @@ def evaluate_model(
     x: Tensor,
     *,
     k: int = 1000,
-    batch_size: int = 100,
+    batch_size: int | None = None,
     seed: int = 0,
     run: str = "",
     split: str = "test",
@@ -130,13 +136,31 @@ def evaluate_model(
     diagonal Gaussians), KL per latent dimension, active units, and the importance-sampled
     log p(x) with `k` samples per example and its standard error. x: (N, *x_shape).
 
-    `progress` shows a bar over the importance-sampling batches on a terminal (never when stderr
-    is not a TTY). log_det_nats: the input transform's correction per example (`Splits.log_det_nats`),
-    added to every log-density so that they are of the data as given."""
+    Runs on the model's device; x is moved there once when it fits (else batch by batch).
+    batch_size: examples per importance-sampling call, and the chunks of samples within it,
+    follow from the device's free memory when None (`vaelab.devices`). precision: the
+    networks' products (fp32, bf16 or fp16; auto is fp32: the estimate is a measurement);
+    log-probabilities and sums stay float32. `progress` shows a bar over the
+    importance-sampling batches on a terminal (never when stderr is not a TTY). log_det_nats:
+    the input transform's correction per example (`Splits.log_det_nats`), added to every
+    log-density so that they are of the data as given."""
     if k < 2:
         raise UserError(f"k must be >= 2 for a standard error, got {k}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    precision = "fp32" if precision == "auto" else precision
+    device = next(iter(model.parameters()), x).device if isinstance(model, torch.nn.Module) else x.device
+    dims = math.prod(x.shape[1:])
+    if batch_size is None:
+        batch_size = devices.evaluation_batch_size(device, k, dims)
+    # (the CPU's cache-sized chunks are the estimator's own default)
+    chunk_size = (
+        None
+        if device.type == "cpu"
+        else default_chunk_size(k, batch_size, dims, budget_bytes=devices.chunk_budget_bytes(device))
+    )
+    placed = devices.DeviceData(x, device)
+    x = placed.x if placed.resident else x
     common: dict[str, Any] = {
         "run": run,
         "split": split,
@@ -154,12 +178,15 @@ def evaluate_model(
             log_det_nats=log_det_nats,
             note=AE_NOTE,
         )
-    d = elbo_decomposition(model, x, batch_size=1000, generator=torch.Generator().manual_seed(seed))
+    elbo_batches = (batch.to(device) for batch in x.split(1000))
+    d = elbo_decomposition(model, elbo_batches, generator=devices.make_generator(device, seed))
     seconds_elbo = time.perf_counter() - start
-    batches = _with_progress(x.split(batch_size), len(x), f"log p(x), k={k}", enabled=progress)
-    # bf16 runs the networks' products in bfloat16 (log-probabilities and sums stay float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        estimate = dataset_log_px(model, batches, k, generator=torch.Generator().manual_seed(seed))
+    on_device = (batch.to(device, non_blocking=True) for batch in x.split(batch_size))
+    batches = _with_progress(on_device, len(x), f"log p(x), k={k}", enabled=progress)
+    with devices.autocast(device, precision):
+        estimate = dataset_log_px(
+            model, batches, k, generator=devices.make_generator(device, seed), chunk_size=chunk_size
+        )
     return Evaluation(
         **common,
         log_p_x_given_z=d.log_p_x_given_z + log_det_nats,
@@ -197,18 +224,20 @@ def evaluate_run(
     *,
     k: int = 1000,
     split: str = "test",
-    batch_size: int = 100,
+    batch_size: int | None = None,
     seed: int = 0,
     precision: str = "fp32",
     progress: bool = True,
     gap_rows: int = 0,
+    device: str = "cpu",
 ) -> Evaluation:
     """Evaluate a run's model on `split` (see `evaluate_model`) and write it to `eval_path`;
     the result's `path` says where. With `gap_rows` > 0, also split the inference gap into its
     approximation and amortization parts on that many seeded random rows
-    (`vaelab.inference_gaps`)."""
+    (`vaelab.inference_gaps`). device: where the model runs (`vaelab.devices`), whatever
+    device trained it."""
     run_dir = runs.check_run_dir(run_dir)
-    model = runs.load_model(run_dir)
+    model = runs.load_model(run_dir, device=devices.resolve_device(device))
     config = runs.read_config(run_dir)
     splits = load_run_data(config)
     x = splits.inputs(split)
@@ -227,7 +256,7 @@ def evaluate_run(
     )
     if gap_rows and not model.deterministic:
         rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:gap_rows]
-        gaps = inference_gaps(model, x[rows], k=k, seed=seed)
+        gaps = inference_gaps(model, x[rows].to(next(model.parameters()).device), k=k, seed=seed)
         result = replace(result, inference_gaps=gaps.to_dict())
     path = eval_path(run_dir, split)
     if result.per_example is not None:  # first, so eval.json is never older than the file it explains

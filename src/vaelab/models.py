@@ -155,6 +155,14 @@ class VAE(nn.Module):
     def encoder_outputs(self) -> int:
         return self.posterior_family.num_params
 
+    @property
+    def bf16_safe(self) -> bool:
+        """Whether bf16 matrix products leave this family's bound intact, so `precision auto` may
+        pick them: yes with a Bernoulli decoder (logits tolerate bf16's 8-bit mantissa, and every
+        log-probability is float32); no with a Gaussian one, whose mean is rounded by up to 2^-9
+        relative, as much as a small or learned sigma resolves."""
+        return self.config.likelihood == "bernoulli"
+
     def posterior(self, x: Tensor) -> Distribution:
         """q(z|x) of the configured family (`vaelab.posteriors`); x: (B, *x_shape) -> batch (B,),
         event (Z,). The diagonal family: N(mu(x), diag(exp(log_var(x))))."""

@@ -233,13 +233,16 @@ def dataset_terms(
 ) -> MeanTerms:
     """Means over a data set x: (N, *x_shape) (fixed seed) of the ELBO, E_q[log p(x|z)], KL and
     the bound of `objective` at beta = 1 with `k` samples per example (the ELBO terms are then
-    k-sample means), in eval mode. A deterministic model has the reconstruction term alone."""
-    generator = torch.Generator().manual_seed(seed)
+    k-sample means), in eval mode. A deterministic model has the reconstruction term alone.
+    Runs on the model's device (x's for a model without parameters); x may live elsewhere, its
+    batches are copied there."""
+    device = next(iter(model.parameters()), x).device if isinstance(model, nn.Module) else x.device
+    generator = torch.Generator(device=device).manual_seed(seed)
     bound = objective_for(model, objective)
     names = logged_term_names(model)
-    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
     with _eval_mode(model):
         for begin in range(0, len(x), batch_size):
-            result = bound(model, x[begin : begin + batch_size], generator, k=k)
+            result = bound(model, x[begin : begin + batch_size].to(device), generator, k=k)
             sums += term_sums(result.terms, result.surrogate)
     return MeanTerms.from_sums(names, sums, len(x))

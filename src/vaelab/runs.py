@@ -401,6 +401,10 @@ class RunInfo(BaseModel):
     parameters: Annotated[int, Ge(0)]
     units: str
     columns: Annotated[list[str], Len(min_length=1)] | None = None  # tabular data: the column names
+    # where it last trained and how (vaelab.devices.environment; the chosen precision and
+    # compilation and why); absent in runs written before devices
+    environment: dict[str, str | int | bool | None] | None = None
+    settings: dict[str, str] | None = None
 
 
 def read_run_info(run_dir: Path) -> RunInfo:
@@ -513,8 +517,9 @@ def load_weights(path: Path, module: nn.Module) -> None:
     module.load_state_dict(tensors, strict=True)
 
 
-def load_model(run_dir: str | Path, weights: str = WEIGHTS):
-    """The run's model on CPU in eval mode, weights checked against its config.
+def load_model(run_dir: str | Path, weights: str = WEIGHTS, device: torch.device | None = None):
+    """The run's model in eval mode on `device` (default the CPU), weights checked against its
+    config. Weights are stored device-free, so a run trained on any device loads on any other.
 
     The model is first built on the meta device (no memory) and compared with the weights
     file's header, so that a damaged run.json or config.json cannot make it allocate a model
@@ -529,7 +534,7 @@ def load_model(run_dir: str | Path, weights: str = WEIGHTS):
     check_weights_file(path, meta_state_dict(config, x_shape, where=f"{run_dir / RUN}: `x_shape`"))
     model = build_model(config.model, x_shape)
     load_weights(path, model)
-    return model.eval()
+    return model.to(device or "cpu").eval()
 
 
 def check_example_shape(run_dir: Path, x_shape: tuple[int, ...], x: Tensor, source: str) -> None:
@@ -571,6 +576,7 @@ class AutoencoderRecord(BaseModel):
     epoch: Annotated[int, Ge(1)]
     lr: Annotated[float, Gt(0)]
     compile_seconds: Annotated[float, Ge(0)] | None = None
+    device_memory_bytes: Annotated[int, Ge(0)] | None = None  # peak on an accelerator, first epoch
     train_log_p_x_given_z_nats: float
     seconds: Annotated[float, Ge(0)]
     images_per_second: Annotated[float, Ge(0)]
@@ -803,6 +809,8 @@ class CheckpointScalars(BaseModel):
     optimizer: dict[str, Any]
     generator: Tensor
     global_rng: Tensor | None = None
+    device: Literal["cpu", "cuda", "mps"] | None = None  # the device type the RNG states belong to
+    grad_scaler: dict[str, float | int] | None = None  # fp16's loss scaling
 
 
 RNG_STATE_BYTES = torch.Generator().get_state().numel()  # the CPU generator's (mt19937) state
@@ -832,10 +840,14 @@ def load_checkpoint_state(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     state["history"] = check_history(scalars.history, lambda i: f"{path}: `history.{i}`")
     for name in ("generator", "global_rng"):
         rng = getattr(scalars, name)
-        if rng is not None and (rng.dtype != torch.uint8 or rng.shape != (RNG_STATE_BYTES,)):
-            raise UserError(
-                f"{path}: `{name}` {_short_repr(rng)}: expected uint8 of shape ({RNG_STATE_BYTES},)"
-            )
+        if scalars.device in (None, "cpu"):
+            wrong = rng is not None and (rng.dtype != torch.uint8 or rng.shape != (RNG_STATE_BYTES,))
+            expected = f"uint8 of shape ({RNG_STATE_BYTES},)"
+        else:  # (an accelerator's generator state is a few bytes: seed and offset)
+            wrong = rng is not None and (rng.dtype != torch.uint8 or rng.ndim != 1 or len(rng) > 64)
+            expected = f"a {scalars.device} generator state (uint8, at most 64 bytes)"
+        if wrong:
+            raise UserError(f"{path}: `{name}` {_short_repr(rng)}: expected {expected}")
     averaged = config.train.ema > 0
     for name, want in (("weights", True), ("averaged_weights", averaged)):
         value = getattr(scalars, name)

@@ -12,12 +12,12 @@ run (on the same machine and thread count).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 import vaelab
-from vaelab import runs, tabular
+from vaelab import devices, runs, tabular
 from vaelab.config import RunConfig
 from vaelab.data import Splits, fixed_sigma, for_likelihood, load_data
 from vaelab.errors import UserError
@@ -71,6 +71,7 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     splits: Splits | None = None,
+    device: str | None = None,
 ) -> TrainResult:
     """Train `config` into run directory `out` (or continue it with resume=True).
 
@@ -80,8 +81,11 @@ def train(
     `overwrite`, and then only once the new one is staged; an unfinished one must be resumed or
     overwritten. A failure before the first checkpoint leaves nothing behind; a later one leaves
     the run resumable. `on_epoch(record)` sees each epoch's metrics as they are checkpointed.
+    `device` overrides config.train.device (a resumed run may continue on another device).
     """
-    trainer = Trainer(config, out, resume=resume, overwrite=overwrite, progress=progress, splits=splits)
+    trainer = Trainer(
+        config, out, resume=resume, overwrite=overwrite, progress=progress, splits=splits, device=device
+    )
     while not trainer.done:
         record = trainer.run_epoch()
         if on_epoch is not None:
@@ -107,6 +111,7 @@ class Trainer:
         overwrite: bool = False,
         progress: bool = True,
         splits: Splits | None = None,
+        device: str | None = None,
     ) -> None:
         out = Path(out)
         self.out, self.progress = out, progress
@@ -119,6 +124,8 @@ class Trainer:
                 config, saved = self._read_run(out)
             else:
                 replacing, saved = runs.prepare_new_run(out, overwrite=overwrite), None
+            if device is not None:
+                config = config.replace(train={"device": device})
             self._build(config, splits)
             if saved is not None:
                 self._restore(saved)
@@ -170,23 +177,47 @@ class Trainer:
         )
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
-        with torch.random.fork_rng(devices=[]):
+        self.device = device = devices.resolve_device(config.train.device, field="train.device")
+        devices.make_deterministic(device)  # (recorded in run.json's environment)
+        with torch.random.fork_rng(devices=[]):  # built on the CPU: the same weights on every device
             torch.manual_seed(config.train.seed)
             model = build_model(config.model, splits.x_shape)
         tabular.set_bernoulli_columns(model, splits)
+        model.to(device)
         self.config, self.splits, self.model = config, splits, model
         self.log_det_nats = splits.log_det_nats()  # logged numbers are log-densities of the data as given
-        self.x_valid = splits.inputs("valid")  # scored every epoch with the same fixed draw
+        self.train_data = devices.DeviceData(splits.train, device)  # as stored: uint8 stays uint8
+        self.transform = splits.transform  # runs per batch, on the device
+        valid = devices.DeviceData(splits.inputs("valid"), device)  # the same fixed draw every epoch
+        self.x_valid = valid.x if valid.resident else splits.inputs("valid")
+        steps = config.train.epochs * math.ceil(len(splits.train) / config.train.batch_size)
+        self.settings = devices.choose_settings(
+            device,
+            config.train.precision,
+            config.train.compile,
+            bf16_safe=model.bf16_safe,
+            steps=steps,
+            minutes=config.train.minutes,
+            step_flops=6.0 * config.train.batch_size * config.objective.k * _count_weights(model),
+        )
+        self.scaler = devices.grad_scaler(device, self.settings.precision)
         self.optimizer = make_optimizer(model, config)
         self.averaged = averaged_model(model, config.train.ema)
-        self.generator = torch.Generator().manual_seed(config.train.seed)
+        self.generator = devices.make_generator(device, config.train.seed)
         self.objective = objective_for(model, config.objective.name)
-        self.step_loss = StepLoss(config.train.compile)
+        self.step_loss = StepLoss(self.settings.compile, device)
         self.compile_seconds = None  # compiled before anything is written: a failure leaves no run behind
-        if config.train.compile:
+        self.memory_reported = False
+        log.info(
+            "training on %s: %s; data %s",
+            devices.describe(device),
+            self.settings.why,
+            self.train_data.where(),
+        )
+        if self.settings.compile:
             if self.progress:
                 tqdm.write("compiling the training step (torch.compile; ~20 s the first time) ...")
-            self.compile_seconds = self.step_loss.warm_up(model, self.objective, splits, config)
+            self.compile_seconds = self.step_loss.warm_up(model, self.objective, self.train_data, self)
         self.stopped_early = False
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -206,12 +237,30 @@ class Trainer:
         if self.averaged is not None:
             runs.load_weights(out / saved["averaged_weights"], self.averaged)
         runs.load_optimizer_state(self.optimizer, saved["optimizer"], f"{path}: `optimizer`")
-        for name, restore in (("generator", self.generator.set_state), ("global_rng", torch.set_rng_state)):
-            try:
-                if name in saved:
-                    restore(saved[name])
-            except RuntimeError:
-                raise UserError(f"{path}: `{name}`: not a valid random-number generator state") from None
+        if self.scaler is not None and "grad_scaler" in saved:
+            self.scaler.load_state_dict(saved["grad_scaler"])
+        saved_type = saved.get("device", "cpu")  # (older runs trained on the CPU)
+        if saved_type != self.device.type:
+            # Another device's random streams cannot be continued here: the run goes on, from the
+            # same weights and optimizer, with streams seeded from the run's seed and the epoch.
+            seed = (self.config.train.seed + 1_000_003 * self.state["epoch"]) % 2**63
+            self.generator.manual_seed(seed)
+            torch.manual_seed(seed)
+            log.warning(
+                "resuming %s on %s from a checkpoint written on %s: the same weights and optimizer, new "
+                "random streams (a resume is exact on the device that wrote the checkpoint)",
+                out,
+                self.device.type,
+                saved_type,
+            )
+        else:
+            restore_global = functools.partial(devices.set_global_rng_state, self.device)
+            for name, restore in (("generator", self.generator.set_state), ("global_rng", restore_global)):
+                try:
+                    if name in saved:
+                        restore(saved[name])
+                except RuntimeError:
+                    raise UserError(f"{path}: `{name}`: not a valid random-number generator state") from None
         log.info("resuming %s after epoch %d", out, self.state["epoch"])
 
     @property
@@ -252,29 +301,20 @@ class Trainer:
             raise
 
     def _run_epoch(self) -> dict[str, Any]:
-        config, state, model = self.config, self.state, self.model
+        config, state = self.config, self.state
         epoch = state["epoch"] + 1
         start = time.perf_counter()
         lr = state["lr"] if config.train.lr_schedule == "plateau" else learning_rate(config, epoch)
         record: dict[str, Any] = {"epoch": epoch, "lr": lr}
         if self.compile_seconds is not None:  # reported with the first epoch this process trains
             record["compile_seconds"], self.compile_seconds = self.compile_seconds, None
-        record.update(
-            _train_epoch(
-                model,
-                self.optimizer,
-                self.step_loss,
-                self.objective,
-                self.splits,
-                config,
-                self.generator,
-                epoch,
-                lr,
-                self.averaged,
-                self.progress,
-                self.log_det_nats,
-            )
-        )
+        devices.reset_peak_memory(self.device)
+        record.update(_train_epoch(self, epoch, lr))
+        if not self.memory_reported:  # with the first epoch this process trains
+            self.memory_reported = True
+            peak = devices.peak_memory_bytes(self.device)
+            if peak is not None:
+                record["device_memory_bytes"] = peak
         valid = dataset_terms(
             self.selected_model,
             self.x_valid,
@@ -308,7 +348,7 @@ class Trainer:
         runs.save_weights(self.out / runs.WEIGHTS, self.selected_model)
 
     def _checkpoint(self, epoch: int) -> None:
-        _checkpoint(self.out, self.model, self.averaged, self.optimizer, self.generator, self.state, epoch)
+        _checkpoint(self, self.state, epoch)
 
     def finish(self) -> TrainResult:
         """Mark the run finished, remove stray temporaries and release the run's lock."""
@@ -334,8 +374,15 @@ class Trainer:
     def _run_info(self, status: Literal["running", "finished"]) -> runs.RunInfo:
         from vaelab.nets import count_parameters
 
-        splits = self.splits
+        splits, settings = self.splits, self.settings
         return runs.RunInfo(
+            environment=devices.environment(self.device),
+            settings={
+                "precision": settings.precision,
+                "compile": "on" if settings.compile else "off",
+                "why": settings.why,
+                "data": self.train_data.where(),
+            },
             vaelab_version=vaelab.__version__,
             torch_version=torch.__version__,
             status=status,
@@ -388,74 +435,81 @@ def kl_weight(config: RunConfig, epoch: int, step: int, steps_per_epoch: int) ->
     return beta * min(1.0, done)
 
 
+NONFINITE_CHECK_STEPS = 50
+"""On an accelerator the loss is checked for divergence every this many steps (reading it back
+each step would wait for the device every step); on the CPU every step (the read is free)."""
+
+
 @torch.enable_grad()  # a caller's no_grad context must not silently stop training
-def _train_epoch(
-    model: VAE,
-    optimizer,
-    step_loss: StepLoss,
-    objective,
-    splits: Splits,
-    config: RunConfig,
-    generator,
-    epoch: int,
-    lr: float,
-    averaged: AveragedModel | None,
-    progress: bool,
-    log_det_nats: float = 0.0,
-):
+def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     """One pass over the shuffled training set; returns the epoch's mean logged terms (the ELBO
     and its terms, or an AE's reconstruction term alone) as `train_*_nats`, and its speed. The
-    log-densities of x among them (`DENSITY_TERMS`) get `log_det_nats`, the input transform's
-    change of variables, so they are of the data as given."""
+    log-densities of x among them (`DENSITY_TERMS`) get the trainer's `log_det_nats`, the input
+    transform's change of variables, so they are of the data as given."""
+    model, config, generator = trainer.model, trainer.config, trainer.generator
+    optimizer, scaler, averaged = trainer.optimizer, trainer.scaler, trainer.averaged
     model.train()
-    x_train, transform = splits.train, splits.transform
-    n, batch_size = len(x_train), config.train.batch_size
-    order = torch.randperm(n, generator=generator)
+    data, device = trainer.train_data, trainer.device
+    n, batch_size = len(data), config.train.batch_size
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    if not data.resident:  # streamed rows are gathered in host memory: one copy of the order
+        order = order.cpu()
     steps = math.ceil(n / batch_size)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    bf16, k = config.train.precision == "bf16", config.objective.k
+    precision, k = trainer.settings.precision, config.objective.k
     names = logged_term_names(model)
-    sums = torch.zeros(len(names), dtype=torch.float64)
-    shift = torch.tensor(
-        [log_det_nats if name in DENSITY_TERMS else 0.0 for name in names], dtype=torch.float64
-    )
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+    shift = [trainer.log_det_nats if name in DENSITY_TERMS else 0.0 for name in names]
+    check_every = 1 if device.type == "cpu" else NONFINITE_CHECK_STEPS
+    finite = torch.ones((), dtype=torch.bool, device=device)
     bar = tqdm(
         total=n,
         desc=f"epoch {epoch}/{config.train.epochs}",
         unit="img",
         leave=False,
-        disable=not progress,
+        disable=not trainer.progress,
         dynamic_ncols=True,
     )
     start = time.perf_counter()
     next_postfix = start  # (a clock read per step, not a float64 division and a format)
     for step, begin in enumerate(range(0, n, batch_size)):
-        x = transform(x_train[order[begin : begin + batch_size]], generator)
+        x = trainer.transform(data.rows(order[begin : begin + batch_size]), generator)
         beta = kl_weight(config, epoch, step, steps)
-        loss, term_sums = step_loss(model, objective, x, generator, beta, k, bf16)
-        loss_value = loss.item()  # (cheaper than torch.isfinite on a CPU)
-        if not math.isfinite(loss_value):
-            raise UserError(
-                f"training diverged at epoch {epoch}, step {step} (loss {loss_value}); try a smaller --lr"
-            )
+        loss, term_sums = trainer.step_loss(model, trainer.objective, x, generator, beta, k, precision)
+        if check_every == 1:
+            loss_value = loss.item()  # (cheaper than torch.isfinite on a CPU)
+            if not math.isfinite(loss_value):
+                _diverged(epoch, f"step {step} (loss {loss_value})")
+        else:
+            finite &= torch.isfinite(loss)
+            if (step + 1) % check_every == 0 and not finite:
+                _diverged(epoch, f"one of steps {step + 1 - check_every}..{step}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # fp16: the loss scaled up so small gradients survive, unscaled before the step
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         if averaged is not None:
             averaged.update_parameters(model)
         sums += term_sums
         bar.update(len(x))
-        if progress and ((now := time.perf_counter()) >= next_postfix or step == steps - 1):
-            means = (sums / (begin + len(x)) + shift).tolist()
+        if trainer.progress and ((now := time.perf_counter()) >= next_postfix or step == steps - 1):
+            means = [m + c for m, c in zip((sums / (begin + len(x))).tolist(), shift, strict=True)]
             shown = " | ".join(
                 f"{POSTFIX_NAMES[name]} {mean:.2f}" for name, mean in zip(names, means, strict=True)
             )
             bar.set_postfix_str(f"{shown} nats")
             next_postfix = now + POSTFIX_SECONDS
+    if not finite:
+        _diverged(epoch, f"one of its last {check_every} steps")
+    means = (sums / n).tolist()  # (waits for the device: the epoch's time is its work's time)
     seconds = time.perf_counter() - start
     bar.close()
-    means = (sums / n + shift).tolist()
+    means = [m + c for m, c in zip(means, shift, strict=True)]
     return {
         **{f"train_{name}_nats": mean for name, mean in zip(names, means, strict=True)},
         "seconds": seconds,
@@ -463,10 +517,19 @@ def _train_epoch(
     }
 
 
-def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, bf16: bool):
+def _diverged(epoch: int, where: str) -> None:
+    raise UserError(f"training diverged at epoch {epoch}, {where}; try a smaller --lr")
+
+
+def _count_weights(model: VAE) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, precision: str):
     """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
-    the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means. The
+    networks' products run in `precision` on x's device; log-probabilities stay float32."""
+    with devices.autocast(x.device, precision):
         result = objective(model, x, generator, beta=beta, k=k)
     return -result.surrogate.mean(), term_sums(result.terms)
 
@@ -476,44 +539,51 @@ class StepLoss:
 
     The compiled graph covers the networks, the distributions and the objective, and
     AOTAutograd compiles the backward pass with it; on a CPU that removes the per-operation
-    dispatch and fuses the element-wise work (benchmarks/train_throughput.py measures it).
+    dispatch and fuses the element-wise work (benchmarks/train_throughput.py measures it), on
+    CUDA its kernels are also replayed as CUDA graphs (`triton.cudagraphs`), since a small
+    model's step is bound by kernel launches there.
     Random draws cannot take a `torch.Generator` inside a graph, so a compiled step draws from
-    the global RNG with the run's generator state swapped in for the step and swapped back out
-    after it (`generator_as_global_rng`), and inductor's `fallback_random` makes those draws
-    PyTorch's own: the stream, and the resumed run, are exactly those of the eager step.
+    the global RNG of the generator's device with the run's generator state swapped in for the
+    step and swapped back out after it (`devices.generator_as_global_rng`), and inductor's
+    `fallback_random` makes those draws PyTorch's own: the stream, and the resumed run, are
+    exactly those of the eager step.
     Shapes are static and one graph is compiled, for the full batch, by `warm_up` (which the
     Trainer calls before it writes anything); a smaller last batch runs eagerly (one step an
     epoch does not repay a second compile, which would double the wait).
     """
 
-    def __init__(self, compiled: bool) -> None:
-        self.compiled = (
-            torch.compile(step_loss, dynamic=False, options={"fallback_random": True}) if compiled else None
-        )
+    def __init__(self, compiled: bool, device: torch.device | None = None) -> None:
+        cuda = device is not None and device.type == "cuda"
+        # (on CUDA the kernels replay as CUDA graphs: what mode="reduce-overhead" sets)
+        options: dict[str, Any] = {"fallback_random": True, "triton.cudagraphs": cuda}
+        self.compiled = torch.compile(step_loss, dynamic=False, options=options) if compiled else None
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
 
-    def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, bf16: bool):
+    def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, precision: str):
         if self.compiled is None or len(x) != self.batch_size:
-            return step_loss(model, objective, x, generator, beta, k, bf16)
-        with generator_as_global_rng(generator):  # beta is a tensor so that KL warm-up does not recompile
-            return self.compiled(model, objective, x, None, torch.tensor(beta), k, bf16)
+            return step_loss(model, objective, x, generator, beta, k, precision)
+        with devices.generator_as_global_rng(generator):  # beta a tensor: KL warm-up must not recompile
+            return self.compiled(model, objective, x, None, torch.tensor(beta, device=x.device), k, precision)
 
-    def warm_up(self, model: VAE, objective, splits: Splits, config: RunConfig) -> float:
+    def warm_up(self, model: VAE, objective, x_train: devices.DeviceData, trainer: Trainer) -> float:
         """Compile the step (forward and backward) for the epoch's full batches; changes no state
         of the run (weights, gradients, RNG streams). Returns the seconds it took."""
-        self.batch_size = min(config.train.batch_size, len(splits.train))
+        config = trainer.config
+        self.batch_size = min(config.train.batch_size, len(x_train))
         start = time.perf_counter()
         model.train()
+        device = next(model.parameters()).device
         try:  # a batch made as the epoch makes them, and a throwaway generator
-            x = splits.transform(splits.train[torch.arange(self.batch_size)])
+            rows = torch.arange(self.batch_size, device=device)
+            x = trainer.transform(x_train.rows(rows))
             loss, _ = self(
                 model,
                 objective,
                 x,
-                torch.Generator(),
+                devices.make_generator(device, 0),
                 1.0,
                 config.objective.k,
-                config.train.precision == "bf16",
+                trainer.settings.precision,
             )
             loss.backward()
         except Exception as error:  # no C++ compiler, an unsupported operation, ...
@@ -521,32 +591,20 @@ class StepLoss:
             first_line = message.splitlines()[0][:200] if message else ""
             raise UserError(
                 f"train.compile: torch.compile failed ({type(error).__name__}: {first_line}); "
-                "train without --compile"
+                "train with --compile off"
             ) from error
         finally:
             model.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
 
-@contextmanager
-def generator_as_global_rng(generator: torch.Generator):
-    """Let the global RNG stand in for `generator` inside the block: its state goes in, the
-    advanced state comes back out to the generator, and the global RNG is restored."""
-    saved = torch.get_rng_state()
-    torch.set_rng_state(generator.get_state())
-    try:
-        yield
-    finally:
-        generator.set_state(torch.get_rng_state())
-        torch.set_rng_state(saved)
-
-
-def _checkpoint(out: Path, model, averaged, optimizer, generator, state, epoch: int) -> None:
+def _checkpoint(trainer: Trainer, state: dict[str, Any], epoch: int) -> None:
     """Weights first (named by epoch), then state naming them, then drop older weights (in the
     run's own checkpoint directory, never through a link)."""
+    out, averaged = trainer.out, trainer.averaged
     checkpoint = runs.run_subdir(out, runs.CHECKPOINT)
     weights = runs.checkpoint_weights(epoch)
-    runs.save_weights(out / weights, model)
+    runs.save_weights(out / weights, trainer.model)
     keep = {Path(weights).name}
     if averaged is not None:
         state["averaged_weights"] = runs.checkpoint_weights(epoch, averaged=True)
@@ -556,10 +614,13 @@ def _checkpoint(out: Path, model, averaged, optimizer, generator, state, epoch: 
     state.update(
         epoch=epoch,
         weights=weights,
-        optimizer=optimizer.state_dict(),
-        generator=generator.get_state(),
-        global_rng=torch.get_rng_state(),
+        optimizer=trainer.optimizer.state_dict(),
+        generator=trainer.generator.get_state(),
+        global_rng=devices.global_rng_state(trainer.device),
+        device=trainer.device.type,
     )
+    if trainer.scaler is not None:
+        state["grad_scaler"] = trainer.scaler.state_dict()
     runs.save_state(out / runs.STATE, state)
     for old in checkpoint.glob("epoch-*.safetensors"):
         if old.name not in keep:

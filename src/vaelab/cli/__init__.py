@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from vaelab.config import DeviceError
 from vaelab.errors import UserError
 
 # A value such as `--range -10,5,-5,5` starts with '-'; argparse takes it for an option unless it
@@ -53,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = list(sys.argv[1:] if argv is None else argv)  # (what `train --nproc` relaunches)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
         return args.func(args)
+    except DeviceError as err:  # the library names the field; the user typed --device
+        print(f"vaelab: error: --device {err.problem}", file=sys.stderr)
+        return 2
     except UserError as err:
         print(f"vaelab: error: {err}", file=sys.stderr)
         return 2

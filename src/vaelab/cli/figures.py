@@ -17,7 +17,7 @@ from pydantic import Field
 
 from vaelab.cli.options import add_command, add_run_config, build, run_config
 from vaelab.cli.run import RunDir
-from vaelab.config import Count, Flag, Options, RunConfig, Samples, Seed, Split
+from vaelab.config import Count, Device, Flag, Options, RunConfig, Samples, Seed, Split
 from vaelab.errors import UserError
 
 
@@ -102,6 +102,7 @@ class PlotOptions(Options):
     method: Annotated[Literal["linear", "spherical"], Field(description="interpolation path")] = "linear"
     split: Split = "test"
     seed: Annotated[Seed, Field(description="seed of the random choices of images and samples")] = 0
+    device: Device = "auto"
 
 
 def _dim_pair(dims: tuple[int, ...] | None) -> tuple[int, int] | None:
@@ -141,11 +142,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
         method=options.method,
     )
     if options.kind == "all":
-        written = plot_all(run, options.out, figure_options)
+        written = plot_all(run, options.out, figure_options, device=options.device)
         for path in written.values():
             print(f"written: {path}")
         return 0
-    path = plot_run(run, options.kind, options.out, figure_options)
+    path = plot_run(run, options.kind, options.out, figure_options, device=options.device)
     print(f"written: {path}")
     return 0
 
@@ -167,6 +168,7 @@ class CompareOptions(Options):
         ZRange, Field(description="latent range of the grids (default: Gaussian quantiles of the prior)")
     ] = None
     seed: Seed = 0
+    device: Device = "auto"
 
 
 def add_compare(sub) -> None:
@@ -194,6 +196,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seed=options.seed,
         n_grid=options.n,
         z_range=_z_box(options.z_range),
+        device=options.device,
     )
     print(format_comparison(result), end="")
     print(f"written: {out / 'compare.json'}, {out / 'compare.md'} and {len(result.figures)} figures in {out}")
@@ -216,6 +219,7 @@ SWEEP_BASE_FIELDS = (
     "train.lr",
     "train.seed",
     "train.patience",
+    "train.device",
 )
 """The run-config fields a sweep's flags set for every point (the swept one aside)."""
 
@@ -300,6 +304,7 @@ class ReportOptions(Options):
         Samples, Field(description="importance samples for log p(x) when a run has no current eval.json")
     ] = 1000
     refresh: Annotated[bool, Field(description="redraw figures that already exist")] = False
+    device: Device = "auto"
 
 
 def add_report(sub) -> None:
@@ -317,6 +322,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vaelab.experiments.report import write_report
 
     options: ReportOptions = build(ReportOptions, args, args.own)
-    path = write_report(options.target, out=options.out, k=options.k, refresh=options.refresh)
+    path = write_report(
+        options.target, out=options.out, k=options.k, refresh=options.refresh, device=options.device
+    )
     print(f"report: {path}")
     return 0

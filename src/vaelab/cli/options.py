@@ -180,7 +180,18 @@ def _add(parser: argparse.ArgumentParser, dotted: str, name: str, info: FieldInf
             kwargs["metavar"] = flag.metavar or _metavar(kind)
         if flag.repeat:
             kwargs["action"] = "append"
+        if flag.bare is not None:  # `--compile` alone is `--compile on`
+            kwargs.update(nargs="?", const=flag.bare)
     parser.add_argument(flag_name, dest=dest, default=_UNSET, required=info.is_required(), **kwargs)
+    if flag.negative is not None:  # `--no-compile` is `--compile off`
+        parser.add_argument(
+            "--no-" + flag_name.removeprefix("--"),
+            dest=dest,
+            action="store_const",
+            const=flag.negative,
+            default=_UNSET,
+            help=f"the same as {flag_name} {flag.negative}",
+        )
     return CliField(dest, dotted, flag_name)
 
 

@@ -19,6 +19,7 @@ from vaelab.cli.options import Fields, add_command, add_fields, add_run_config, 
 from vaelab.config import (
     PRESETS,
     Count,
+    Device,
     Flag,
     Options,
     Positive,
@@ -116,12 +117,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         if options.resume is None:
             train_config(args.fields, args, options)  # a bad flag is one line here, not one per rank
         return distributed.launch(options.nproc, args.argv)
+    device = None
     if options.resume is not None:
-        given = [args.fields[f].flag for f in args.fields.given(args)]
+        flags = args.fields.given(args)
+        device = flags.pop("train.device", None)  # a run may continue on another device
+        given = [args.fields[f].flag for f in flags]
         if options.preset:
             given.append("--preset")
         if given or options.config:
-            raise UserError(f"--resume uses the run's own config; drop {', '.join(given) or '--config'}")
+            raise UserError(
+                f"--resume uses the run's own config (and --device); drop {', '.join(given) or '--config'}"
+            )
         out, config = options.resume, RunConfig()
     else:
         config = train_config(args.fields, args, options)
@@ -137,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not options.quiet and sys.stderr.isatty(),
         on_epoch=None if options.quiet else print_epoch,
         timeout_seconds=options.ddp_timeout,
+        device=device,
     )
     if result is None:  # a data-parallel rank other than 0: rank 0 reports
         return 0
@@ -144,7 +151,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"run: {result.run_dir}  (best validation {result.bound} {result.best_valid_bound:.3f} nats at epoch "
         f"{result.best_epoch}{', stopped early' if result.stopped_early else ''})"
     )
+    print_settings(result.run_dir)
     return 0
+
+
+def print_settings(run_dir: Path) -> None:
+    """Where the run trained and with what it chose (`precision auto`, `compile auto`) and why."""
+    from vaelab.runs import run_info
+
+    info = run_info(run_dir)
+    settings, environment = info.get("settings"), info.get("environment")
+    if settings and environment:
+        print(
+            f"trained on {environment['device']}: precision {settings['precision']}, compile "
+            f"{settings['compile']} ({settings['why']}); data {settings['data']}"
+        )
 
 
 def print_epoch(record: dict[str, Any]) -> None:
@@ -152,6 +173,8 @@ def print_epoch(record: dict[str, Any]) -> None:
     is not the ELBO), the reconstruction term alone for an AE, whose record has no ELBO."""
     if "compile_seconds" in record:
         print(f"compiled the training step in {record['compile_seconds']:.1f} s", flush=True)
+    if "device_memory_bytes" in record:
+        print(f"device memory: {record['device_memory_bytes'] / 2**20:.0f} MiB at most", flush=True)
     speed = f"{record['images_per_second']:8.0f} img/s"
     if "valid_elbo_nats" not in record:
         line = (
@@ -176,10 +199,20 @@ class EvaluateOptions(Options):
     run: RunDir
     k: Samples = 1000
     split: Split = "test"
-    batch_size: Annotated[Count, Field(description="examples per importance-sampling batch")] = 100
+    batch_size: Annotated[
+        Count | None,
+        Field(
+            description="examples per importance-sampling batch (default: 100 on a CPU, from the free "
+            "memory on a GPU)"
+        ),
+    ] = None
     seed: Seed = 0
     precision: Annotated[
-        Precision, Field(description="importance sampling's network products in fp32 or bf16 (~2x faster)")
+        Precision,
+        Field(
+            description="importance sampling's network products: fp32 (auto: the estimate is a "
+            "measurement), or bf16/fp16 (~2x faster; log-probabilities stay fp32)"
+        ),
     ] = "fp32"
     gap_rows: Annotated[
         int,
@@ -190,6 +223,7 @@ class EvaluateOptions(Options):
         ),
         Flag(metavar="N"),
     ] = 100
+    device: Device = "auto"
 
 
 def add_evaluate(sub) -> None:
@@ -216,6 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=options.seed,
         precision=options.precision,
         gap_rows=options.gap_rows,
+        device=options.device,
     )
     print(format_evaluation(result))
     print(f"written: {result.path}")
@@ -233,6 +268,7 @@ class SampleOptions(Options):
         Field(description="show the decoder mean E[x|z] or a draw x ~ p(x|z)"),
     ] = "mean"
     seed: Seed = 0
+    device: Device = "auto"
     out: Annotated[
         Path | None,
         Field(
@@ -249,6 +285,7 @@ class ReconstructOptions(Options):
     n: Annotated[Count | None, Field(description="number of examples (default 32)")] = None
     split: Split = "test"
     seed: Annotated[Seed, Field(description="seed of the random choice of examples")] = 0
+    device: Device = "auto"
     out: Annotated[
         Path | None,
         Field(
@@ -282,7 +319,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         path = write_samples(options.run, options.out, n=options.n, mode=options.mode, seed=options.seed)
     else:
         figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed)
-        path = plot_run(options.run, "marginals" if tabular else "samples", options.out, figure)
+        path = plot_run(
+            options.run, "marginals" if tabular else "samples", options.out, figure, device=options.device
+        )
     print(f"written: {path}")
     return 0
 
@@ -321,6 +360,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     else:
         figure = FigureOptions(n=options.n, split=options.split, seed=options.seed)
         kind = "column-reconstructions" if tabular else "reconstructions"
-        path = plot_run(options.run, kind, options.out, figure)
+        path = plot_run(options.run, kind, options.out, figure, device=options.device)
     print(f"written: {path}")
     return 0

@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field
 
 from vaelab.cli.options import add_command, build
-from vaelab.config import Count, Flag, Options, Seed
+from vaelab.config import Count, Device, Flag, Options, Seed
 from vaelab.errors import UserError
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0), Flag(metavar="P")]
@@ -54,6 +54,7 @@ class EstimatorsOptions(Options):
         ),
         Flag(metavar="N"),
     ] = 1000
+    device: Device = "auto"
 
 
 class KLDirectionsOptions(Options):
@@ -126,6 +127,7 @@ def run_estimators(args: argparse.Namespace) -> int:
     """Sample a batch from an exact model and print the estimator table for each k."""
     import torch
 
+    from vaelab.devices import make_generator, move_tensors, resolve_device
     from vaelab.theory.exact import (
         EXACT_MODELS,
         LinearGaussian,
@@ -135,8 +137,9 @@ def run_estimators(args: argparse.Namespace) -> int:
     )
 
     options: EstimatorsOptions = build(EstimatorsOptions, args, args.own)
-    generator = torch.Generator().manual_seed(options.seed)
-    model = build_exact_model(options.model, options.seed)
+    device = resolve_device(options.device)
+    generator = make_generator(device, options.seed)
+    model = move_tensors(build_exact_model(options.model, options.seed), device)
     x = model.sample(options.batch_size, generator)
     rows = estimator_table(model, x, options.k, generator=generator, replicates=options.replicates)
     description = (EXACT_MODELS[options.model].__doc__ or "").strip()
@@ -158,7 +161,10 @@ def run_estimators(args: argparse.Namespace) -> int:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tensors of a few numbers: more threads only add synchronization
         try:
-            gaps = posterior_gap_table(model, x, steps=options.fit_steps, seed=options.seed)
+            cpu = torch.device("cpu")  # (the encoders it trains are small float64 CPU modules)
+            gaps = posterior_gap_table(
+                move_tensors(model, cpu), x.cpu(), steps=options.fit_steps, seed=options.seed
+            )
         finally:
             torch.set_num_threads(threads)
         print(format_gap_table(gaps))

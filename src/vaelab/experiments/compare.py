@@ -32,6 +32,7 @@ from torch import Tensor
 
 from vaelab import runs
 from vaelab.data import Splits, load_run_data
+from vaelab.devices import resolve_device
 from vaelab.diagnostics import active_units_rule, latent_name, latent_statistics, posterior_means
 from vaelab.errors import UserError
 from vaelab.experiments.evaluation import current_evaluation
@@ -216,13 +217,16 @@ def squared_error_per_pixel(model, x: Tensor, batch_size: int = 1000) -> float:
     return total / x.numel()
 
 
-def summarize_run(run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0) -> ModelSummary:
-    """Measure one run on the test split of `splits` (which must be the run's own data)."""
-    model = runs.load_model(run_dir)
+def summarize_run(
+    run_dir: Path, splits: Splits, *, k: int = 1000, seed: int = 0, device: str = "cpu"
+) -> ModelSummary:
+    """Measure one run on the test split of `splits` (which must be the run's own data), its
+    model on `device`."""
+    model = runs.load_model(run_dir, device=resolve_device(device))
     config = runs.read_config(run_dir)
     info = runs.run_info(run_dir)
     metrics = runs.read_metrics(run_dir)
-    evaluation = current_evaluation(run_dir, k, seed)
+    evaluation = current_evaluation(run_dir, k, seed, device=device)
     stats = latent_statistics(model, splits.inputs("test"))
     codes = posterior_means(model, splits.inputs("test")).double()
     probe = probe_codes(model, splits, binarize=config.data.binarize, seed=seed)
@@ -260,8 +264,10 @@ def compare_runs(
     seed: int = 0,
     n_grid: int = 21,
     z_range: tuple[float, float, float, float] | None = None,
+    device: str = "cpu",
 ) -> Comparison:
-    """Measure two runs of the same data side by side and write compare.json, compare.md and figures."""
+    """Measure two runs of the same data side by side and write compare.json, compare.md and
+    figures; the models run on `device`."""
     run_a, run_b = runs.check_run_dir(run_a), runs.check_run_dir(run_b)
     config_a, config_b = runs.read_config(run_a), runs.read_config(run_b)
     if config_a.data != config_b.data:
@@ -272,14 +278,17 @@ def compare_runs(
         )
     out_dir = Path(out_dir)
     splits = load_run_data(config_a)
-    models = [runs.load_model(run_a), runs.load_model(run_b)]
+    models = [runs.load_model(run, device=resolve_device(device)) for run in (run_a, run_b)]
     if models[0].x_shape != models[1].x_shape:
         raise UserError(f"{run_a} and {run_b} model examples of different shapes")
     runs.check_example_shape(run_a, models[0].x_shape, splits.test, config_a.data.source)
     # each run scored on its own inputs (the likelihood chooses the transform: a gaussian run's
     # 8-bit data are dequantized, a bernoulli run's are not)
     splits_b = splits if config_b.model.likelihood == config_a.model.likelihood else load_run_data(config_b)
-    summaries = [summarize_run(run, s, k=k, seed=seed) for run, s in ((run_a, splits), (run_b, splits_b))]
+    summaries = [
+        summarize_run(run, s, k=k, seed=seed, device=device)
+        for run, s in ((run_a, splits), (run_b, splits_b))
+    ]
     differences = config_differences(config_a.to_dict(), config_b.to_dict())
     if differences:
         log.warning("the two runs differ in more than the model kind: %s", "; ".join(differences))

@@ -34,9 +34,12 @@ def is_current(evaluation: dict[str, Any], eval_path: Path, weights_path: Path, 
     )
 
 
-def current_evaluation(run_dir: str | Path, k: int = 1000, seed: int = 0) -> dict[str, Any]:
+def current_evaluation(
+    run_dir: str | Path, k: int = 1000, seed: int = 0, device: str = "cpu"
+) -> dict[str, Any]:
     """RUN/eval.json as a dict if it is current (`is_current`) for k, else a fresh evaluation of
-    the test split with k importance samples and `seed`, written to RUN/eval.json and returned."""
+    the test split with k importance samples and `seed` on `device`, written to RUN/eval.json and
+    returned."""
     if k < 2:
         raise UserError(f"k must be >= 2 importance samples for a standard error, got {k}")
     run_dir = runs.check_run_dir(run_dir)
@@ -46,4 +49,4 @@ def current_evaluation(run_dir: str | Path, k: int = 1000, seed: int = 0) -> dic
         if is_current(evaluation, path, run_dir / runs.WEIGHTS, k):
             return evaluation
     log.info("%s: no current %s; evaluating the test split (k = %d)", run_dir, EVALUATION, k)
-    return evaluate_run(run_dir, k=k, split="test", seed=seed).to_dict()
+    return evaluate_run(run_dir, k=k, split="test", seed=seed, device=device).to_dict()

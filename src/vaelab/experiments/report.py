@@ -228,6 +228,7 @@ def add_run(
     refresh: bool = False,
     prefix: str = "",
     heading: str | None = None,
+    device: str = "cpu",
 ) -> None:
     """Sections of one run: overview, data, config, evaluation, curves and every figure."""
     run_dir = runs.check_run_dir(run_dir)
@@ -236,8 +237,8 @@ def add_run(
     info = runs.run_info(run_dir)
     kind = config["model"]["kind"].upper()
     name = heading or f"{kind} run {run_dir.name}"
-    evaluation = current_evaluation(run_dir, k)
-    figures = plot_all(run_dir, only_missing=not refresh)
+    evaluation = current_evaluation(run_dir, k, device=device)
+    figures = plot_all(run_dir, only_missing=not refresh, device=device)
 
     page.section(f"{prefix}overview", name)
     page.text(
@@ -302,20 +303,20 @@ def add_run(
             page.text(f"No {entry.kind} figure: {reason}.", "note")
 
 
-def run_report(run_dir: Path, *, k: int = 1000, refresh: bool = False) -> Page:
+def run_report(run_dir: Path, *, k: int = 1000, refresh: bool = False, device: str = "cpu") -> Page:
     config = runs.read_config(run_dir)
     check_run(run_dir)
     page = Page(
         f"vaelab report: {config.model.kind.upper()} on {config.data.source}, Z = {config.model.latent_dim}"
     )
-    add_run(page, run_dir, k=k, refresh=refresh)
+    add_run(page, run_dir, k=k, refresh=refresh, device=device)
     return page
 
 
 # ---------------------------------------------------------------------------------- comparison
 
 
-def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False) -> Page:
+def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False, device: str = "cpu") -> Page:
     comparison = Comparison.from_dict(runs.read_json(compare_dir / "compare.json"))
     a, b = comparison.a, comparison.b
     page = Page(f"vaelab report: {a.label} vs {b.label} on {comparison.data}")
@@ -345,7 +346,8 @@ def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False) -
         if not run_dir.is_dir():
             page.text(f"Run {summary.run} not found next to the comparison; its section is left out.", "note")
             continue
-        add_run(page, run_dir, k=k, refresh=refresh, prefix=f"run{i}-", heading=f"{summary.label}: the run")
+        heading = f"{summary.label}: the run"
+        add_run(page, run_dir, k=k, refresh=refresh, prefix=f"run{i}-", heading=heading, device=device)
     return page
 
 
@@ -397,17 +399,23 @@ def report_kind(target: Path) -> str:
 
 
 def write_report(
-    target: str | Path, *, out: str | Path | None = None, k: int = 1000, refresh: bool = False
+    target: str | Path,
+    *,
+    out: str | Path | None = None,
+    k: int = 1000,
+    refresh: bool = False,
+    device: str = "cpu",
 ) -> Path:
-    """Write the self-contained report of `target` to `out` (default TARGET/report.html)."""
+    """Write the self-contained report of `target` to `out` (default TARGET/report.html); runs
+    that need an evaluation or figures run their model on `device`."""
     target = Path(target)
     kind = report_kind(target)
     if kind == "sweep":
         page = sweep_report(target)
     elif kind == "compare":
-        page = compare_report(target, k=k, refresh=refresh)
+        page = compare_report(target, k=k, refresh=refresh, device=device)
     else:
-        page = run_report(target, k=k, refresh=refresh)
+        page = run_report(target, k=k, refresh=refresh, device=device)
     path = Path(out) if out is not None else target / REPORT
     figures = f"{page.images} figure{'' if page.images == 1 else 's'} embedded"
     text = page.render(f"{kind} directory {target} · {figures}")

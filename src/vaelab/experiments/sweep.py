@@ -257,7 +257,7 @@ def run_point(config_dict: dict[str, Any], run_dir: str, value: float, k: int, s
     else:  # new, or killed before its first file was written
         log.info("%s: training", out)
         train_tracked(config, out, overwrite=True, progress=False, splits=splits)
-    evaluation = current_evaluation(out, k, seed)
+    evaluation = current_evaluation(out, k, seed, device=config.train.device)
     if evaluation.get("elbo") is None:
         raise UserError(f"{out}: a sweep point needs a model with an ELBO (model.kind vae)")
     model = runs.load_model(out)

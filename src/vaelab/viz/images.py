@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab.devices import make_generator, model_device
 from vaelab.distributions import draw
 from vaelab.errors import UserError
 
@@ -160,13 +161,13 @@ def prior_samples(model, n: int, *, mode: str = "mean", seed: int = 0) -> Tensor
     """
     if n < 1:
         raise UserError(f"n must be >= 1, got {n}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(model_device(model), seed)  # draws where the model runs
     z = draw(model.prior(), (n,), generator)  # (n, Z)
     p_x_given_z = model.likelihood(z)
     if mode == "mean":
-        return p_x_given_z.mean
+        return p_x_given_z.mean.cpu()
     if mode == "sample":
-        return draw(p_x_given_z, (), generator)
+        return draw(p_x_given_z, (), generator).cpu()
     raise UserError(f"mode {mode!r} is not one of mean, sample")
 
 
@@ -195,8 +196,8 @@ def sample_grid(model, n: int, *, mode: str = "mean", seed: int = 0) -> ImageGri
 
 @torch.no_grad()
 def reconstructions(model, x: Tensor) -> Tensor:
-    """Decoder mean at the posterior mean code: E[x | z = E_q[z|x]], shape of x."""
-    return model.likelihood(model.posterior(x).mean).mean
+    """Decoder mean at the posterior mean code: E[x | z = E_q[z|x]], shape of x, on x's device."""
+    return model.likelihood(model.posterior(x.to(model_device(model))).mean).mean.to(x.device)
 
 
 RECONSTRUCTION = "E[x | z = E_q[z|x]]"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab.devices import model_device
 from vaelab.diagnostics import LatentStatistics, latent_name, latent_statistics, posterior_means
 from vaelab.errors import UserError
 from vaelab.viz.images import ImageRows, as_images, image_rows, tile
@@ -235,7 +236,9 @@ def latent_grid(
     z = base.repeat(n, n, 1)  # (n, n, Z)
     z[:, :, d1] = torch.as_tensor(z1_values, dtype=torch.float32)[None, :]
     z[:, :, d2] = torch.as_tensor(z2_values[::-1].copy(), dtype=torch.float32)[:, None]  # top row: largest z2
-    x_mean = model.likelihood(z.reshape(n * n, latent_dim)).mean  # (n*n, *x_shape)
+    x_mean = model.likelihood(
+        z.reshape(n * n, latent_dim).to(model_device(model))
+    ).mean.cpu()  # (n*n, *x_shape)
     images = as_images(x_mean, model.x_shape)
     height, width = images.shape[-2:]
     if probabilities is not None:  # the quantile grid
@@ -344,7 +347,7 @@ def interpolations(
     t = torch.linspace(0.0, 1.0, n)
     z_a, z_b = posterior_means(model, x_a), posterior_means(model, x_b)  # (P, Z)
     z = torch.stack([interpolate(a, b, t, method) for a, b in zip(z_a, z_b, strict=True)])  # (P, T, Z)
-    x_mean = model.likelihood(z).mean  # (P, T, *x_shape)
+    x_mean = model.likelihood(z.to(model_device(model))).mean.cpu()  # (P, T, *x_shape)
     path = "the line z(t) = (1-t) z_A + t z_B" if method == "linear" else "the great-circle path (slerp)"
     rows = image_rows(
         [torch.cat([x_a[i : i + 1], x_mean[i], x_b[i : i + 1]]) for i in range(len(x_a))],
@@ -434,7 +437,7 @@ def latent_traversals(
     z = base.repeat(len(order), steps, 1)  # (R, S, Z)
     for row, d in enumerate(order):
         z[row, :, d] = values
-    x_mean = model.likelihood(z).mean  # (R, S, *x_shape)
+    x_mean = model.likelihood(z.to(model_device(model))).mean.cpu()  # (R, S, *x_shape)
     rows = len(order)
     shown = f"top {rows} of {model.latent_dim} dims" if rows < model.latent_dim else f"all {rows} dims"
     picture = image_rows(

@@ -48,12 +48,15 @@ def plot_run(
     kind: str,
     path: str | Path | None = None,
     options: FigureOptions = DEFAULT_OPTIONS,
+    *,
+    device: str = "cpu",
 ) -> Path:
-    """Draw one figure kind of a run into the PNG `path` (default `figure_path(run_dir, kind, options)`)."""
+    """Draw one figure kind of a run into the PNG `path` (default `figure_path(run_dir, kind, options)`),
+    its model on `device`."""
     if kind not in FIGURE_KINDS:
         raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
     path = Path(path) if path is not None else figure_path(run_dir, kind, options)
-    return draw_figure(Run(run_dir, split=options.split), kind, path, options)
+    return draw_figure(Run(run_dir, split=options.split, device=device), kind, path, options)
 
 
 def plot_all(
@@ -62,6 +65,7 @@ def plot_all(
     options: FigureOptions = DEFAULT_OPTIONS,
     *,
     only_missing: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Path]:
     """Every figure of `ALL_FIGURES` for the run's kind of data (`figures_for`) into out_dir
     (default RUN/figures): registered file name -> path.
@@ -89,7 +93,7 @@ def plot_all(
             todo.append((entry, entry_options, path))
     if not todo:
         return written
-    run = Run(run_dir, split=options.split)
+    run = Run(run_dir, split=options.split, device=device)
     for entry, entry_options, path in todo:
         try:
             written[entry.file_name] = draw_figure(run, entry.kind, path, entry_options)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from vaelab import runs
 from vaelab.data import load_run_data
+from vaelab.devices import resolve_device
 from vaelab.diagnostics import LatentStatistics, latent_statistics, posterior_means
 from vaelab.errors import UserError
 
@@ -27,18 +28,20 @@ SPLITS = ("train", "valid", "test")
 class Run:
     """A run directory's model, config, data and evaluation, loaded once and shared by its figures.
 
-    dir: the run directory; config: its RunConfig; model: the best-validation weights, CPU, eval
-    mode; splits: the run's data (`vaelab.data.Splits`); split: the split figures are drawn from;
-    x: (N, *x_shape) that split; labels: (N,) int or None; label_names: the class of each label
-    code where the data name them (a folder's sub-folders), else None; stats: latent statistics over x.
+    dir: the run directory; config: its RunConfig; model: the best-validation weights, in eval
+    mode on `device` (figures send it their inputs and take the results back to the CPU);
+    splits: the run's data (`vaelab.data.Splits`); split: the split figures are drawn from;
+    x: (N, *x_shape) that split, on the CPU; labels: (N,) int or None; label_names: the class of
+    each label code where the data name them (a folder's sub-folders), else None; stats: latent
+    statistics over x.
     """
 
-    def __init__(self, run_dir: str | Path, *, split: str = "test") -> None:
+    def __init__(self, run_dir: str | Path, *, split: str = "test", device: str = "cpu") -> None:
         if split not in SPLITS:
             raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}")
         self.dir = runs.check_run_dir(run_dir)
         self.config = runs.read_config(self.dir)
-        self.model = runs.load_model(self.dir)
+        self.model = runs.load_model(self.dir, device=resolve_device(device))  # x stays on the CPU
         self.splits = load_run_data(self.config)
         self.split = split
         self.x: Tensor = self.splits.inputs(split)
