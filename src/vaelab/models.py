@@ -161,7 +161,7 @@ class VAE(nn.Module):
         pick them: yes with a Bernoulli decoder (logits tolerate bf16's 8-bit mantissa, and every
         log-probability is float32); no with a Gaussian one, whose mean is rounded by up to 2^-9
         relative, as much as a small or learned sigma resolves."""
-        return self.config.likelihood == "bernoulli"
+        return self.likelihood_head.kind == "bernoulli"  # (auto, unresolved, builds as bernoulli)
 
     def posterior(self, x: Tensor) -> Distribution:
         """q(z|x) of the configured family (`vaelab.posteriors`); x: (B, *x_shape) -> batch (B,),
