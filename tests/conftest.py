@@ -141,9 +141,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 """Debian's chromium (`.ci/run` installs it): Playwright drives it, so no browser is downloaded."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """A headless Chromium driven by Playwright, shared by the browser tests (pages are theirs).
+    """A headless Chromium driven by Playwright, shared by a module's browser tests (pages are
+    theirs). Module-scoped: Playwright's sync API keeps an asyncio loop running in the main
+    thread while it is open, which would break later modules' own `asyncio.run`.
 
     Where Debian's chromium or Playwright is absent the tests skip with the reason, except in CI
     (CI=true), where that is a failure: a browser test that silently stops running tests nothing.
