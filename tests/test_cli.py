@@ -118,19 +118,20 @@ def test_a_bad_number_in_a_sweep_flag_is_one_line_naming_the_flag(tmp_path, caps
 def test_compile_flag_turns_compilation_on_and_off(tmp_path, capsys, parse_train):
     config = parse_train
 
-    assert config().train.compile is False
-    assert config("--compile").train.compile is True
-    assert config("--preset", "recipe", "--compile").train.compile is True
+    assert config().train.compile == "auto"
+    assert config("--compile").train.compile == "on"  # the old boolean flags keep working
+    assert config("--preset", "recipe", "--compile").train.compile == "on"
     assert (
         config("--config", _json(tmp_path, {"train": {"compile": True}}), "--no-compile").train.compile
-        is False
+        == "off"
     )
+    assert config("--config", _json(tmp_path, {"train": {"compile": True}})).train.compile == "on"
     out = tmp_path / "run"
     code, text, _ = run(
         capsys, "train", "--data", "digits", "--hidden", "16", "--epochs", "1", "--compile", "--out", out
     )
     assert code == 0 and "compiled the training step in" in text
-    assert json.loads((out / "config.json").read_text())["train"]["compile"] is True
+    assert json.loads((out / "config.json").read_text())["train"]["compile"] == "on"
 
 
 def _json(tmp_path, content):

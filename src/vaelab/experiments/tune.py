@@ -353,6 +353,8 @@ def _worker_attr() -> dict[str, Any]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs: it exists and is not a zombie (a killed worker whose
+    parent has not reaped it, e.g. one reparented to a subreaper, is dead for the study)."""
     if pid <= 0:
         return False
     try:
@@ -361,7 +363,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state is the field after the parenthesized command name
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def requeue_lost_trials(study: optuna.Study) -> list[int]:
