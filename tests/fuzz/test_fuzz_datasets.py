@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import struct
 import tarfile
 
 import numpy as np
@@ -17,6 +16,7 @@ import scipy.io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_fuzz_loaders import mutated  # the one byte-mutation strategy of the fuzz suite
 
 from vaelab.data import datasets
 from vaelab.limits import Limits
@@ -108,33 +108,6 @@ MAT_SEEDS = {
 # -------------------------------------------------------------------------------- mutations
 
 
-@st.composite
-def mutated(draw, data: bytes, header: int = 256) -> bytes:
-    """`data` after one to four edits, half of them within its first `header` bytes (as in
-    test_fuzz_loaders: flips, bytes, truncation, insertion, deletion, giant size fields)."""
-    out = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        if not out:
-            break
-        near_header = draw(st.booleans())
-        at = draw(st.integers(0, min(len(out), header) - 1 if near_header else len(out) - 1))
-        edit = draw(st.sampled_from(["flip", "byte", "truncate", "insert", "giant", "delete"]))
-        if edit == "flip":
-            out[at] ^= 1 << draw(st.integers(0, 7))
-        elif edit == "byte":
-            out[at] = draw(st.integers(0, 255))
-        elif edit == "truncate":
-            del out[at:]
-        elif edit == "insert":
-            out[at:at] = draw(st.binary(min_size=1, max_size=16))
-        elif edit == "delete":
-            del out[at : at + draw(st.integers(1, 16))]
-        else:
-            value = draw(st.sampled_from([2**31 - 1, 2**32 - 1, 10**9, 2**16, 0]))
-            out[at : at + 4] = struct.pack(draw(st.sampled_from(["<I", ">I"])), value)
-    return bytes(out)
-
-
 # -------------------------------------------------------------------------------- oracle
 
 
@@ -173,7 +146,7 @@ def _write(root, files: dict[str, bytes]):
 def test_fuzz_mat_datasets(fuzz, tmp_path_factory, kind, data):
     reader, files = MAT_SEEDS[kind]
     target = data.draw(st.sampled_from(sorted(files)))
-    files = {**files, target: data.draw(mutated(files[target]))}
+    files = {**files, target: data.draw(mutated(files[target], header=256))}
     root = _write(tmp_path_factory.mktemp("mat"), files)
     fuzz.check(kind, lambda: getattr(datasets, reader)(str(root), Limits()), accepted=accepted)
 
