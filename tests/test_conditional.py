@@ -45,9 +45,11 @@ def test_every_net_reads_the_one_hot_label_at_its_first_fully_connected_layer(ne
     # the same parameters by name; only the first fully connected layer of each net is wider, by C inputs
     assert model.state_dict().keys() == plain.keys()
     for network in ("encoder", "decoder"):
-        layer = getattr(model, network)[getattr(model, network).at]
-        linear = layer.linear if isinstance(layer, GatedLinear) else layer
-        name = f"{network}.{getattr(model, network).at}.{'linear.' if isinstance(layer, GatedLinear) else ''}weight"
+        at = getattr(model, network).at
+        layer = getattr(model, network)[at]
+        gated = isinstance(layer, GatedLinear)
+        linear = layer.linear if gated else layer
+        name = f"{network}.{at}.{'linear.' if gated else ''}weight"
         assert widened[name][1] == plain[name].shape[1] + len(CLASSES) == linear.in_features
     assert len(widened) == 2
     x, y = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
@@ -119,7 +121,7 @@ def test_config_refusals_are_one_line():
         ConfigError, match="model: Value error, condition: label applies to model.kind vae, not ae"
     ):
         RunConfig().replace(model={"condition": "label", "kind": "ae"})
-    with pytest.raises(ConfigError, match="classes: a class is named twice"):
+    with pytest.raises(ConfigError, match="model.classes: Value error, a class is named twice"):
         conditional(classes=("a", "a"))
     with pytest.raises(ConfigError, match="model.classes"):
         conditional(classes=("a",))
