@@ -274,6 +274,10 @@ class ModelConfig(Options):
     during training (0: none; off at evaluation). posterior: the family of q(z|x) (see
     `vaelab.posteriors`): `diagonal`, `full` (full-covariance Gaussian) or `iaf` (an inverse
     autoregressive flow of `flow_steps` steps with `flow_hidden` units each).
+    condition: `none`, or `label`: a conditional VAE (`vaelab.models.ConditionalVAE`), q(z|x, y)
+    and p(x|z, y) given each example's class y, on labelled data; `classes`: its class names,
+    code c named by the c-th, resolved from the data when training starts and stored in the run
+    (`vaelab.labels.resolve_classes`), so that it loads and samples without the data.
     """
 
     kind: Annotated[

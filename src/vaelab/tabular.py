@@ -34,10 +34,10 @@ from vaelab.config import AUTO_SIGMA, RunConfig
 from vaelab.data import Splits, given_standardization, load_data
 from vaelab.data.tables import binary_columns, standardize_step, standardized
 from vaelab.data.transforms import Standardize, Transform
-from vaelab.distributions import draw
 from vaelab.errors import UserError
-from vaelab.labels import for_label, split_labels
+from vaelab.labels import split_labels
 from vaelab.models import VAE, Likelihood, given_labels
+from vaelab.sampling import decode_prior_samples
 
 SAMPLE_ROWS = 1000
 """Rows `write_samples` decodes when not told how many."""
@@ -133,14 +133,7 @@ def sampled_rows(
     draw x ~ p(x|z) ("sample"), in the data's units: transform.inverse of the model's output.
     A conditional model decodes p(x|z, y) given the class `label` (`vaelab.labels.for_label`).
     (n, *x_shape) float32."""
-    if mode not in ("mean", "sample"):
-        raise UserError(f"mode {mode!r} is not one of mean, sample")
-    decoder = for_label(model, label, n)
-    generator = torch.Generator().manual_seed(seed)
-    z = draw(model.prior(), (n,), generator)  # (n, Z)
-    p_x_given_z = decoder.likelihood(z)
-    y = p_x_given_z.mean if mode == "mean" else draw(p_x_given_z, (), generator)
-    return transform.inverse(y)
+    return transform.inverse(decode_prior_samples(model, n, mode=mode, seed=seed, label=label))
 
 
 @torch.no_grad()
