@@ -337,7 +337,7 @@ def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False, d
         page.text(note, "note")
     for name, figure in COMPARE_FIGURES.items():
         if name in comparison.figures and (compare_dir / comparison.figures[name]).is_file():
-            page.figure(compare_dir / comparison.figures[name], figure.caption)
+            page.figure(compare_dir / comparison.figures[name], figure.caption_for(comparison.tabular))
     for summary in (a, b):
         if resolve_run(compare_dir, summary.run).is_dir():
             check_run(resolve_run(compare_dir, summary.run))
