@@ -235,6 +235,15 @@ class DataConfig(Options):
         bool,
         Field(description="csv: drop rows with a missing value (empty cell, NaN, NA) instead of refusing"),
     ] = False
+    labels_per_class: Annotated[
+        Annotated[int, Field(ge=1, le=10**6)] | None,
+        Field(
+            description="keep N train labels per class (a seeded stratified choice), mark the other train "
+            "rows unlabelled (-1); none keeps every label"
+        ),
+        Flag(metavar="N"),
+    ] = None
+    labels_seed: Annotated[Seed, Field(description="seed of the labels-per-class choice")] = 0
 
     @model_validator(mode="after")
     def _means_with_scales(self) -> DataConfig:
@@ -269,8 +278,12 @@ class ModelConfig(Options):
     """
 
     kind: Annotated[
-        Literal["vae", "ae"],
-        Field(description="vae, or ae: a deterministic code trained on the reconstruction term only"),
+        Literal["vae", "ae", "m2"],
+        Field(
+            description="vae; ae: a deterministic code trained on the reconstruction term only; m2: the "
+            "semi-supervised VAE of Kingma et al. 2014 (a classifier q(y|x) trained on labelled and "
+            "unlabelled rows)"
+        ),
         Flag(name="--model"),
     ] = "vae"
     latent_dim: Annotated[int, Field(ge=1, description="latent size Z"), Flag(metavar="N")] = 2
@@ -336,6 +349,22 @@ class ModelConfig(Options):
         Field(ge=1, le=4096, description="hidden units of each iaf step and size of its context h"),
         Flag(metavar="H"),
     ] = 64
+    num_classes: Annotated[
+        Annotated[int, Field(ge=2, le=10_000)] | None,
+        Field(
+            description="classes K of a model that uses labels (default: the data's, when training starts)"
+        ),
+        Flag(metavar="K"),
+    ] = None
+    alpha: Annotated[
+        float,
+        Field(
+            ge=0.0,
+            description="m2: weight alpha/N of the classifier's log q(y|x) on labelled rows (Kingma et al. "
+            "2014 eq. 9: alpha = 0.1 N)",
+        ),
+        Flag(metavar="A"),
+    ] = 0.1
 
     @model_validator(mode="after")
     def _hidden_layers(self) -> ModelConfig:
@@ -526,7 +555,12 @@ class RunConfig(Options):
             "train.lr_patience": self.train.lr_schedule != "plateau" and "it applies to lr_schedule plateau",
             "data.crop": self.data.image_size is None and "it applies with image_size",
             "train.mlflow_uri": "mlflow" not in self.train.track and "it applies to track mlflow",
+            "data.labels_seed": self.data.labels_per_class is None and "it applies with labels_per_class",
+            "model.alpha": self.model.kind != "m2" and "it applies to the m2 model",
         }
+        if self.model.kind == "m2":  # its bound is its own (`vaelab.semisupervised`)
+            for name in ("objective.name", "objective.k"):
+                why[name] = "the m2 model trains on its own bound, one z per class"
         if self.model.kind == "ae":
             for name in ("objective.name", "objective.beta", "objective.k", "objective.kl_warmup_epochs"):
                 why[name] = "an ae trains on the reconstruction term only"

@@ -18,6 +18,7 @@ unregularized code space does.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -31,6 +32,7 @@ from vaelab.errors import UserError
 from vaelab.likelihoods import family
 from vaelab.nets import build_nets, forward_flat
 from vaelab.posteriors import build_posterior
+from vaelab.semisupervised import M2
 
 
 @runtime_checkable
@@ -218,8 +220,17 @@ class AE(VAE):
         return True
 
 
-MODELS: dict[str, type[VAE]] = {"vae": VAE, "ae": AE}
+def semi_supervised(config: ModelConfig, x_shape: tuple[int, ...]) -> M2:
+    """The M2 model of `vaelab.semisupervised`, with this module's likelihood head."""
+    return M2(config, x_shape, Likelihood(config, x_shape))
+
+
+MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], VAE | M2]] = {
+    "vae": VAE,
+    "ae": AE,
+    "m2": semi_supervised,
+}
 
 
 def build_model(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
-    return MODELS[config.kind](config, x_shape)
+    return MODELS[config.kind](config, x_shape)  # type: ignore[return-value]  # (M2 speaks the same protocol)
