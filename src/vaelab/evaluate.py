@@ -37,6 +37,7 @@ from vaelab.estimators import (
 from vaelab.inference_gaps import inference_gaps
 from vaelab.models import LatentVariableModel
 from vaelab.objectives import dataset_terms
+from vaelab.semisupervised import M2, classification_error
 
 AE_NOTE = (
     "an autoencoder has no ELBO or log p(x): its code is a point mass, whose KL to any density is "
@@ -56,7 +57,9 @@ class Evaluation:
     per example, already included in every log-density here (elbo, log_p_x_given_z, log_p_xz,
     log_px), so they are of the data as given; kl and entropy are of z and carry none. path: the
     file `evaluate_run` wrote and per_example: the per-example estimates behind log_px, of the
-    model's input (`write_per_example_log_px`); neither is part of eval.json.
+    model's input (`write_per_example_log_px`); neither is part of eval.json. classification: for
+    a model with a classifier q(y|x) (M2), its error on the split's labelled rows
+    (`vaelab.semisupervised.ClassificationError`: percent, stderr_percent, num_examples).
     """
 
     run: str
@@ -80,6 +83,7 @@ class Evaluation:
     log_det_nats: float = 0.0
     note: str | None = None
     inference_gaps: dict[str, Any] | None = None
+    classification: dict[str, Any] | None = None
     path: Path | None = None
     per_example: DatasetLogPx | None = field(default=None, repr=False, compare=False)
 
@@ -254,10 +258,14 @@ def evaluate_run(
         progress=progress,
         log_det_nats=splits.log_det_nats(),
     )
-    if gap_rows and not model.deterministic:
+    # (M2's q(y, z | x) has a discrete y, which the per-example optimization of q cannot follow)
+    if gap_rows and not model.deterministic and not isinstance(model, M2):
         rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:gap_rows]
         gaps = inference_gaps(model, x[rows].to(next(model.parameters()).device), k=k, seed=seed)
         result = replace(result, inference_gaps=gaps.to_dict())
+    if isinstance(model, M2) and splits.labels(split) is not None:
+        error = classification_error(model, x, splits.labels(split))
+        result = replace(result, classification=asdict(error))
     path = eval_path(run_dir, split)
     if result.per_example is not None:  # first, so eval.json is never older than the file it explains
         write_per_example_log_px(run_dir, split, result.per_example)
@@ -300,6 +308,12 @@ def format_evaluation(e: Evaluation) -> str:
             f"{g['amortization_gap_stderr']:.3f} nats  ({g['num_examples']} random rows)"
         )
         lines.append(f"  {'':<26} method: {g['method']}")
+    if e.classification is not None:
+        c = e.classification
+        lines.append(
+            f"  {'classification error':<26} {c['percent']:11.2f} %     ± {c['stderr_percent']:.2f} s.e."
+            f"  (argmax q(y|x), {c['num_examples']} labelled rows)"
+        )
     if e.kl_per_dim is not None:
         top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]
         top_dims = ", ".join(f"{latent_name(i)} {v:.2f}" for i, v in top)

@@ -259,12 +259,13 @@ def dataset_terms(
     objective: str = "elbo",
     k: int = 1,
     batch_size: int = EVAL_BATCH,
+    labels: Tensor | None = None,
 ) -> MeanTerms:
     """Means over a data set x: (N, *x_shape) (fixed seed) of the ELBO, E_q[log p(x|z)], KL and
     the bound of `objective` at beta = 1 with `k` samples per example (the ELBO terms are then
     k-sample means), in eval mode. A deterministic model has the reconstruction term alone.
     Runs on the model's device (x's for a model without parameters); x may live elsewhere, its
-    batches are copied there."""
+    batches are copied there. labels: (N,) the rows' labels, for a model that uses them."""
     device = next(iter(model.parameters()), x).device if isinstance(model, nn.Module) else x.device
     generator = torch.Generator(device=device).manual_seed(seed)
     bound = objective_for(model, objective)
@@ -272,7 +273,9 @@ def dataset_terms(
     sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
     with _eval_mode(model):
         for begin in range(0, len(x), batch_size):
-            result = bound(model, x[begin : begin + batch_size].to(device), generator, k=k)
+            rows = slice(begin, begin + batch_size)
+            extra = {} if labels is None else {"labels": labels[rows].to(device)}
+            result = bound(model, x[rows].to(device), generator, k=k, **extra)
             bound_values = result.surrogate if result.bound is None else result.bound
             sums += term_sums(result.terms, bound_values)
     return MeanTerms.from_sums(names, sums, len(x))
