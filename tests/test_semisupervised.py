@@ -230,10 +230,16 @@ def test_m2_and_m1_m2_train_evaluate_and_classify(tmp_path):
 
     small = {"hidden": (16,), "latent_dim": 2}
     options = {"epochs": 2, "threads": 1, "compile": "off", "batch_size": 64}
-    m1 = train(RunConfig().replace(data={"source": "digits"}, model=small, train=options), tmp_path / "m1", progress=False)
+    m1 = train(
+        RunConfig().replace(data={"source": "digits"}, model=small, train=options),
+        tmp_path / "m1",
+        progress=False,
+    )
     labels = {"labels_per_class": 5, "labels_seed": 3}
     for name, source in (("m2", "digits"), ("m1m2", f"codes:{m1.run_dir}")):
-        config = RunConfig().replace(data={"source": source, **labels}, model={"kind": "m2", **small}, train=options)
+        config = RunConfig().replace(
+            data={"source": source, **labels}, model={"kind": "m2", **small}, train=options
+        )
         run = train(config, tmp_path / name, progress=False).run_dir
         stored = runs.read_config(run)
         assert (stored.data.labels_per_class, stored.data.labels_seed, stored.model.num_classes) == (5, 3, 10)
@@ -241,7 +247,9 @@ def test_m2_and_m1_m2_train_evaluate_and_classify(tmp_path):
         assert 0 <= record["train_error_percent"] <= 100 and 0 <= record["valid_error_percent"] <= 100
         assert record["train_classification_loss_nats"] > 0
         result = evaluate_run(run, k=4, progress=False)
-        assert result.classification is not None and result.classification["num_examples"] == result.num_examples
+        assert (
+            result.classification is not None and result.classification["num_examples"] == result.num_examples
+        )
         assert result.log_px is not None and result.elbo is not None
         assert runs.read_evaluation(run / "eval.json")["classification"] == result.classification
         model = vaelab.load(run)

@@ -263,8 +263,9 @@ def evaluate_run(
         rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:gap_rows]
         gaps = inference_gaps(model, x[rows].to(next(model.parameters()).device), k=k, seed=seed)
         result = replace(result, inference_gaps=gaps.to_dict())
-    if isinstance(model, M2) and splits.labels(split) is not None:
-        error = classification_error(model, x, splits.labels(split))
+    labels = splits.labels(split)
+    if isinstance(model, M2) and labels is not None:
+        error = classification_error(model, x, labels)
         result = replace(result, classification=asdict(error))
     path = eval_path(run_dir, split)
     if result.per_example is not None:  # first, so eval.json is never older than the file it explains

@@ -69,7 +69,7 @@ def full_precision(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-def _gaussian(params: Tensor) -> Distribution:
+def _gaussian(params: Tensor) -> Independent:
     """N(loc, diag(exp(log_var))) from the encoder's (..., 2Z) output: batch (...), event (Z,)."""
     loc, log_var = params.chunk(2, dim=-1)
     scale = torch.exp(0.5 * log_var.clamp(*LOG_VAR_CLAMP))
@@ -207,7 +207,7 @@ class M2(nn.Module):
         finally:
             self.train(was_training)
 
-    def q_z_given_xy(self, x: Tensor, onehot: Tensor) -> Distribution:
+    def q_z_given_xy(self, x: Tensor, onehot: Tensor) -> Independent:
         """q(z|x,y); x: (B, *x_shape), onehot: (*S, B, K) -> batch (*S, B), event (Z,)."""
         x_flat = x.reshape(x.shape[0], -1).to(onehot.dtype)
         inputs = torch.cat([x_flat.expand(*onehot.shape[:-1], -1), onehot], dim=-1)  # (*S, B, D + K)

@@ -489,7 +489,9 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
         x = trainer.transform(data.rows(rows), generator)
         labels = None if labelled is None else labelled.rows(rows)  # (B,), the same rows as x
         beta = kl_weight(config, epoch, step, steps)
-        loss, term_sums = trainer.step_loss(model, trainer.objective, x, generator, beta, k, precision, labels)
+        loss, term_sums = trainer.step_loss(
+            model, trainer.objective, x, generator, beta, k, precision, labels
+        )
         if check_every == 1:
             loss_value = loss.item()  # (cheaper than torch.isfinite on a CPU)
             if not math.isfinite(loss_value):

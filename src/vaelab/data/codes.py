@@ -38,9 +38,10 @@ def read_codes(arg: str, limits: Limits) -> Splits:
         )
     model = runs.load_model(run_dir)
     splits = load_run_data(config)
-    codes = {split: encode(model, splits.inputs(split)) for split in SPLITS}
-    # (load_data gives float codes the identity transform and column names z1..zZ)
-    return replace(splits, name=f"codes of {Path(arg).name}", column_names=None, **codes)
+    train, valid, test = (encode(model, splits.inputs(split)) for split in SPLITS)
+    # (load_data gives float codes the identity transform and column names x1..xZ)
+    name = f"codes of {Path(arg).name}"
+    return replace(splits, name=name, train=train, valid=valid, test=test, column_names=None)
 
 
 @torch.no_grad()
