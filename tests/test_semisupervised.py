@@ -34,7 +34,7 @@ def tiny_m2(likelihood: str = "bernoulli", hidden: tuple[int, ...] = (8,), seed:
         kind="m2",
         latent_dim=Z,
         hidden=hidden,
-        num_classes=K,
+        classes=("a", "b", "c"),
         likelihood=likelihood,
         sigma=0.5,
         activation="tanh",
@@ -204,8 +204,10 @@ def test_labels_per_class_refuses_in_one_line(tmp_path):
 
 def test_m2_refuses_what_it_does_not_have():
     with pytest.raises(UserError, match=r"model.net conv: the m2 model has a mlp net only"):
-        build_model(ModelConfig(kind="m2", net="conv", num_classes=3), (1, 8, 8))
-    with pytest.raises(UserError, match=r"model.num_classes: the m2 model needs the number of classes"):
+        build_model(ModelConfig(kind="m2", net="conv", classes=("a", "b", "c")), (1, 8, 8))
+    with pytest.raises(
+        UserError, match=r"model.classes: the m2 model needs its classes \(resolved from the data\)"
+    ):
         build_model(ModelConfig(kind="m2"), (4,))
     config = RunConfig().replace(model={"kind": "m2"}, objective={"name": "iwae", "k": 5})
     assert sorted(config.ignored_settings({"objective.name", "objective.k", "model.alpha"})) == [
@@ -242,7 +244,11 @@ def test_m2_and_m1_m2_train_evaluate_and_classify(tmp_path):
         )
         run = train(config, tmp_path / name, progress=False).run_dir
         stored = runs.read_config(run)
-        assert (stored.data.labels_per_class, stored.data.labels_seed, stored.model.num_classes) == (5, 3, 10)
+        assert (stored.data.labels_per_class, stored.data.labels_seed, stored.model.classes) == (
+            5,
+            3,
+            tuple("0123456789"),
+        )
         record = runs.read_metrics(run)[-1]
         assert 0 <= record["train_error_percent"] <= 100 and 0 <= record["valid_error_percent"] <= 100
         assert record["train_classification_loss_nats"] > 0

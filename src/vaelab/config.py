@@ -154,6 +154,8 @@ LikelihoodName = Literal[
 AUTO_SIGMA = 0.1
 """What model.sigma `auto` is for data that are not tabular (for tabular data: learned)."""
 PRIORS = ("normal", "mog", "vamp")
+MAX_CLASSES = 10_000
+"""The most classes a conditional model takes (its one-hot code widens two layers by as many inputs)."""
 
 
 class DataConfig(Options):
@@ -349,12 +351,23 @@ class ModelConfig(Options):
         Field(ge=1, le=4096, description="hidden units of each iaf step and size of its context h"),
         Flag(metavar="H"),
     ] = 64
-    num_classes: Annotated[
-        Annotated[int, Field(ge=2, le=10_000)] | None,
+    condition: Annotated[
+        Literal["none", "label"],
         Field(
-            description="classes K of a model that uses labels (default: the data's, when training starts)"
+            description="none, or label: a conditional VAE, q(z|x, y) and p(x|z, y) given each example's "
+            "class y (labelled data); sample it with --label"
         ),
-        Flag(metavar="K"),
+    ] = "none"
+    classes: Annotated[
+        tuple[Annotated[str, Strict(), Field(min_length=1, max_length=200)], ...] | None,
+        Field(
+            strict=False,
+            min_length=2,
+            max_length=MAX_CLASSES,
+            description="the class names of a conditional or m2 model, code c named by the c-th "
+            "(default: the data's names, else 0..C-1)",
+        ),
+        Flag(metavar="NAME[,NAME...]"),
     ] = None
     alpha: Annotated[
         float,
@@ -370,6 +383,14 @@ class ModelConfig(Options):
     def _hidden_layers(self) -> ModelConfig:
         if not self.hidden and self.net == "gated":
             raise ValueError("hidden: a gated net needs at least one hidden layer (empty: mlp or conv)")
+        return self
+
+    @model_validator(mode="after")
+    def _conditional(self) -> ModelConfig:
+        if self.condition == "label" and self.kind != "vae":
+            raise ValueError(f"condition: label applies to model.kind vae, not {self.kind}")
+        if self.classes is not None and len(set(self.classes)) < len(self.classes):
+            raise ValueError("classes: a class is named twice")
         return self
 
 
@@ -557,6 +578,9 @@ class RunConfig(Options):
             "train.mlflow_uri": "mlflow" not in self.train.track and "it applies to track mlflow",
             "data.labels_seed": self.data.labels_per_class is None and "it applies with labels_per_class",
             "model.alpha": self.model.kind != "m2" and "it applies to the m2 model",
+            "model.classes": self.model.condition == "none"
+            and self.model.kind != "m2"
+            and "it applies to model.condition label and the m2 model",
         }
         if self.model.kind == "m2":  # its bound is its own (`vaelab.semisupervised`)
             for name in ("objective.name", "objective.k"):

@@ -153,7 +153,10 @@ class M2(nn.Module):
     (times N) of log q(y|x) on labelled rows (`model.alpha`).
     """
 
-    uses_labels = True
+    # learns from labels (the trainer passes each batch's, -1 unlabelled) but is not conditioned
+    # on them: validation and evaluation score log p(x) (`vaelab.labels.split_labels`)
+    uses_labels = False
+    learns_from_labels = True
 
     def __init__(self, config: ModelConfig, x_shape: tuple[int, ...], likelihood_head: nn.Module) -> None:
         super().__init__()
@@ -164,13 +167,11 @@ class M2(nn.Module):
         ):
             if value != allowed:
                 raise UserError(f"model.{field} {value}: the m2 model has a {allowed} {field} only")
-        if config.num_classes is None:
-            raise UserError(
-                "model.num_classes: the m2 model needs the number of classes (set from the data's labels)"
-            )
+        if config.classes is None:
+            raise UserError("model.classes: the m2 model needs its classes (resolved from the data)")
         self.config = config
         self.x_shape = tuple(x_shape)
-        self.num_classes = k = config.num_classes
+        self.num_classes = k = len(config.classes)
         self.z_dim = config.latent_dim
         self.latent_dim = k + self.z_dim
         self.alpha = config.alpha

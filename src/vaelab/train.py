@@ -31,8 +31,8 @@ import vaelab
 from vaelab import devices, runs, tabular
 from vaelab.config import RunConfig
 from vaelab.data import Splits, fixed_sigma, for_likelihood, load_data
-from vaelab.data.labels import resolve_num_classes
 from vaelab.errors import UserError
+from vaelab.labels import resolve_classes, split_labels
 from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
 from vaelab.objectives import DENSITY_TERMS, dataset_terms, logged_term_names, objective_for, term_sums
@@ -166,7 +166,7 @@ class Trainer:
         if splits is None:
             splits = load_data(config.data, config.limits)
         config, splits = tabular.resolve(config, splits)  # the data's `auto` settings, stored in the run
-        config = resolve_num_classes(config, splits)  # an m2 model's classes, stored in the run
+        config = resolve_classes(config, splits)  # a conditional or m2 model's classes, stored in the run
         splits = for_likelihood(
             splits, config.model.likelihood, config.data.source, sigma=fixed_sigma(config.model.sigma)
         )
@@ -194,10 +194,9 @@ class Trainer:
         valid = devices.DeviceData(splits.inputs("valid"), device)  # the same fixed draw every epoch
         self.x_valid = valid.x if valid.resident else splits.inputs("valid")
         # a model that uses labels gets each batch's, gathered with x's indices on the device
-        uses_labels = getattr(model, "uses_labels", False)
-        labels = splits.train_labels if uses_labels else None
+        labels = split_labels(model, splits, "train", config.data.source)
         self.train_labels = None if labels is None else devices.DeviceData(labels, device)
-        self.valid_labels = splits.valid_labels if uses_labels else None
+        self.valid_labels = split_labels(model, splits, "valid", config.data.source)
         steps = config.train.epochs * math.ceil(len(splits.train) / config.train.batch_size)
         self.settings = devices.choose_settings(
             device,
@@ -225,7 +224,9 @@ class Trainer:
         if self.settings.compile:
             if self.progress:
                 tqdm.write("compiling the training step (torch.compile; ~20 s the first time) ...")
-            self.compile_seconds = self.step_loss.warm_up(model, self.objective, self.train_data, self)
+            self.compile_seconds = self.step_loss.warm_up(
+                model, self.objective, self.train_data, self, self.train_labels
+            )
         self.stopped_early = False
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -546,10 +547,9 @@ def step_loss(
     """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
     the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means. The
     networks' products run in `precision` on x's device; log-probabilities stay float32.
-    labels: (B,) the rows' labels (-1: unlabelled), for a model that uses them (else None)."""
+    labels: (B,) the rows' labels, for a model that uses them (-1: unlabelled; else None)."""
     with devices.autocast(x.device, precision):
-        extra = {} if labels is None else {"labels": labels}
-        result = objective(model, x, generator, beta=beta, k=k, **extra)
+        result = objective(model, x, generator, beta=beta, k=k, labels=labels)
     return -result.surrogate.mean(), term_sums(result.terms)
 
 
@@ -595,9 +595,17 @@ class StepLoss:
         with devices.generator_as_global_rng(generator):
             return self.compiled(model, objective, x, None, beta_tensor, k, precision, labels)
 
-    def warm_up(self, model: VAE, objective, x_train: devices.DeviceData, trainer: Trainer) -> float:
+    def warm_up(
+        self,
+        model: VAE,
+        objective,
+        x_train: devices.DeviceData,
+        trainer: Trainer,
+        labels: devices.DeviceData | None = None,
+    ) -> float:
         """Compile the step (forward and backward) for the epoch's full batches; changes no state
-        of the run (weights, gradients, RNG streams). Returns the seconds it took."""
+        of the run (weights, gradients, RNG streams). labels: the training labels, for a model
+        that uses them. Returns the seconds it took."""
         config = trainer.config
         self.batch_size = min(config.train.batch_size, len(x_train))
         start = time.perf_counter()
@@ -614,6 +622,7 @@ class StepLoss:
                 1.0,
                 config.objective.k,
                 trainer.settings.precision,
+                None if labels is None else labels.rows(rows),
             )
             loss.backward()
         except Exception as error:  # no C++ compiler, an unsupported operation, ...

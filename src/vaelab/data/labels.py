@@ -13,8 +13,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from vaelab.config import RunConfig
-from vaelab.data.splits import SPLITS, Splits
+from vaelab.data.splits import Splits
 from vaelab.errors import UserError
 
 UNLABELLED = -1
@@ -51,15 +50,3 @@ def keep_labels_per_class(splits: Splits, per_class: int | None, seed: int, wher
     rows = torch.as_tensor(labelled_rows(y, per_class, seed))
     kept[rows] = y[rows]
     return replace(splits, train_labels=kept)
-
-
-def resolve_num_classes(config: RunConfig, splits: Splits) -> RunConfig:
-    """`config` with an m2 model's `num_classes` set from the data (the largest label + 1 of any
-    split), so the run stores it and loads without the data; refused in one line when the train
-    split has no labels. Other configs, and a resolved one, are returned as they are."""
-    if config.model.kind != "m2" or config.model.num_classes is not None:
-        return config
-    if splits.train_labels is None:
-        raise UserError(f"{config.data.source}: model.kind m2 learns from labels; the train split has none")
-    found = [labels for labels in (splits.labels(split) for split in SPLITS) if labels is not None]
-    return config.replace(model={"num_classes": max(int(labels.max()) for labels in found) + 1})
