@@ -262,3 +262,21 @@ def test_m2_and_m1_m2_train_evaluate_and_classify(tmp_path):
         splits = load_data(stored.data)
         wrong = (model.classify(splits.inputs("test")) != splits.test_labels).double().mean()
         assert float(100 * wrong) == pytest.approx(result.classification["percent"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "m2", "--labels-per-class", "1000"], "digits: data.labels_per_class 1000: class 8 has only 139"),
+        (["--labels-seed", "3"], "--labels-seed: ignored (it applies with labels_per_class)"),
+        (["--model", "m2", "--objective", "iwae"], "--objective: ignored (the m2 model trains on its own bound"),
+        (["--alpha", "0.5"], "--alpha: ignored (it applies to the m2 model)"),
+    ],
+)
+def test_the_cli_refuses_in_one_line(tmp_path, capsys, argv, message):
+    from vaelab.cli import main
+
+    code = main(["train", "--data", "digits", "--out", str(tmp_path / "run"), "--quiet", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
