@@ -314,21 +314,22 @@ def format_evaluation(e: Evaluation) -> str:
     lines = [f"{e.split} split, all {e.num_examples} examples of {e.num_dims} dims (bits/dim of -value):"]
     px = "log p(x)" if e.given is None else "log p(x|y)"
     if e.given is not None:
-        lines.append("  (conditional on each example's true label y: log p(x|y), q(z|x,y), p(x|z,y))")
+        lines.append("  (conditional on each example's true label y: log p(x|y), q(z|x, y), p(x|z, y))")
     if e.log_det_nats:
         correction = f"{e.log_det_nats:.3f} nats of the input transform included"
         lines.append(f"  (log-densities of the data as given: {correction})")
-    lines.append(row("E_q[log p(x|z)]", e.log_p_x_given_z))
+    y = "" if e.given is None else ", y"  # (a conditional model's densities are given y)
+    lines.append(row(f"E_q[log p(x|z{y})]", e.log_p_x_given_z))
     if e.elbo is None or e.log_px is None or e.gap is None:  # an autoencoder: see the note
         if e.note:
             lines.append(f"  note: {e.note}")
         return "\n".join(lines)
-    lines.append(f"  {'KL(q(z|x) || p(z))':<26} {e.kl:11.3f} nats")
+    lines.append(f"  {f'KL(q(z|x{y}) || p(z))':<26} {e.kl:11.3f} nats")
     lines.append(row("ELBO", e.elbo, f"   [{e.seconds_elbo:.1f} s]"))
     lines.append(f"  {'  = E_q[log p(x,z)] + H(q)':<26} {e.log_p_xz:11.3f} + {e.entropy:.3f} nats")
     is_extra = f"  ± {e.log_px_stderr:.3f} s.e.  [{e.seconds_log_px:.1f} s]"
     lines.append(row(f"{px}, IS k={e.k}", e.log_px, is_extra))
-    lines.append(f"  {f'gap {px} - ELBO':<26} {e.gap:11.3f} nats  (estimates KL(q(z|x) || p(z|x)))")
+    lines.append(f"  {f'gap {px} - ELBO':<26} {e.gap:11.3f} nats  (estimates KL(q(z|x{y}) || p(z|x{y})))")
     if e.active_units is not None and e.posterior_mean_variance is not None:
         lines.append(
             f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"
