@@ -267,9 +267,9 @@ def test_m2_and_m1_m2_train_evaluate_and_classify(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model", "m2", "--labels-per-class", "1000"], "digits: data.labels_per_class 1000: class 8 has only 139"),
+        (["--model", "m2", "--labels-per-class", "1000"], "data.labels_per_class 1000: class 8 has only 139"),
         (["--labels-seed", "3"], "--labels-seed: ignored (it applies with labels_per_class)"),
-        (["--model", "m2", "--objective", "iwae"], "--objective: ignored (the m2 model trains on its own bound"),
+        (["--model", "m2", "--objective", "iwae"], "--objective: ignored (the m2 model trains on its own"),
         (["--alpha", "0.5"], "--alpha: ignored (it applies to the m2 model)"),
     ],
 )
