@@ -126,7 +126,7 @@ def test_config_refusals_are_one_line():
     with pytest.raises(ConfigError, match="model.classes"):
         conditional(classes=("a",))
     assert RunConfig().ignored_settings({"model.classes"}) == [
-        "model.classes: ignored (it applies to model.condition label)"
+        "model.classes: ignored (it applies to model.condition label and the m2 model)"
     ]
     assert conditional().ignored_settings({"model.classes"}) == []
 

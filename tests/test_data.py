@@ -648,6 +648,7 @@ def test_registry_names_every_source_without_loading_anything():
         "npy",
         "csv",
         "folder",
+        "codes",
     }
     assert [name for name, source in SOURCES.items() if not source.needs_arg] == ["mnist5k", "digits"]
 

@@ -34,6 +34,7 @@ def test_example_trains_and_reports(tmp_path):
         ("colour", "ratio VAE (logistic mixture) / histogram"),
         ("tabular", "same weights re-evaluated: moved"),
         ("conditional", "sample grids given each class"),
+        ("semi_supervised", "ratio M1+M2 / probe error"),
     ],
 )
 def test_benchmark_smoke(bench, expect):

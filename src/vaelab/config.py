@@ -243,6 +243,15 @@ class DataConfig(Options):
         bool,
         Field(description="csv: drop rows with a missing value (empty cell, NaN, NA) instead of refusing"),
     ] = False
+    labels_per_class: Annotated[
+        Annotated[int, Field(ge=1, le=10**6)] | None,
+        Field(
+            description="keep N train labels per class (a seeded stratified choice), mark the other train "
+            "rows unlabelled (-1); none keeps every label"
+        ),
+        Flag(metavar="N"),
+    ] = None
+    labels_seed: Annotated[Seed, Field(description="seed of the labels-per-class choice")] = 0
 
     @model_validator(mode="after")
     def _means_with_scales(self) -> DataConfig:
@@ -281,8 +290,12 @@ class ModelConfig(Options):
     """
 
     kind: Annotated[
-        Literal["vae", "ae"],
-        Field(description="vae, or ae: a deterministic code trained on the reconstruction term only"),
+        Literal["vae", "ae", "m2"],
+        Field(
+            description="vae; ae: a deterministic code trained on the reconstruction term only; m2: the "
+            "semi-supervised VAE of Kingma et al. 2014 (a classifier q(y|x) trained on labelled and "
+            "unlabelled rows)"
+        ),
         Flag(name="--model"),
     ] = "vae"
     latent_dim: Annotated[int, Field(ge=1, description="latent size Z"), Flag(metavar="N")] = 2
@@ -365,11 +378,20 @@ class ModelConfig(Options):
             strict=False,
             min_length=2,
             max_length=MAX_CLASSES,
-            description="a conditional model's class names, code c named by the c-th (default: the "
-            "data's names, else 0..C-1)",
+            description="the class names of a conditional or m2 model, code c named by the c-th "
+            "(default: the data's names, else 0..C-1)",
         ),
         Flag(metavar="NAME[,NAME...]"),
     ] = None
+    alpha: Annotated[
+        float,
+        Field(
+            ge=0.0,
+            description="m2: weight alpha/N of the classifier's log q(y|x) on labelled rows (Kingma et al. "
+            "2014 eq. 9: alpha = 0.1 N)",
+        ),
+        Flag(metavar="A"),
+    ] = 0.1
 
     @model_validator(mode="after")
     def _hidden_layers(self) -> ModelConfig:
@@ -572,8 +594,15 @@ class RunConfig(Options):
             "train.lr_patience": self.train.lr_schedule != "plateau" and "it applies to lr_schedule plateau",
             "data.crop": self.data.image_size is None and "it applies with image_size",
             "train.mlflow_uri": "mlflow" not in self.train.track and "it applies to track mlflow",
-            "model.classes": self.model.condition == "none" and "it applies to model.condition label",
+            "data.labels_seed": self.data.labels_per_class is None and "it applies with labels_per_class",
+            "model.alpha": self.model.kind != "m2" and "it applies to the m2 model",
+            "model.classes": self.model.condition == "none"
+            and self.model.kind != "m2"
+            and "it applies to model.condition label and the m2 model",
         }
+        if self.model.kind == "m2":  # its bound is its own (`vaelab.semisupervised`)
+            for name in ("objective.name", "objective.k"):
+                why[name] = "the m2 model trains on its own bound, one z per class"
         if self.model.kind == "ae":
             for name in ("objective.name", "objective.beta", "objective.k", "objective.kl_warmup_epochs"):
                 why[name] = "an ae trains on the reconstruction term only"

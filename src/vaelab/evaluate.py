@@ -38,6 +38,7 @@ from vaelab.inference_gaps import inference_gaps
 from vaelab.labels import split_labels
 from vaelab.models import LatentVariableModel, given_labels
 from vaelab.objectives import dataset_terms
+from vaelab.semisupervised import M2, classification_error
 
 AE_NOTE = (
     "an autoencoder has no ELBO or log p(x): its code is a point mass, whose KL to any density is "
@@ -67,7 +68,9 @@ class Evaluation:
     model's input (`write_per_example_log_px` stores them of the data as given); neither is part
     of eval.json. given: for a model that uses labels, what every number is conditional on
     (`GIVEN_LABEL`: log_px is then log p(x|y) and the ELBO its bound, given each example's true
-    label); None otherwise.
+    label); None otherwise. classification: for a model with a classifier q(y|x) (M2), its error
+    on the split's labelled rows (`vaelab.semisupervised.ClassificationError`: percent,
+    stderr_percent, num_examples).
     """
 
     run: str
@@ -92,6 +95,7 @@ class Evaluation:
     note: str | None = None
     given: str | None = None
     inference_gaps: dict[str, Any] | None = None
+    classification: dict[str, Any] | None = None
     path: Path | None = None
     per_example: DatasetLogPx | None = field(default=None, repr=False, compare=False)
 
@@ -283,12 +287,17 @@ def evaluate_run(
         log_det_nats=splits.log_det_nats(),
         labels=labels,
     )
-    if gap_rows and not model.deterministic:
+    # (M2's q(y, z | x) has a discrete y, which the per-example optimization of q cannot follow)
+    if gap_rows and not model.deterministic and not isinstance(model, M2):
         rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:gap_rows]
         device = next(model.parameters()).device
         given = given_labels(model, None if labels is None else labels[rows].to(device))
         gaps = inference_gaps(given, x[rows].to(device), k=k, seed=seed)
         result = replace(result, inference_gaps=gaps.to_dict())
+    labels = splits.labels(split)
+    if isinstance(model, M2) and labels is not None:
+        error = classification_error(model, x, labels)
+        result = replace(result, classification=asdict(error))
     path = eval_path(run_dir, split)
     if result.per_example is not None:  # first, so eval.json is never older than the file it explains
         write_per_example_log_px(run_dir, split, result.per_example, log_det_nats=result.log_det_nats)
@@ -335,6 +344,12 @@ def format_evaluation(e: Evaluation) -> str:
             f"{g['amortization_gap_stderr']:.3f} nats  ({g['num_examples']} random rows)"
         )
         lines.append(f"  {'':<26} method: {g['method']}")
+    if e.classification is not None:
+        c = e.classification
+        lines.append(
+            f"  {'classification error':<26} {c['percent']:11.2f} %     ± {c['stderr_percent']:.2f} s.e."
+            f"  (argmax q(y|x), {c['num_examples']} labelled rows)"
+        )
     if e.kl_per_dim is not None:
         top = sorted(enumerate(e.kl_per_dim), key=lambda pair: -pair[1])[:6]
         top_dims = ", ".join(f"{latent_name(i)} {v:.2f}" for i, v in top)

@@ -25,8 +25,12 @@ LABELLED_SOURCES = (
 
 def split_labels(model, splits: Splits, split: str, where: str) -> Tensor | None:
     """The labels (N,) int64 of `split` for a model that uses labels, None for one that does not;
-    a model that uses labels on a split without them is a UserError naming `where` (the data)."""
-    if not getattr(model, "uses_labels", False):
+    a model that uses labels on a split without them is a UserError naming `where` (the data).
+    A model that learns from labels without being conditioned on them (`learns_from_labels`: the
+    semi-supervised M2, whose classifier predicts them) gets the train split's alone: its
+    validation bound and evaluation score log p(x), not log p(x|y)."""
+    learns = getattr(model, "learns_from_labels", False)
+    if not (getattr(model, "uses_labels", False) or learns) or (learns and split != "train"):
         return None
     labels = splits.labels(split)
     if labels is None:
@@ -41,22 +45,23 @@ def resolve_classes(config: RunConfig, splits: Splits) -> RunConfig:
     """`config` with a conditional model's classes (`model.classes`) resolved from the data, so the
     run stores them and loads without the data: the data's class names (a folder's sub-folders),
     else the codes 0..C-1 as names, C = the largest label + 1. Classes given in the config must be
-    as many as the data's. A config without `condition label` is returned as it is."""
+    as many as the data's. A config without `condition label` (or `kind m2`) is returned as it is."""
     model = config.model
-    if model.condition == "none":
+    if model.condition == "none" and model.kind != "m2":
         return config
+    setting = "model.condition label" if model.condition == "label" else "model.kind m2"
     where = config.data.source
     found = [splits.labels(split) for split in SPLITS]
     missing = [split for split, labels in zip(SPLITS, found, strict=True) if labels is None]
     if missing:
         raise UserError(
-            f"{where}: model.condition label needs every example's label; the {', '.join(missing)} "
+            f"{where}: {setting} needs every example's label; the {', '.join(missing)} "
             f"split{'s have' if len(missing) > 1 else ' has'} none (labelled data: {LABELLED_SOURCES})"
         )
     largest = max(int(labels.max()) for labels in found if labels is not None and len(labels))
     names = splits.label_names or tuple(str(code) for code in range(largest + 1))
     if len(names) < 2:
-        raise UserError(f"{where}: model.condition label needs at least two classes; these data have one")
+        raise UserError(f"{where}: {setting} needs at least two classes; these data have one")
     if model.classes is None:
         return config.replace(model={"classes": names})
     if len(model.classes) != len(names):

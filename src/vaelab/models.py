@@ -25,7 +25,7 @@ unregularized code space does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -39,6 +39,7 @@ from vaelab.errors import UserError
 from vaelab.likelihoods import family
 from vaelab.nets import LabelConditioned, build_nets, forward_flat
 from vaelab.posteriors import build_posterior
+from vaelab.semisupervised import M2
 
 
 @runtime_checkable
@@ -341,7 +342,16 @@ class GivenLabels:
         return self.model.deterministic
 
 
-MODELS: dict[str, type[VAE]] = {"vae": VAE, "ae": AE}
+def semi_supervised(config: ModelConfig, x_shape: tuple[int, ...]) -> M2:
+    """The M2 model of `vaelab.semisupervised`, with this module's likelihood head."""
+    return M2(config, x_shape, Likelihood(config, x_shape))
+
+
+MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], VAE | M2]] = {
+    "vae": VAE,
+    "ae": AE,
+    "m2": semi_supervised,
+}
 
 
 def given_labels(model, labels: Tensor | None) -> LatentVariableModel:
@@ -359,4 +369,4 @@ def build_model(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
     """The model of `config`: a `ConditionalVAE` for model.condition label, else MODELS[kind]."""
     if config.condition == "label":
         return ConditionalVAE(config, x_shape)
-    return MODELS[config.kind](config, x_shape)
+    return MODELS[config.kind](config, x_shape)  # type: ignore[return-value]  # (M2 speaks the same protocol)

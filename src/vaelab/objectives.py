@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from vaelab.distributions import analytic_kl, draw
 from vaelab.estimators import ELBOTerms, elbo_terms
 from vaelab.models import LatentVariableModel, given_labels
+from vaelab.semisupervised import M2, m2_terms
 
 __all__ = [
     "DENSITY_TERMS",
@@ -46,6 +47,7 @@ __all__ = [
     "logged_term_names",
     "objective_for",
     "reconstruction",
+    "semi_supervised",
     "term_sums",
 ]
 
@@ -70,10 +72,13 @@ LoggedTerms: TypeAlias = ELBOTerms | ReconstructionTerms
 
 @dataclass(frozen=True)
 class ObjectiveOutput:
-    """surrogate: (B,) what the optimizer maximizes; terms: the logged terms, each (B,)."""
+    """surrogate: (B,) what the optimizer maximizes; terms: the logged terms, each (B,); bound:
+    (B,) the bound at beta = 1 where the surrogate is not one even then (the M2 objective's
+    classifier term), None where it is the surrogate."""
 
     surrogate: Tensor
     terms: LoggedTerms
+    bound: Tensor | None = None
 
 
 class Objective(Protocol):
@@ -158,11 +163,35 @@ def reconstruction(
     return ObjectiveOutput(log_p_x_given_z, ReconstructionTerms(log_p_x_given_z))
 
 
+def semi_supervised(
+    model: M2,
+    x: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    beta: float | Tensor = 1.0,
+    k: int = 1,
+    labels: Tensor | None = None,
+) -> ObjectiveOutput:
+    """The M2 objective (Kingma et al. 2014, eq. 9), per example: the bound L(x, y) on labelled
+    rows and U(x) on unlabelled ones (labels -1; None: all), by exact enumeration over classes
+    (`vaelab.semisupervised.m2_terms`), plus alpha_row log q(y|x) on the labelled rows, with
+    alpha_row = model.alpha * B / B_labelled so that the batch mean is J/N + model.alpha *
+    E_labelled[log q(y|x)] (their alpha = 0.1 N). beta < 1 (KL warm-up) weights the joint KL.
+    The logged terms are the bound's (`ELBOTerms`)."""
+    terms = m2_terms(model, x, labels, generator)
+    weight = model.alpha * len(x) / terms.labelled.sum().clamp(min=1).to(terms.elbo.dtype)
+    surrogate = terms.log_p_x_given_z - beta * terms.kl + weight * terms.log_q_y
+    return ObjectiveOutput(surrogate, ELBOTerms(terms.elbo, terms.log_p_x_given_z, terms.kl), terms.elbo)
+
+
 OBJECTIVES: dict[str, Objective] = {"elbo": beta_elbo, "iwae": iwae}
 
 
 def objective_for(model: LatentVariableModel, name: str) -> Objective:
-    """The objective a run trains with: the reconstruction term for a deterministic model."""
+    """The objective a run trains with: the reconstruction term for a deterministic model, the
+    M2 bound for the semi-supervised model."""
+    if isinstance(model, M2):
+        return semi_supervised  # type: ignore[return-value]  # (it also takes the batch's labels)
     return reconstruction if model.deterministic else OBJECTIVES[name]
 
 
@@ -258,5 +287,6 @@ def dataset_terms(
             rows = slice(begin, begin + batch_size)
             y = None if labels is None else labels[rows].to(device)
             result = bound(model, x[rows].to(device), generator, k=k, labels=y)
-            sums += term_sums(result.terms, result.surrogate)
+            bound_values = result.surrogate if result.bound is None else result.bound
+            sums += term_sums(result.terms, bound_values)
     return MeanTerms.from_sums(names, sums, len(x))

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import torch
-from annotated_types import Ge, Gt, Len
+from annotated_types import Ge, Gt, Le, Len
 from pydantic import BaseModel, ConfigDict, FiniteFloat, ValidationError, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -592,6 +592,10 @@ class MetricsRecord(AutoencoderRecord):
     train_kl_nats: float
     valid_elbo_nats: float
     valid_kl_nats: float
+    # a model with a classifier (M2): on the labelled train rows and the validation rows
+    train_classification_loss_nats: Annotated[float, Ge(0)] | None = None
+    train_error_percent: Annotated[float, Ge(0), Le(100)] | None = None
+    valid_error_percent: Annotated[float, Ge(0), Le(100)] | None = None
 
 
 def migrate_record(record: Any) -> Any:
@@ -708,6 +712,16 @@ class InferenceGapsSection(BaseModel):
     method: str
 
 
+class ClassificationSection(BaseModel):
+    """eval.json's `classification` (`vaelab.semisupervised.ClassificationError`)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    percent: Annotated[FiniteFloat, Ge(0), Le(100)]
+    stderr_percent: Annotated[FiniteFloat, Ge(0)]
+    num_examples: Annotated[int, Ge(1)]
+
+
 class EvaluationFile(BaseModel):
     """eval.json (`vaelab.evaluate.Evaluation.to_dict`): dataset means in nats per example, every
     number finite. Unknown fields are an error; the ELBO comes with its KL, log p(x) with the ELBO."""
@@ -745,6 +759,7 @@ class EvaluationFile(BaseModel):
     decomposition: DecompositionSection | None = None
     elbo_decomposition: DecompositionSection | None = None
     inference_gaps: InferenceGapsSection | None = None
+    classification: ClassificationSection | None = None
 
     @model_validator(mode="after")
     def _terms_together(self) -> EvaluationFile:

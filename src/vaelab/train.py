@@ -36,6 +36,7 @@ from vaelab.labels import resolve_classes, split_labels
 from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
 from vaelab.objectives import DENSITY_TERMS, dataset_terms, logged_term_names, objective_for, term_sums
+from vaelab.semisupervised import M2, classification_record
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class Trainer:
         if splits is None:
             splits = load_data(config.data, config.limits)
         config, splits = tabular.resolve(config, splits)  # the data's `auto` settings, stored in the run
-        config = resolve_classes(config, splits)  # a conditional model's classes, stored in the run
+        config = resolve_classes(config, splits)  # a conditional or m2 model's classes, stored in the run
         splits = for_likelihood(
             splits, config.model.likelihood, config.data.source, sigma=fixed_sigma(config.model.sigma)
         )
@@ -333,6 +334,8 @@ class Trainer:
         ).shifted(self.log_det_nats)
         record.update({f"valid_{name}_nats": value for name, value in valid.logged().items()})
         record.update(valid_bound_nats=valid.bound, bound=bound_name(config))
+        if isinstance(self.model, M2):  # its classifier's loss and errors (`vaelab.semisupervised`)
+            record.update(classification_record(self.selected_model, self.splits))
         if valid.bound > state["best_valid_bound"]:
             state.update(best_valid_bound=valid.bound, best_epoch=epoch, bad_epochs=0, lr_bad_epochs=0)
             self._save_best()
@@ -544,7 +547,7 @@ def step_loss(
     """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
     the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means. The
     networks' products run in `precision` on x's device; log-probabilities stay float32.
-    labels: (B,) the rows' labels, for a model that uses them (else None)."""
+    labels: (B,) the rows' labels, for a model that uses them (-1: unlabelled; else None)."""
     with devices.autocast(x.device, precision):
         result = objective(model, x, generator, beta=beta, k=k, labels=labels)
     return -result.surrogate.mean(), term_sums(result.terms)

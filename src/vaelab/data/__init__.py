@@ -23,7 +23,9 @@ import torch
 
 from vaelab.config import DataConfig, RunConfig
 from vaelab.data import datasets, embedded, files, images, tables
+from vaelab.data.codes import read_codes
 from vaelab.data.download import fetch
+from vaelab.data.labels import keep_labels_per_class
 from vaelab.data.registry import DATASETS
 from vaelab.data.splits import SPLITS, Splits, split_arrays
 from vaelab.data.transforms import Binarize, Dequantize, Scale, Standardize, Transform
@@ -79,6 +81,7 @@ SOURCES: dict[str, Source] = {
     "npy": Source(files.npy, needs_arg=True),
     "csv": Source(tables.csv, needs_arg=True, takes_config=True),
     "folder": Source(files.folder, needs_arg=True, takes_config=True),
+    "codes": Source(read_codes, needs_arg=True),  # a trained run's posterior means (M1 of M1+M2)
 }
 
 
@@ -96,6 +99,7 @@ def load_data(config: DataConfig, limits: Limits = DEFAULT_LIMITS) -> Splits:
         raise UserError(f"data source {name!r} takes no argument, got {name}:{arg}")
     splits = source.read(arg, limits, config) if source.takes_config else source.read(arg, limits)
     splits = _conformed(splits, config, limits)
+    splits = keep_labels_per_class(splits, config.labels_per_class, config.labels_seed, config.source)
     # Row-major in memory: a minibatch is a gather of rows, and a file stored column-major (the
     # shared binarized-MNIST npz is) would make every gather a strided copy, ~6x slower.
     splits = replace(
