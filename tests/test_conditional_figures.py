@@ -30,7 +30,7 @@ from vaelab.viz.conditional import (
     swap_decodes,
 )
 from vaelab.viz.figures import CONDITIONAL_KINDS, FIGURE_KINDS, figures_for
-from vaelab.viz.plot import plot_all, plot_run
+from vaelab.viz.plot import plot_run
 
 CLASSES = ("zero", "one", "two")
 
@@ -38,7 +38,7 @@ CLASSES = ("zero", "one", "two")
 def tiny_conditional(classes=CLASSES, latent_dim: int = 2, seed: int = 0):
     torch.manual_seed(seed)
     config = ModelConfig(latent_dim=latent_dim, hidden=(16,), condition="label", classes=classes)
-    return build_model(config, (1, 8, 8)).double().eval()
+    return build_model(config, (1, 8, 8)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def model():
 @pytest.fixture(scope="module")
 def batch():
     generator = torch.Generator().manual_seed(1)
-    x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3, dtype=torch.float64), generator=generator)
+    x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3), generator=generator)
     return x, torch.tensor([0, 1, 2, 1, 0])
 
 
@@ -65,11 +65,11 @@ def test_label_swap_decodes_the_own_label_code_under_every_label(model, batch):
     assert not torch.allclose(z, model.given((y + 1) % 3).posterior(x).mean)
     for c in range(3):  # column c: that same z under label c
         expected = model.given(torch.full((5,), c)).likelihood(z).mean
-        torch.testing.assert_close(x_mean[:, c], expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(x_mean[:, c], expected, rtol=0, atol=1e-6)
     # the label changes the decode, and the own label's column is the reconstruction
     assert (x_mean[:, 0] - x_mean[:, 1]).abs().amax(dim=(1, 2, 3)).min() > 1e-4
     own = x_mean[torch.arange(5), y]
-    torch.testing.assert_close(own, model.given(y).likelihood(z).mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(own, model.given(y).likelihood(z).mean, rtol=0, atol=1e-6)
 
 
 def test_conditional_posterior_means_batch_as_one_pass(model, batch):
@@ -130,7 +130,7 @@ def test_many_classes_are_cut_to_a_readable_number_and_the_title_says_so():
     model = tiny_conditional(names)
     rows = class_samples(model, 3, label_names=names)
     assert rows.num_rows == MAX_CLASSES and f"the first {MAX_CLASSES} of {MAX_CLASSES + 5}" in rows.title
-    swap = label_swap(model, torch.zeros(1, 1, 8, 8, dtype=torch.float64), torch.tensor([0]))
+    swap = label_swap(model, torch.zeros(1, 1, 8, 8), torch.tensor([0]))
     assert swap.num_columns == MAX_CLASSES + 1
 
 
@@ -162,9 +162,9 @@ def test_plain_runs_leave_the_conditional_figures_out_and_say_why(pair, tmp_path
 
 
 def test_report_of_a_conditional_run_has_its_section(conditional_run, tmp_path):
-    written = plot_all(conditional_run, tmp_path / "figures")
-    assert {"label-swap.png", "class-samples.png"} <= set(written)
     path = report.write_report(conditional_run, out=tmp_path / "report.html", k=20)
+    assert (conditional_run / "figures" / "label-swap.png").is_file()
+    assert (conditional_run / "figures" / "class-samples.png").is_file()
     text = path.read_text(encoding="utf-8")
     assert 'id="conditional"' in text and "Conditional on the label" in text
     assert "log p(x|y), importance sampled" in text and "ELBO of log p(x|y)" in text
