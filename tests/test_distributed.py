@@ -27,16 +27,24 @@ from vaelab.train import train
 TESTS = Path(__file__).resolve().parent
 
 # dynamic binarization, dropout in both nets, IWAE's k samples and a VampPrior (whose pseudo-inputs
-# pass through the encoder): every kind of noise a step draws. 1437 training rows in batches of
-# 100 leave a last batch of 37, split 18/19.
+# pass through the encoder): every kind of noise a step draws; and a conditional model, whose
+# labels each rank slices as it slices x. 1437 training rows in batches of 100 leave a last batch
+# of 37, split 18/19.
 FLAGS = (
     "--data digits --binarize dynamic --hidden 16 --latent-dim 2 --dropout 0.2 --objective iwae --k 3 "
-    "--prior vamp --prior-components 5 --epochs 2 --batch-size 100 --threads 1 --precision fp32 "
-    "--compile off --quiet"
+    "--prior vamp --prior-components 5 --condition label --epochs 2 --batch-size 100 --threads 1 "
+    "--precision fp32 --compile off --quiet"
 ).split()
 CONFIG = RunConfig().replace(
     data={"source": "digits", "binarize": "dynamic"},
-    model={"hidden": (16,), "latent_dim": 2, "dropout": 0.2, "prior": "vamp", "prior_components": 5},
+    model={
+        "hidden": (16,),
+        "latent_dim": 2,
+        "dropout": 0.2,
+        "prior": "vamp",
+        "prior_components": 5,
+        "condition": "label",
+    },
     objective={"name": "iwae", "k": 3},
     # fp32: the equality is to float32 rounding; bf16 (what precision auto picks on a CPU with it)
     # rounds a rank's half batch differently from the whole batch, ~1e-4 relative

@@ -115,8 +115,9 @@ def _metrics(run):
         (),
         ("--ema", "0.9", "--lr-schedule", "plateau", "--lr-patience", "1", "--objective", "iwae", "--k", "2"),
         ("--dropout", "0.3"),
+        ("--condition", "label", "--prior", "vamp", "--prior-components", "4"),
     ],
-    ids=["plain", "averaged-plateau-iwae", "dropout"],
+    ids=["plain", "averaged-plateau-iwae", "dropout", "conditional"],
 )
 def test_kill_and_resume_gives_exactly_the_uninterrupted_metrics(tmp_path, extra):
     env = dict(os.environ, PYTHONHASHSEED="0")

@@ -154,6 +154,8 @@ LikelihoodName = Literal[
 AUTO_SIGMA = 0.1
 """What model.sigma `auto` is for data that are not tabular (for tabular data: learned)."""
 PRIORS = ("normal", "mog", "vamp")
+MAX_CLASSES = 10_000
+"""The most classes a conditional model takes (its one-hot code widens two layers by as many inputs)."""
 
 
 class DataConfig(Options):
@@ -336,11 +338,37 @@ class ModelConfig(Options):
         Field(ge=1, le=4096, description="hidden units of each iaf step and size of its context h"),
         Flag(metavar="H"),
     ] = 64
+    condition: Annotated[
+        Literal["none", "label"],
+        Field(
+            description="none, or label: a conditional VAE, q(z|x, y) and p(x|z, y) given each example's "
+            "class y (labelled data); sample it with --label"
+        ),
+    ] = "none"
+    classes: Annotated[
+        tuple[Annotated[str, Strict(), Field(min_length=1, max_length=200)], ...] | None,
+        Field(
+            strict=False,
+            min_length=2,
+            max_length=MAX_CLASSES,
+            description="a conditional model's class names, code c named by the c-th (default: the "
+            "data's names, else 0..C-1)",
+        ),
+        Flag(metavar="NAME[,NAME...]"),
+    ] = None
 
     @model_validator(mode="after")
     def _hidden_layers(self) -> ModelConfig:
         if not self.hidden and self.net == "gated":
             raise ValueError("hidden: a gated net needs at least one hidden layer (empty: mlp or conv)")
+        return self
+
+    @model_validator(mode="after")
+    def _conditional(self) -> ModelConfig:
+        if self.condition == "label" and self.kind != "vae":
+            raise ValueError(f"condition: label applies to model.kind vae, not {self.kind}")
+        if self.classes is not None and len(set(self.classes)) < len(self.classes):
+            raise ValueError("classes: a class is named twice")
         return self
 
 
@@ -526,6 +554,7 @@ class RunConfig(Options):
             "train.lr_patience": self.train.lr_schedule != "plateau" and "it applies to lr_schedule plateau",
             "data.crop": self.data.image_size is None and "it applies with image_size",
             "train.mlflow_uri": "mlflow" not in self.train.track and "it applies to track mlflow",
+            "model.classes": self.model.condition == "none" and "it applies to model.condition label",
         }
         if self.model.kind == "ae":
             for name in ("objective.name", "objective.beta", "objective.k", "objective.kl_warmup_epochs"):

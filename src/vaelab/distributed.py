@@ -325,16 +325,24 @@ class DistributedTrainer(Trainer):
 
 class _Step(nn.Module):
     """The objective as a module, so that DistributedDataParallel sees the forward pass it
-    synchronizes: (x rows, generator, beta, k, precision) -> (sum of the surrogate over the rows,
-    `term_sums` of the logged terms)."""
+    synchronizes: (x rows, generator, beta, k, precision, their labels or None) -> (sum of the
+    surrogate over the rows, `term_sums` of the logged terms)."""
 
     def __init__(self, model: VAE, objective) -> None:
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, x: Tensor, generator: torch.Generator, beta: float, k: int, precision: str):
+    def forward(
+        self,
+        x: Tensor,
+        generator: torch.Generator,
+        beta: float,
+        k: int,
+        precision: str,
+        labels: Tensor | None,
+    ):
         with devices.autocast(x.device, precision):
-            result = self.objective(self.model, x, generator, beta=beta, k=k)
+            result = self.objective(self.model, x, generator, beta=beta, k=k, labels=labels)
         return result.surrogate.sum(), term_sums(result.terms)
 
 
@@ -344,16 +352,29 @@ class ShardedStepLoss:
     Returns (loss, term sums) as `vaelab.train.StepLoss` does for the whole batch: the loss's
     gradient is this rank's share, -(W / B) sum over its rows, which DDP averages into the
     gradient of one process's -(1/B) sum; its value is the global batch's -mean (the same on
-    every rank); the term sums are over the global batch.
+    every rank); the term sums are over the global batch. labels: (B,) the batch's labels for a
+    model that uses them, sliced as x.
     """
 
     def __init__(self, ddp: DistributedDataParallel, world: World) -> None:
         self.ddp, self.world = ddp, world
 
-    def __call__(self, model, objective, x: Tensor, generator, beta: float, k: int, precision: str):
+    def __call__(
+        self,
+        model,
+        objective,
+        x: Tensor,
+        generator,
+        beta: float,
+        k: int,
+        precision: str,
+        labels: Tensor | None = None,
+    ):
         n, rows = len(x), self.world.rows(len(x))
+        shard = slice(rows.start, rows.stop)
+        labels = None if labels is None else labels[shard]
         with batch_rows(rows):
-            surrogate_sum, sums = self.ddp(x[rows.start : rows.stop], generator, beta, k, precision)
+            surrogate_sum, sums = self.ddp(x[shard], generator, beta, k, precision, labels)
         totals = torch.cat([surrogate_sum.detach().to(torch.float64).reshape(1), sums])
         dist.all_reduce(totals)
         share = -surrogate_sum * (self.world.size / n)

@@ -37,7 +37,7 @@ from torch.distributions import Distribution
 from vaelab.diagnostics import ACTIVE_THRESHOLD, active_units
 from vaelab.distributions import analytic_kl as closed_form_kl
 from vaelab.distributions import draw, is_diagonal_normal, kl_diagonal_normal
-from vaelab.models import LatentVariableModel
+from vaelab.models import LatentVariableModel, given_labels
 
 __all__ = [
     "DatasetLogPx",
@@ -51,6 +51,7 @@ __all__ = [
     "elbo_decomposition",
     "elbo_terms",
     "iter_batches",
+    "iter_labelled_batches",
     "iwae_bound",
     "log_px_importance",
     "log_px_naive",
@@ -278,6 +279,24 @@ def iter_batches(data: Tensor | Iterable, batch_size: int | None = None) -> Iter
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
+def iter_labelled_batches(
+    data: Tensor | Iterable, batch_size: int | None = None, labels: Tensor | None = None
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Yield (x, y) batches: x as `iter_batches` does; y (B,) the batch's labels, from `labels` (N,)
+    split alongside a tensor, or the second item of each (x, y, ...) batch of an iterable; None
+    where there are none."""
+    if isinstance(data, Tensor):
+        y_batches = labels.split(batch_size) if labels is not None and batch_size else None
+        for i, x in enumerate(iter_batches(data, batch_size)):
+            yield x, None if y_batches is None else y_batches[i]
+        return
+    for batch in data:
+        if isinstance(batch, (tuple, list)):
+            yield batch[0], batch[1] if len(batch) > 1 else None
+        else:
+            yield batch, None
+
+
 def dataset_log_px(
     model: LatentVariableModel,
     data: Tensor | Iterable,
@@ -287,12 +306,15 @@ def dataset_log_px(
     *,
     method: str = "importance",
     chunk_size: int | None = None,
+    labels: Tensor | None = None,
 ) -> DatasetLogPx:
     """log p(x) for every example of a dataset, in batches, with standard errors and wall time.
 
     method: "importance" (`log_px_importance`, proposal q(z|x)) or "naive" (`log_px_naive`).
     data: (N, *x_shape) tensor with `batch_size`, or an iterable of batches. Returns value, stderr
     (N,) in nats per example; the batch mean is left to the caller (`DatasetLogPx.mean`).
+    A model that uses labels is scored given each batch's labels (`iter_labelled_batches`:
+    `labels` (N,), or (x, y) batches): the estimate is then log p(x|y).
     """
     estimators = {"importance": log_px_importance, "naive": log_px_naive}
     if method not in estimators:
@@ -300,8 +322,8 @@ def dataset_log_px(
     estimate = estimators[method]
     values, stderrs = [], []
     start = time.perf_counter()
-    for x in iter_batches(data, batch_size):
-        result = estimate(model, x, k, generator=generator, chunk_size=chunk_size)
+    for x, y in iter_labelled_batches(data, batch_size, labels):
+        result = estimate(given_labels(model, y), x, k, generator=generator, chunk_size=chunk_size)
         values.append(result.value)
         stderrs.append(result.stderr)
     seconds = time.perf_counter() - start
@@ -355,6 +377,7 @@ def elbo_decomposition(
     k_importance: int = 0,
     generator: torch.Generator | None = None,
     active_threshold: float = ACTIVE_THRESHOLD,
+    labels: Tensor | None = None,
 ) -> ElboDecomposition:
     """Decompose the ELBO of `model` over a dataset: reconstruction, KL, E_q[log p(x,z)], H(q).
 
@@ -369,6 +392,7 @@ def elbo_decomposition(
     `log_px_importance` and gap = log p(x) - ELBO ≈ E_x KL(q(z|x) || p(z|x)).
 
     data: (N, *x_shape) tensor with `batch_size`, or an iterable of batches. Runs under no_grad.
+    A model that uses labels is decomposed given each batch's labels (`iter_labelled_batches`).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -379,10 +403,11 @@ def elbo_decomposition(
     closed_form = True
     with torch.no_grad():
         p_z = model.prior()
-        for x in iter_batches(data, batch_size):
-            q_z_given_x = model.posterior(x)
+        for x, y in iter_labelled_batches(data, batch_size, labels):
+            given = given_labels(model, y)
+            q_z_given_x = given.posterior(x)
             z = draw(q_z_given_x, (k,), generator)  # (k, B, Z) or (k, B) for a discrete latent
-            recon = model.likelihood(z).log_prob(x).mean(0)  # (B,)
+            recon = given.likelihood(z).log_prob(x).mean(0)  # (B,)
             if is_diagonal_normal(q_z_given_x) and is_diagonal_normal(p_z):
                 q_loc, q_scale = q_z_given_x.base_dist.loc, q_z_given_x.base_dist.scale  # (B, Z)
                 p_loc, p_scale = p_z.base_dist.loc, p_z.base_dist.scale  # (Z,)
@@ -403,7 +428,7 @@ def elbo_decomposition(
             if len(q_z_given_x.event_shape) == 1:
                 posterior_means.append(q_z_given_x.mean.to(torch.float64))  # (B, Z)
             if k_importance > 0:
-                estimate = log_px_importance(model, x, k_importance, generator=generator)
+                estimate = log_px_importance(given, x, k_importance, generator=generator)
                 sums["log_px"] += float(estimate.value.sum())
                 sums["log_px_var"] += float(estimate.stderr.square().sum())
             sums["recon"] += float(recon.sum())

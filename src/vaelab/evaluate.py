@@ -35,13 +35,21 @@ from vaelab.estimators import (
     elbo_decomposition,
 )
 from vaelab.inference_gaps import inference_gaps
-from vaelab.models import LatentVariableModel
+from vaelab.labels import split_labels
+from vaelab.models import LatentVariableModel, given_labels
 from vaelab.objectives import dataset_terms
 
 AE_NOTE = (
     "an autoencoder has no ELBO or log p(x): its code is a point mass, whose KL to any density is "
     "infinite; only the reconstruction term log p(x | z = f(x)) is reported"
 )
+
+
+GIVEN_LABEL = (
+    "the true label y of each example: log_px is log p(x|y) and elbo its bound "
+    "E_q(z|x,y)[log p(x|z,y)] - KL(q(z|x,y) || p(z))"
+)
+"""What an evaluation of a model that uses labels is conditional on (eval.json's `given`)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,9 @@ class Evaluation:
     per example, already included in every log-density here (elbo, log_p_x_given_z, log_p_xz,
     log_px), so they are of the data as given; kl and entropy are of z and carry none. path: the
     file `evaluate_run` wrote and per_example: the per-example estimates behind log_px, of the
-    model's input (`write_per_example_log_px`); neither is part of eval.json.
+    model's input (`write_per_example_log_px`); neither is part of eval.json. given: for a model
+    that uses labels, what every number is conditional on (`GIVEN_LABEL`: log_px is then
+    log p(x|y) and the ELBO its bound, given each example's true label); None otherwise.
     """
 
     run: str
@@ -79,6 +89,7 @@ class Evaluation:
     precision: str = "fp32"
     log_det_nats: float = 0.0
     note: str | None = None
+    given: str | None = None
     inference_gaps: dict[str, Any] | None = None
     path: Path | None = None
     per_example: DatasetLogPx | None = field(default=None, repr=False, compare=False)
@@ -131,6 +142,7 @@ def evaluate_model(
     precision: str = "fp32",
     progress: bool = True,
     log_det_nats: float = 0.0,
+    labels: Tensor | None = None,
 ) -> Evaluation:
     """The ELBO decomposed (one sample per example; KL, E_q[log p(z)] and H(q) in closed form for
     diagonal Gaussians), KL per latent dimension, active units, and the importance-sampled
@@ -143,7 +155,8 @@ def evaluate_model(
     log-probabilities and sums stay float32. `progress` shows a bar over the
     importance-sampling batches on a terminal (never when stderr is not a TTY). log_det_nats:
     the input transform's correction per example (`Splits.log_det_nats`), added to every
-    log-density so that they are of the data as given."""
+    log-density so that they are of the data as given. labels: (N,) the rows' true labels, for a
+    model that uses them: every number is then conditional on them (log p(x|y); `given`)."""
     if k < 2:
         raise UserError(f"k must be >= 2 for a standard error, got {k}")
     if batch_size is not None and batch_size < 1:
@@ -166,10 +179,11 @@ def evaluate_model(
         "split": split,
         "num_examples": len(x),
         "num_dims": math.prod(x.shape[1:]),
+        "given": None if labels is None else GIVEN_LABEL,
     }
     start = time.perf_counter()
     if model.deterministic:
-        terms = dataset_terms(model, x, seed=seed)
+        terms = dataset_terms(model, x, seed=seed, labels=labels)
         seconds = time.perf_counter() - start
         return Evaluation(
             **common,
@@ -178,10 +192,10 @@ def evaluate_model(
             log_det_nats=log_det_nats,
             note=AE_NOTE,
         )
-    elbo_batches = (batch.to(device) for batch in x.split(1000))
+    elbo_batches = _labelled(x, labels, 1000, device)
     d = elbo_decomposition(model, elbo_batches, generator=devices.make_generator(device, seed))
     seconds_elbo = time.perf_counter() - start
-    on_device = (batch.to(device, non_blocking=True) for batch in x.split(batch_size))
+    on_device = _labelled(x, labels, batch_size, device)
     batches = _with_progress(on_device, len(x), f"log p(x), k={k}", enabled=progress)
     with devices.autocast(device, precision):
         estimate = dataset_log_px(
@@ -208,15 +222,27 @@ def evaluate_model(
     )
 
 
-def _with_progress(batches: Iterable[Tensor], total: int, desc: str, *, enabled: bool) -> Iterator[Tensor]:
-    """Yield the batches, advancing a bar by each batch's rows once the caller is done with it.
+def _labelled(
+    x: Tensor, labels: Tensor | None, batch_size: int, device: torch.device
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """(x, y) batches of `batch_size` rows on `device`; y None without labels."""
+    for begin in range(0, len(x), batch_size):
+        rows = slice(begin, begin + batch_size)
+        y = None if labels is None else labels[rows].to(device)
+        yield x[rows].to(device, non_blocking=True), y
+
+
+def _with_progress(
+    batches: Iterable[tuple[Tensor, Tensor | None]], total: int, desc: str, *, enabled: bool
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Yield the (x, y) batches, advancing a bar by each batch's rows once the caller is done with it.
 
     One update per batch (each is k network passes), so the bar costs nothing measurable.
     """
     with tqdm(total=total, desc=desc, unit="ex", leave=False, disable=None if enabled else True) as bar:
-        for x in batches:
-            yield x
-            bar.update(len(x))
+        for batch in batches:
+            yield batch
+            bar.update(len(batch[0]))
 
 
 def evaluate_run(
@@ -242,6 +268,7 @@ def evaluate_run(
     splits = load_run_data(config)
     x = splits.inputs(split)
     runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)
+    labels = split_labels(model, splits, split, config.data.source)
     result = evaluate_model(
         model,
         x,
@@ -253,10 +280,13 @@ def evaluate_run(
         precision=precision,
         progress=progress,
         log_det_nats=splits.log_det_nats(),
+        labels=labels,
     )
     if gap_rows and not model.deterministic:
         rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:gap_rows]
-        gaps = inference_gaps(model, x[rows].to(next(model.parameters()).device), k=k, seed=seed)
+        device = next(model.parameters()).device
+        given = given_labels(model, None if labels is None else labels[rows].to(device))
+        gaps = inference_gaps(given, x[rows].to(device), k=k, seed=seed)
         result = replace(result, inference_gaps=gaps.to_dict())
     path = eval_path(run_dir, split)
     if result.per_example is not None:  # first, so eval.json is never older than the file it explains
@@ -273,6 +303,9 @@ def format_evaluation(e: Evaluation) -> str:
         return f"  {name:<26} {nats:11.3f} nats  {bpd:7.4f} bits/dim{extra}"
 
     lines = [f"{e.split} split, all {e.num_examples} examples of {e.num_dims} dims (bits/dim of -value):"]
+    px = "log p(x)" if e.given is None else "log p(x|y)"
+    if e.given is not None:
+        lines.append("  (conditional on each example's true label y: log p(x|y), q(z|x,y), p(x|z,y))")
     if e.log_det_nats:
         correction = f"{e.log_det_nats:.3f} nats of the input transform included"
         lines.append(f"  (log-densities of the data as given: {correction})")
@@ -285,8 +318,8 @@ def format_evaluation(e: Evaluation) -> str:
     lines.append(row("ELBO", e.elbo, f"   [{e.seconds_elbo:.1f} s]"))
     lines.append(f"  {'  = E_q[log p(x,z)] + H(q)':<26} {e.log_p_xz:11.3f} + {e.entropy:.3f} nats")
     is_extra = f"  ± {e.log_px_stderr:.3f} s.e.  [{e.seconds_log_px:.1f} s]"
-    lines.append(row(f"log p(x), IS k={e.k}", e.log_px, is_extra))
-    lines.append(f"  {'gap log p(x) - ELBO':<26} {e.gap:11.3f} nats  (estimates KL(q(z|x) || p(z|x)))")
+    lines.append(row(f"{px}, IS k={e.k}", e.log_px, is_extra))
+    lines.append(f"  {f'gap {px} - ELBO':<26} {e.gap:11.3f} nats  (estimates KL(q(z|x) || p(z|x)))")
     if e.active_units is not None and e.posterior_mean_variance is not None:
         lines.append(
             f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"

@@ -8,6 +8,13 @@ Every model speaks the protocol `LatentVariableModel` that objectives and estima
 
 and tells its `latent_dim` (Z), `x_shape` and whether it is `deterministic` (an autoencoder).
 
+A model that uses labels says so (`uses_labels`); it is the protocol model once its labels are fixed,
+`model.given(y)` for y: (B,) int64 class codes (-1: unlabelled, for the models that allow it),
+whose distributions are q(z|x, y) and p(x|z, y) with y broadcast over the sample dims (see
+`GivenLabels`), so every objective and estimator runs on it unchanged. `given_labels(model, y)`
+is what the objectives, the trainer and the evaluation call: `model.given(y)` for a model that
+uses labels, the model itself for one that does not.
+
 `VAE` has a Gaussian q(z|x) = N(mu(x), diag(sigma^2(x))) (or another family of
 `vaelab.posteriors`: full covariance, an inverse autoregressive flow) and a N(0, I) prior (Kingma &
 Welling 2014). `AE` is the same networks with a deterministic code (a point mass at the
@@ -18,6 +25,7 @@ unregularized code space does.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -29,7 +37,7 @@ from vaelab.columns import MixedColumns
 from vaelab.config import AUTO_SIGMA, ModelConfig
 from vaelab.errors import UserError
 from vaelab.likelihoods import family
-from vaelab.nets import build_nets, forward_flat
+from vaelab.nets import LabelConditioned, build_nets, forward_flat
 from vaelab.posteriors import build_posterior
 
 
@@ -113,6 +121,7 @@ class Likelihood(nn.Module):
 class VAE(nn.Module):
     """Variational autoencoder: q(z|x) diagonal Gaussian, p(z) = N(0, I), p(x|z) by config."""
 
+    uses_labels = False  # a model that is conditioned on (or predicts) labels says so
     prior_loc: Tensor  # buffers, (Z,) each
     prior_scale: Tensor
 
@@ -185,13 +194,17 @@ class VAE(nn.Module):
             normal = Normal(self.prior_loc, self.prior_scale, validate_args=False)
             return Independent(normal, 1, validate_args=False)
         if kind == "vamp":
-            q = self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))  # batch (K,)
+            q = self.pseudo_posterior()  # batch (K,)
             if not D.is_diagonal_normal(q):
                 raise UserError("model.prior vamp: needs a Gaussian q(z|x), not an autoencoder's point mass")
             logits = torch.zeros(self.config.prior_components, device=self.pseudo_inputs.device)
             return D.DiagonalGaussianMixture(logits, q.base_dist.loc, q.base_dist.scale)
         scale = torch.exp(self.prior_log_scales.clamp(-15.0, 10.0))
         return D.DiagonalGaussianMixture(self.prior_logits, self.prior_means, scale)
+
+    def pseudo_posterior(self) -> Distribution:
+        """The VampPrior's components q(z | u_k) at the pseudo-inputs u_k, kept in [0, 1]: batch (K,)."""
+        return self.posterior(nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0))
 
     def likelihood(self, z: Tensor) -> Distribution:
         """p(x|z); z: (*S, Z) -> batch (*S,), event x_shape."""
@@ -218,8 +231,132 @@ class AE(VAE):
         return True
 
 
+class ConditionalVAE(VAE):
+    """Conditional VAE (Sohn et al. 2015; the M2 model of Kingma et al. 2014 with y observed):
+
+        q(z|x, y),  p(z),  p(x|z, y),  log p(x|y) >= E_q(z|x,y)[log p(x|z, y)] - KL(q(z|x, y) || p(z))
+
+    for C classes y (`config.classes`), the one-hot y joining the encoder's and the decoder's first
+    fully connected layer (`vaelab.nets.LabelConditioned`). The prior is the VAE's, unconditional:
+    normal, mog, or vamp, whose pseudo-inputs u_k carry the labels k mod C, p(z) = (1/K) sum_k
+    q(z | u_k, k mod C). It is the protocol model once its labels are fixed: `given(y)`.
+    """
+
+    uses_labels = True
+    encoder: LabelConditioned
+    decoder: LabelConditioned
+
+    def __init__(self, config: ModelConfig, x_shape: tuple[int, ...]) -> None:
+        if config.classes is None:
+            raise UserError("model.classes: a conditional model needs its classes (resolved from the data)")
+        super().__init__(config, x_shape)
+        self.num_classes = len(config.classes)
+        self.encoder = LabelConditioned(self.encoder, self.num_classes)
+        self.decoder = LabelConditioned(self.decoder, self.num_classes)
+
+    def given(self, labels: Tensor) -> GivenLabels:
+        """The protocol model for labels y: (B,) int64 codes in 0..C-1."""
+        return GivenLabels(self, labels)
+
+    def posterior_given(self, x: Tensor, labels: Tensor) -> Distribution:
+        """q(z|x, y); x: (B, *x_shape), y: (B,) -> batch (B,), event (Z,)."""
+        return self.posterior_family(self.posterior_params_given(x, labels))
+
+    def posterior_params_given(self, x: Tensor, labels: Tensor) -> Tensor:
+        """The parameters of q(z|x, y): (B, *x_shape), (B,) -> (B, P), float32 under autocast too."""
+        return self.encoder(x, labels).float()
+
+    def likelihood_given(self, z: Tensor, labels: Tensor) -> Distribution:
+        """p(x|z, y); z: (*S, B, Z) (or (B, Z)), y: (B,) broadcast over the sample dims S -> batch
+        (*S, B), event x_shape."""
+        lead = z.shape[:-1]
+        y = labels.expand(lead)  # (*S, B)
+        out = self.decoder(z.reshape(-1, z.shape[-1]), y.reshape(-1))  # (S B, *out)
+        return self.likelihood_head(out.reshape(*lead, *out.shape[1:]))
+
+    def posterior(self, x: Tensor) -> Distribution:
+        raise UserError("a conditional model's q(z|x, y) needs the labels y: use model.given(y)")
+
+    def posterior_params(self, x: Tensor) -> Tensor:
+        raise UserError("a conditional model's q(z|x, y) needs the labels y: use model.given(y)")
+
+    def likelihood(self, z: Tensor) -> Distribution:
+        raise UserError("a conditional model's p(x|z, y) needs the labels y: use model.given(y)")
+
+    def pseudo_posterior(self) -> Distribution:
+        """q(z | u_k, k mod C) at the K pseudo-inputs: batch (K,)."""
+        u = nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+        labels = torch.arange(len(u), device=u.device) % self.num_classes
+        return self.posterior_given(u, labels)
+
+
+class GivenLabels:
+    """A model that uses labels, its labels fixed: the protocol model (`LatentVariableModel`) of
+    q(z|x, y), p(z) and p(x|z, y) for y: (B,) int64, so that every objective and estimator scores
+    log p(x|y) unchanged. z: (*S, B, Z) -> p(x|z, y) of batch (*S, B): y is broadcast over the
+    sample dims, as the estimators draw z ~ q(z|x, y) with shape (K, B, Z).
+
+    `model` gives `posterior_given(x, y)`, `prior()` and `likelihood_given(z, y)`; a network
+    model's encoder output, posterior family and parameters are passed through too
+    (`posterior_params`, `posterior_family`, `parameters`, `eval`), so that the inference gaps
+    (`vaelab.inference_gaps`), which optimize q's parameters, run on it too.
+    """
+
+    def __init__(self, model, labels: Tensor) -> None:
+        self.model, self.labels = model, labels
+
+    def posterior(self, x: Tensor) -> Distribution:
+        return self.model.posterior_given(x, self.labels)
+
+    def prior(self) -> Distribution:
+        return self.model.prior()
+
+    def likelihood(self, z: Tensor) -> Distribution:
+        return self.model.likelihood_given(z, self.labels)
+
+    def posterior_params(self, x: Tensor) -> Tensor:
+        return self.model.posterior_params_given(x, self.labels)
+
+    @property
+    def posterior_family(self) -> nn.Module:
+        return self.model.posterior_family
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.model.parameters()
+
+    def eval(self) -> GivenLabels:
+        self.model.eval()
+        return self
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return self.model.x_shape
+
+    @property
+    def deterministic(self) -> bool:
+        return self.model.deterministic
+
+
 MODELS: dict[str, type[VAE]] = {"vae": VAE, "ae": AE}
 
 
+def given_labels(model, labels: Tensor | None) -> LatentVariableModel:
+    """The protocol model that scores a batch with labels y: (B,) int64: `model.given(y)` for a model
+    that uses labels, `model` itself for one that does not (its labels, if any, are not used).
+    A model that uses labels without any is a UserError."""
+    if not getattr(model, "uses_labels", False):
+        return model
+    if labels is None:
+        raise UserError("the model uses labels (model.condition label): it needs each example's label")
+    return model.given(labels)
+
+
 def build_model(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
+    """The model of `config`: a `ConditionalVAE` for model.condition label, else MODELS[kind]."""
+    if config.condition == "label":
+        return ConditionalVAE(config, x_shape)
     return MODELS[config.kind](config, x_shape)

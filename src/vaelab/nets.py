@@ -11,6 +11,11 @@ registry filled by the `@net` decorator.
 `dropout` > 0 puts an `nn.Dropout` after every hidden layer (Srivastava et al. 2014), a regularizer
 against overfitting small or statically binarized data; it is off in eval mode, so bounds and
 estimates are computed with the whole network. With dropout 0 no module is added.
+
+A conditional model's networks also read a class label y (`LabelConditioned`, one mechanism for
+every net): its one-hot code joins the input of the network's first fully connected layer, that
+is the flattened x (mlp, gated encoders), the flattened convolutional features (conv, resnet
+encoders) or z (every decoder).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaelab.errors import UserError
@@ -293,3 +299,36 @@ def forward_flat(module: nn.Module, z: Tensor) -> Tensor:
     lead = z.shape[:-1]
     out = module(z.reshape(-1, z.shape[-1]))
     return out.reshape(*lead, *out.shape[1:])
+
+
+class LabelConditioned(nn.Sequential):
+    """A network of `NETS` whose first fully connected layer also reads a one-hot class label:
+
+        h = layers[:at](input);  out = layers[at:](concat(h, onehot(y)))
+
+    with `at` the index of that layer (an `nn.Linear` or `GatedLinear`), widened by `num_classes`
+    inputs. Its parameters keep the names of the network it conditions (the same layers, one of them
+    wider). forward(input, labels): input (B, ...), labels (B,) int64 codes in 0..num_classes-1.
+    """
+
+    def __init__(self, net: nn.Sequential, num_classes: int) -> None:
+        layers = list(net)
+        at = next(i for i, layer in enumerate(layers) if isinstance(layer, (nn.Linear, GatedLinear)))
+        layers[at] = _widened(layers[at], num_classes)
+        super().__init__(*layers)
+        self.at, self.num_classes = at, num_classes
+
+    def forward(self, h: Tensor, labels: Tensor) -> Tensor:  # type: ignore[override]
+        for i, layer in enumerate(self):
+            if i == self.at:
+                h = torch.cat([h, F.one_hot(labels, self.num_classes).to(h.dtype)], dim=-1)  # (B, F + C)
+            h = layer(h)
+        return h
+
+
+def _widened(layer: nn.Module, extra: int) -> nn.Module:
+    """A freshly initialized layer like `layer` (nn.Linear or GatedLinear) with `extra` more inputs."""
+    if isinstance(layer, GatedLinear):
+        return GatedLinear(layer.linear.in_features + extra, layer.linear.out_features // 2)
+    assert isinstance(layer, nn.Linear)
+    return nn.Linear(layer.in_features + extra, layer.out_features)

@@ -8,8 +8,11 @@ Each objective maps (model, x, generator) to an `ObjectiveOutput`:
   KL). The surrogate is never logged as the bound (for beta != 1 it is not one).
 
 All terms are summed over pixels and latent dimensions and returned per example, shape (B,),
-in nats; the trainer reduces over the batch. `dataset_terms` evaluates an objective's bound and
-terms over a whole dataset (the trainer's validation pass, the autoencoder's evaluation).
+in nats; the trainer reduces over the batch. `labels` (B,) int64 (-1: unlabelled) are each
+example's class, passed for a model that uses labels (`vaelab.models.given_labels`: the bound is
+then that of `model.given(labels)`, log p(x|y)); None for the others. `dataset_terms` evaluates
+an objective's bound and terms over a whole dataset (the trainer's validation pass, the
+autoencoder's evaluation).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 
 from vaelab.distributions import analytic_kl, draw
 from vaelab.estimators import ELBOTerms, elbo_terms
-from vaelab.models import LatentVariableModel
+from vaelab.models import LatentVariableModel, given_labels
 
 __all__ = [
     "DENSITY_TERMS",
@@ -82,6 +85,7 @@ class Objective(Protocol):
         *,
         beta: float | Tensor = 1.0,
         k: int = 1,
+        labels: Tensor | None = None,
     ) -> ObjectiveOutput: ...
 
 
@@ -92,8 +96,10 @@ def beta_elbo(
     *,
     beta: float | Tensor = 1.0,
     k: int = 1,
+    labels: Tensor | None = None,
 ) -> ObjectiveOutput:
     """E_q[log p(x|z)] - beta KL(q || p) (Higgins et al. 2017); beta = 1 is the ELBO."""
+    model = given_labels(model, labels)
     terms = elbo_terms(model, x, 1, generator=generator)  # one reparameterized sample, analytic KL
     # (beta may be a tensor in a compiled step; at beta = 1 this is terms.elbo exactly)
     surrogate = terms.log_p_x_given_z - beta * terms.kl
@@ -107,6 +113,7 @@ def iwae(
     *,
     beta: float | Tensor = 1.0,
     k: int = 1,
+    labels: Tensor | None = None,
 ) -> ObjectiveOutput:
     """The importance-weighted bound (Burda et al. 2015, eq. 8), maximized directly:
 
@@ -115,6 +122,7 @@ def iwae(
     L_1 is the ELBO and L_k rises towards log p(x) with k. The logged terms are the ELBO of
     the same k samples (mean of log p(x|z_i), analytic KL), so curves stay comparable.
     """
+    model = given_labels(model, labels)
     q_z_given_x = model.posterior(x)
     p_z = model.prior()
     z = draw(q_z_given_x, (k,), generator)  # (k, B, Z)
@@ -137,12 +145,14 @@ def reconstruction(
     *,
     beta: float | Tensor = 1.0,
     k: int = 1,
+    labels: Tensor | None = None,
 ) -> ObjectiveOutput:
     """Autoencoder objective: log p(x | z = f(x)) with the deterministic code (BCE or scaled MSE).
 
     An autoencoder has no ELBO: a point-mass code has no finite KL to a density, so nothing here
     bounds log p(x). The one logged term is the reconstruction term (`ReconstructionTerms`).
     """
+    model = given_labels(model, labels)
     z = model.posterior(x).mean  # (B, Z)
     log_p_x_given_z = model.likelihood(z).log_prob(x)
     return ObjectiveOutput(log_p_x_given_z, ReconstructionTerms(log_p_x_given_z))
@@ -230,12 +240,13 @@ def dataset_terms(
     objective: str = "elbo",
     k: int = 1,
     batch_size: int = EVAL_BATCH,
+    labels: Tensor | None = None,
 ) -> MeanTerms:
     """Means over a data set x: (N, *x_shape) (fixed seed) of the ELBO, E_q[log p(x|z)], KL and
     the bound of `objective` at beta = 1 with `k` samples per example (the ELBO terms are then
     k-sample means), in eval mode. A deterministic model has the reconstruction term alone.
     Runs on the model's device (x's for a model without parameters); x may live elsewhere, its
-    batches are copied there."""
+    batches are copied there. labels: (N,) the rows' labels, for a model that uses them."""
     device = next(iter(model.parameters()), x).device if isinstance(model, nn.Module) else x.device
     generator = torch.Generator(device=device).manual_seed(seed)
     bound = objective_for(model, objective)
@@ -243,6 +254,8 @@ def dataset_terms(
     sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
     with _eval_mode(model):
         for begin in range(0, len(x), batch_size):
-            result = bound(model, x[begin : begin + batch_size].to(device), generator, k=k)
+            rows = slice(begin, begin + batch_size)
+            y = None if labels is None else labels[rows].to(device)
+            result = bound(model, x[rows].to(device), generator, k=k, labels=y)
             sums += term_sums(result.terms, result.surrogate)
     return MeanTerms.from_sums(names, sums, len(x))

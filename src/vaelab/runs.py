@@ -735,6 +735,7 @@ class EvaluationFile(BaseModel):
     precision: str = "fp32"
     log_det_nats: FiniteFloat = 0.0  # included in every log-density of x above (older files: 0)
     note: str | None = None
+    given: str | None = None  # a model that uses labels: what the numbers are conditional on
     units: str | None = None
     nll: Nats = None
     gap: Nats = None

@@ -36,6 +36,7 @@ from vaelab.data.tables import binary_columns, standardize_step, standardized
 from vaelab.data.transforms import Standardize, Transform
 from vaelab.distributions import draw
 from vaelab.errors import UserError
+from vaelab.labels import for_label
 from vaelab.models import VAE, Likelihood
 
 SAMPLE_ROWS = 1000
@@ -119,15 +120,25 @@ def column_names(run_dir: Path, x_shape: tuple[int, ...]) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def sampled_rows(model: VAE, transform: Transform, n: int, *, mode: str = "mean", seed: int = 0) -> Tensor:
+def sampled_rows(
+    model: VAE,
+    transform: Transform,
+    n: int,
+    *,
+    mode: str = "mean",
+    seed: int = 0,
+    label: str | int | None = None,
+) -> Tensor:
     """n rows z ~ p(z) decoded (an AE: z ~ N(0, I)) as the decoder mean E[x|z] (mode "mean") or a
     draw x ~ p(x|z) ("sample"), in the data's units: transform.inverse of the model's output.
+    A conditional model decodes p(x|z, y) given the class `label` (`vaelab.labels.for_label`).
     (n, *x_shape) float32."""
     if mode not in ("mean", "sample"):
         raise UserError(f"mode {mode!r} is not one of mean, sample")
+    decoder = for_label(model, label, n)
     generator = torch.Generator().manual_seed(seed)
     z = draw(model.prior(), (n,), generator)  # (n, Z)
-    p_x_given_z = model.likelihood(z)
+    p_x_given_z = decoder.likelihood(z)
     y = p_x_given_z.mean if mode == "mean" else draw(p_x_given_z, (), generator)
     return transform.inverse(y)
 
@@ -171,12 +182,15 @@ def write_samples(
     n: int | None = None,
     mode: str = "mean",
     seed: int = 0,
+    label: str | int | None = None,
 ) -> Path:
-    """n rows (default `SAMPLE_ROWS`) decoded from z ~ p(z) (see `sampled_rows`) into `path`
-    (.csv or .npy; default RUN/samples.csv), in the data's units, under the column names."""
+    """n rows (default `SAMPLE_ROWS`) decoded from z ~ p(z) (see `sampled_rows`; a conditional
+    run's given the class `label`) into `path` (.csv or .npy; default RUN/samples.csv), in the
+    data's units, under the column names."""
     run_dir = runs.check_run_dir(run_dir)
     config, model = runs.read_config(run_dir), runs.load_model(run_dir)
-    rows = sampled_rows(model, run_transform(run_dir, config), n or SAMPLE_ROWS, mode=mode, seed=seed)
+    transform = run_transform(run_dir, config)
+    rows = sampled_rows(model, transform, n or SAMPLE_ROWS, mode=mode, seed=seed, label=label)
     path = Path(path) if path is not None else run_dir / "samples.csv"
     return write_rows(path, rows, column_names(run_dir, model.x_shape))
 

@@ -32,6 +32,7 @@ from vaelab import devices, runs, tabular
 from vaelab.config import RunConfig
 from vaelab.data import Splits, fixed_sigma, for_likelihood, load_data
 from vaelab.errors import UserError
+from vaelab.labels import resolve_classes, split_labels
 from vaelab.limits import check_training_memory
 from vaelab.models import VAE, build_model
 from vaelab.objectives import DENSITY_TERMS, dataset_terms, logged_term_names, objective_for, term_sums
@@ -164,6 +165,7 @@ class Trainer:
         if splits is None:
             splits = load_data(config.data, config.limits)
         config, splits = tabular.resolve(config, splits)  # the data's `auto` settings, stored in the run
+        config = resolve_classes(config, splits)  # a conditional model's classes, stored in the run
         splits = for_likelihood(
             splits, config.model.likelihood, config.data.source, sigma=fixed_sigma(config.model.sigma)
         )
@@ -190,6 +192,10 @@ class Trainer:
         self.transform = splits.transform  # runs per batch, on the device
         valid = devices.DeviceData(splits.inputs("valid"), device)  # the same fixed draw every epoch
         self.x_valid = valid.x if valid.resident else splits.inputs("valid")
+        # a model that uses labels gets each batch's, gathered with x's indices on the device
+        labels = split_labels(model, splits, "train", config.data.source)
+        self.train_labels = None if labels is None else devices.DeviceData(labels, device)
+        self.valid_labels = split_labels(model, splits, "valid", config.data.source)
         steps = config.train.epochs * math.ceil(len(splits.train) / config.train.batch_size)
         self.settings = devices.choose_settings(
             device,
@@ -217,7 +223,9 @@ class Trainer:
         if self.settings.compile:
             if self.progress:
                 tqdm.write("compiling the training step (torch.compile; ~20 s the first time) ...")
-            self.compile_seconds = self.step_loss.warm_up(model, self.objective, self.train_data, self)
+            self.compile_seconds = self.step_loss.warm_up(
+                model, self.objective, self.train_data, self, self.train_labels
+            )
         self.stopped_early = False
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -321,6 +329,7 @@ class Trainer:
             seed=config.train.seed + VALID_SEED_OFFSET,
             objective=config.objective.name,
             k=config.objective.k,
+            labels=self.valid_labels,
         ).shifted(self.log_det_nats)
         record.update({f"valid_{name}_nats": value for name, value in valid.logged().items()})
         record.update(valid_bound_nats=valid.bound, bound=bound_name(config))
@@ -449,7 +458,7 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     model, config, generator = trainer.model, trainer.config, trainer.generator
     optimizer, scaler, averaged = trainer.optimizer, trainer.scaler, trainer.averaged
     model.train()
-    data, device = trainer.train_data, trainer.device
+    data, labelled, device = trainer.train_data, trainer.train_labels, trainer.device
     n, batch_size = len(data), config.train.batch_size
     order = torch.randperm(n, generator=generator, device=generator.device)
     if not data.resident:  # streamed rows are gathered in host memory: one copy of the order
@@ -474,9 +483,13 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     start = time.perf_counter()
     next_postfix = start  # (a clock read per step, not a float64 division and a format)
     for step, begin in enumerate(range(0, n, batch_size)):
-        x = trainer.transform(data.rows(order[begin : begin + batch_size]), generator)
+        rows = order[begin : begin + batch_size]
+        x = trainer.transform(data.rows(rows), generator)
+        labels = None if labelled is None else labelled.rows(rows)  # (B,), the same rows as x
         beta = kl_weight(config, epoch, step, steps)
-        loss, term_sums = trainer.step_loss(model, trainer.objective, x, generator, beta, k, precision)
+        loss, term_sums = trainer.step_loss(
+            model, trainer.objective, x, generator, beta, k, precision, labels
+        )
         if check_every == 1:
             loss_value = loss.item()  # (cheaper than torch.isfinite on a CPU)
             if not math.isfinite(loss_value):
@@ -525,12 +538,15 @@ def _count_weights(model: VAE) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, precision: str):
+def step_loss(
+    model: VAE, objective, x: Tensor, generator, beta, k: int, precision: str, labels: Tensor | None = None
+):
     """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
     the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means. The
-    networks' products run in `precision` on x's device; log-probabilities stay float32."""
+    networks' products run in `precision` on x's device; log-probabilities stay float32.
+    labels: (B,) the rows' labels, for a model that uses them (else None)."""
     with devices.autocast(x.device, precision):
-        result = objective(model, x, generator, beta=beta, k=k)
+        result = objective(model, x, generator, beta=beta, k=k, labels=labels)
     return -result.surrogate.mean(), term_sums(result.terms)
 
 
@@ -559,15 +575,34 @@ class StepLoss:
         self.compiled = torch.compile(step_loss, dynamic=False, options=options) if compiled else None
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
 
-    def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, precision: str):
+    def __call__(
+        self,
+        model: VAE,
+        objective,
+        x: Tensor,
+        generator,
+        beta: float,
+        k: int,
+        precision: str,
+        labels: Tensor | None = None,
+    ):
         if self.compiled is None or len(x) != self.batch_size:
-            return step_loss(model, objective, x, generator, beta, k, precision)
-        with devices.generator_as_global_rng(generator):  # beta a tensor: KL warm-up must not recompile
-            return self.compiled(model, objective, x, None, torch.tensor(beta, device=x.device), k, precision)
+            return step_loss(model, objective, x, generator, beta, k, precision, labels)
+        beta_tensor = torch.tensor(beta, device=x.device)  # a tensor: KL warm-up must not recompile
+        with devices.generator_as_global_rng(generator):
+            return self.compiled(model, objective, x, None, beta_tensor, k, precision, labels)
 
-    def warm_up(self, model: VAE, objective, x_train: devices.DeviceData, trainer: Trainer) -> float:
+    def warm_up(
+        self,
+        model: VAE,
+        objective,
+        x_train: devices.DeviceData,
+        trainer: Trainer,
+        labels: devices.DeviceData | None = None,
+    ) -> float:
         """Compile the step (forward and backward) for the epoch's full batches; changes no state
-        of the run (weights, gradients, RNG streams). Returns the seconds it took."""
+        of the run (weights, gradients, RNG streams). labels: the training labels, for a model
+        that uses them. Returns the seconds it took."""
         config = trainer.config
         self.batch_size = min(config.train.batch_size, len(x_train))
         start = time.perf_counter()
@@ -584,6 +619,7 @@ class StepLoss:
                 1.0,
                 config.objective.k,
                 trainer.settings.precision,
+                None if labels is None else labels.rows(rows),
             )
             loss.backward()
         except Exception as error:  # no C++ compiler, an unsupported operation, ...

@@ -3,6 +3,7 @@
 vaelab train --data mnist5k --latent-dim 2 --epochs 30 --out runs/vae
 vaelab evaluate runs/vae --k 1000
 vaelab sample runs/vae --n 64
+vaelab sample runs/cvae --label 7        # a conditional run (--condition label): given a class
 vaelab reconstruct runs/vae
 """
 
@@ -269,6 +270,16 @@ class SampleOptions(Options):
     ] = "mean"
     seed: Seed = 0
     device: Device = "auto"
+    label: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="a conditional run (trained with --condition label): sample given this class, "
+            "by code or name (e.g. 7, sneaker)",
+        ),
+        Flag(metavar="LABEL"),
+    ] = None
     out: Annotated[
         Path | None,
         Field(
@@ -315,15 +326,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     options: SampleOptions = build(SampleOptions, args, args.own)
     tabular = data_kind(check_run_dir(options.run)) == "tabular"
+    label = sample_label(options.run, options.label)
     if rows_wanted(options.out, tabular):
-        path = write_samples(options.run, options.out, n=options.n, mode=options.mode, seed=options.seed)
+        path = write_samples(
+            options.run, options.out, n=options.n, mode=options.mode, seed=options.seed, label=label
+        )
     else:
-        figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed)
+        figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed, label=label)
         path = plot_run(
             options.run, "marginals" if tabular else "samples", options.out, figure, device=options.device
         )
     print(f"written: {path}")
     return 0
+
+
+def sample_label(run: Path, label: str | None) -> int | None:
+    """The class code `--label` names (a code or a class name), None without one; refused for a run
+    that is not conditional, and a conditional run needs one."""
+    from vaelab.labels import describe_classes, label_code
+    from vaelab.runs import read_config
+
+    classes = read_config(run).model.classes
+    if label is None:
+        if classes is not None:
+            raise UserError(
+                f"{run} is a conditional run: sample it given a class, --label LABEL (its classes: "
+                f"{describe_classes(classes)})"
+            )
+        return None
+    if classes is None:
+        raise UserError(
+            f"argument --label: {run} is not a conditional run (trained without --condition label)"
+        )
+    try:
+        return label_code(classes, label)
+    except UserError as err:
+        raise UserError(f"argument --label: {err}") from None
 
 
 def rows_wanted(out: Path | None, tabular: bool) -> bool:

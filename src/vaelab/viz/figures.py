@@ -65,7 +65,8 @@ class FigureOptions:
     None for the prior's quantiles; dims: the two latent dims a grid varies, numbered from 1 as
     they are named (1 is z1, `latent_name`), None for the two most used; base: row of `split`
     whose posterior mean holds the dims a grid or traversal does not vary, None for the prior
-    mean 0; mode: samples as decoder means or draws; method: interpolation path.
+    mean 0; mode: samples as decoder means or draws; method: interpolation path; label: the class
+    code a conditional model's samples are given (None for a model without labels).
     """
 
     split: str = "test"
@@ -76,6 +77,7 @@ class FigureOptions:
     base: int | None = None
     mode: str = "mean"
     method: str = "linear"
+    label: int | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -92,6 +94,8 @@ class FigureOptions:
             raise UserError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.method not in METHODS:
             raise UserError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.label is not None and self.label < 0:
+            raise UserError(f"label must be a class code >= 0, got {self.label}")
 
 
 DEFAULT_OPTIONS = FigureOptions()
@@ -177,14 +181,14 @@ def _reconstructions(run: Run, options: FigureOptions):
 
 @figure_kind(
     "samples",
-    reads=("seed", "n", "mode"),
+    reads=("seed", "n", "mode", "label"),
     help="prior samples z ~ p(z) decoded (an AE: codes z ~ N(0, I) decoded)",
     default_n=64,
     data="images",
 )
 def _samples(run: Run, options: FigureOptions):
     n = FIGURE_KINDS["samples"].n(options)
-    return sample_grid(run.model, n, mode=options.mode, seed=options.seed)
+    return sample_grid(run.model, n, mode=options.mode, seed=options.seed, label=options.label)
 
 
 @figure_kind("scatter", reads=("split",), help="posterior means E_q[z|x] of a split, coloured by label")

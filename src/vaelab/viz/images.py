@@ -19,6 +19,7 @@ from torch import Tensor
 from vaelab.devices import make_generator, model_device
 from vaelab.distributions import draw
 from vaelab.errors import UserError
+from vaelab.labels import for_label, label_code
 
 BACKGROUND = 1.0
 """The value of padding and blank cells: white, for grey and colour images alike."""
@@ -154,16 +155,20 @@ PRIOR_NAMES = {"normal": "N(0, I)", "mog": "a learned Gaussian mixture", "vamp":
 
 
 @torch.no_grad()
-def prior_samples(model, n: int, *, mode: str = "mean", seed: int = 0) -> Tensor:
-    """Decode z ~ p(z): the decoder mean E[x|z] (mode="mean") or a draw x ~ p(x|z) ("sample").
+def prior_samples(
+    model, n: int, *, mode: str = "mean", seed: int = 0, label: str | int | None = None
+) -> Tensor:
+    """Decode z ~ p(z): the decoder mean E[x|z] (mode="mean") or a draw x ~ p(x|z) ("sample");
+    a conditional model decodes p(x|z, y) given the class `label` (a name or code; `for_label`).
 
     For an AE, z ~ N(0, I) (it has no prior of its own; see `sample_title`). n: number of z.
     """
     if n < 1:
         raise UserError(f"n must be >= 1, got {n}")
+    decoder = for_label(model, label, n)
     generator = make_generator(model_device(model), seed)  # draws where the model runs
     z = draw(model.prior(), (n,), generator)  # (n, Z)
-    p_x_given_z = model.likelihood(z)
+    p_x_given_z = decoder.likelihood(z)
     if mode == "mean":
         return p_x_given_z.mean.cpu()
     if mode == "sample":
@@ -171,7 +176,7 @@ def prior_samples(model, n: int, *, mode: str = "mean", seed: int = 0) -> Tensor
     raise UserError(f"mode {mode!r} is not one of mean, sample")
 
 
-def sample_title(model, n: int, mode: str) -> str:
+def sample_title(model, n: int, mode: str, label: str | int | None = None) -> str:
     """What a picture of `prior_samples(model, n, mode=mode)` shows.
 
     An AE has no prior: its pictures are codes z ~ N(0, I) decoded, which is not sampling the
@@ -182,13 +187,21 @@ def sample_title(model, n: int, mode: str) -> str:
     if getattr(model, "deterministic", False):
         return f"{n} codes z ~ N(0, I) decoded (an AE has no prior to sample),\neach shown as {shown}"
     prior = PRIOR_NAMES.get(getattr(model.config, "prior", "normal"), "p(z)")
+    if label is not None:
+        classes = model.config.classes
+        name = classes[label_code(classes, label)]
+        shown = shown.replace("x ~ p(x|z)", "x ~ p(x|z, y)").replace("E[x|z]", "E[x|z, y]")
+        return f"{n} prior samples z ~ {prior} decoded given the class y = {name},\neach shown as {shown}"
     return f"{n} prior samples z ~ {prior}, each shown as {shown}"
 
 
-def sample_grid(model, n: int, *, mode: str = "mean", seed: int = 0) -> ImageGrid:
-    """The picture of `n` prior samples (an AE: decoded N(0, I) codes), with its title."""
-    x = prior_samples(model, n, mode=mode, seed=seed)
-    return ImageGrid(tile(as_images(x, model.x_shape)), sample_title(model, n, mode))
+def sample_grid(
+    model, n: int, *, mode: str = "mean", seed: int = 0, label: str | int | None = None
+) -> ImageGrid:
+    """The picture of `n` prior samples (an AE: decoded N(0, I) codes; a conditional model: given
+    the class `label`), with its title."""
+    x = prior_samples(model, n, mode=mode, seed=seed, label=label)
+    return ImageGrid(tile(as_images(x, model.x_shape)), sample_title(model, n, mode, label))
 
 
 # ---------------------------------------------------------------------------- reconstructions
