@@ -118,7 +118,7 @@ def test_labels_are_checked_against_the_model(model, tiny_model):
 
 def test_label_swap_rows_name_examples_and_labels(model, batch):
     x, y = batch
-    rows = label_swap(model, x, y, label_names=CLASSES, indices=[10, 11, 12, 13, 14])
+    rows = label_swap(model, x, y, indices=[10, 11, 12, 13, 14])
     assert (rows.num_rows, rows.num_columns) == (5, 4)
     assert rows.column_labels == ("original", *CLASSES) and rows.row_labels[1] == "#11 (one)"
     assert rows.canvas.shape == (5 * 10 - 2, 4 * 10 - 2)
@@ -128,7 +128,7 @@ def test_label_swap_rows_name_examples_and_labels(model, batch):
 def test_many_classes_are_cut_to_a_readable_number_and_the_title_says_so():
     names = tuple(f"c{i}" for i in range(MAX_CLASSES + 5))
     model = tiny_conditional(names)
-    rows = class_samples(model, 3, label_names=names)
+    rows = class_samples(model, 3)
     assert rows.num_rows == MAX_CLASSES and f"the first {MAX_CLASSES} of {MAX_CLASSES + 5}" in rows.title
     swap = label_swap(model, torch.zeros(1, 1, 8, 8), torch.tensor([0]))
     assert swap.num_columns == MAX_CLASSES + 1

@@ -97,7 +97,7 @@ def test_encoding_interpolation_and_samples_follow_the_label(client):
     ]
     assert all(s.status_code == 200 for s in strips) and strips[0].content != strips[1].content
     samples = client.post("/api/run/a/samples", json={"n": 4, "label": 6})
-    assert samples.status_code == 200 and "under the label 6" in json.loads(samples.headers["x-title"])
+    assert samples.status_code == 200 and "given the class y = 6" in json.loads(samples.headers["x-title"])
 
 
 @pytest.mark.parametrize(

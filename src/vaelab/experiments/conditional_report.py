@@ -56,9 +56,19 @@ def add_conditional(
     figures: dict[str, Path],
     evaluation: dict[str, Any],
     prefix: str,
+    not_drawn: list[str],
 ) -> None:
-    """The section of a conditional run: what its log-likelihood is, and its two figures."""
+    """The section of a conditional run: what its log-likelihood is, its two figures, and why the
+    figures of `not_drawn` (kinds that encode or decode without a label) are not above."""
     page.section(f"{prefix}conditional", "Conditional on the label", 3)
+    if not_drawn:
+        page.text(
+            f"Not drawn for this model: {', '.join(dict.fromkeys(not_drawn))}. Each encodes with q(z|x) or "
+            "decodes with p(x|z) without a label, and a conditional model's q(z|x, y) and p(x|z, y) need "
+            "one; the two figures below are those of a model given its labels (`vaelab sample RUN --label "
+            "L` draws one class's samples).",
+            "note",
+        )
     log_px = evaluation.get("log_px")
     if log_px is not None:
         page.text(

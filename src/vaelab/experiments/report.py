@@ -301,6 +301,7 @@ def add_run(
     page.section(f"{prefix}figures", "Figures", 3)
     deterministic = run_config.model.kind == "ae"
     skipped: set[str] = set()
+    not_drawn: list[str] = []  # kinds that apply but could not be drawn (plot_all logged why)
     for entry in figures_for(run_dir):
         if entry.kind in CONDITIONAL_KINDS:  # their own section below, for a conditional run only
             continue
@@ -308,11 +309,13 @@ def add_run(
             page.figure(figures[entry.file_name], entry.caption_for(deterministic))
             continue
         reason = FIGURE_KINDS[entry.kind].applies(run_dir, run_config)
-        if reason is not None and entry.kind not in skipped:
+        if reason is None:
+            not_drawn.append(entry.kind)
+        elif entry.kind not in skipped:
             skipped.add(entry.kind)
             page.text(f"No {entry.kind} figure: {reason}.", "note")
     if conditional:
-        add_conditional(page, run_dir, run_config, figures, evaluation, prefix)
+        add_conditional(page, run_dir, run_config, figures, evaluation, prefix, not_drawn)
 
 
 def run_report(run_dir: Path, *, k: int = 1000, refresh: bool = False, device: str = "cpu") -> Page:

@@ -39,11 +39,10 @@ from vaelab.estimators import bits_per_dim, log_px_importance
 from vaelab.evaluate import AE_NOTE, PerExampleLogPx, read_per_example_log_px
 from vaelab.viz.conditional import (
     check_label,
+    class_names,
     conditional_posterior_means,
     given_label,
     is_conditional,
-    num_classes,
-    prior_of,
 )
 from vaelab.viz.images import as_images, prior_samples, sample_title, tile
 from vaelab.viz.latent import class_palette, dim_scores, interpolate
@@ -122,7 +121,7 @@ class LatentSpace:
         self.conditional = is_conditional(self.model)
         if self.conditional and run.labels is None:
             raise UserError(f"{run.dir}: a model conditional on a label needs the {run.split} split's labels")
-        loc, scale = prior_moments(prior_of(self.model))
+        loc, scale = prior_moments(self.model.prior())
         self.prior_loc, self.prior_scale = loc, scale  # (Z,) each, float32
         with torch.no_grad():
             if self.conditional:  # q(z|x, y) at each example's true label
@@ -229,7 +228,7 @@ class LatentSpace:
 
     def prior_components(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The prior in u-space as mixture weights (K,), means (K, Z) and s.d.s (K, Z)."""
-        p_z = prior_of(self.model)
+        p_z = self.model.prior()
         loc, scale = self.prior_loc.double().numpy(), self.prior_scale.double().numpy()
         if is_diagonal_normal(p_z):
             means = p_z.base_dist.loc.detach().double().numpy()[None]
@@ -317,12 +316,8 @@ class LatentSpace:
         conditional run's are decoded under `label`."""
         if self.deterministic:
             raise UserError(NO_PRIOR_SAMPLES)
-        model = self.given(label, n)
-        x = prior_samples(model, n, seed=seed)
-        title = sample_title(self.model, n, "mean")
-        if label is not None:
-            name = self.class_names([label])[0]
-            title = f"{n} prior samples z ~ p(z), each decoded under the label {name} as E[x | z, y]"
+        x = prior_samples(self.model, n, seed=seed, label=label)
+        title = sample_title(self.model, n, "mean", label)
         return tile(as_images(x, self.x_shape).clamp(0, 1), pad=1), title
 
     # ------------------------------------------------------------------------------ encoding
@@ -403,7 +398,7 @@ class LatentSpace:
             "samples_note": NO_PRIOR_SAMPLES if self.deterministic else None,
             "log_px_note": AE_NOTE if self.deterministic else None,
             "test_log_px": self.test_distribution(),
-            "classes": self.class_names(list(range(num_classes(self.model)))) if self.conditional else None,
+            "classes": list(class_names(self.model)) if self.conditional else None,
         }
 
 

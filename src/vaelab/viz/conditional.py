@@ -1,7 +1,8 @@
 """Figures of a model conditional on a label: q(z|x, y), p(x|z, y) (a conditional VAE).
 
-A conditional model gives the protocol model for fixed labels, `model.given(y)` with y: (B,)
-int64 (`vaelab.models`); everything here goes through it.
+A conditional model (`vaelab.models.ConditionalVAE`) gives the protocol model for fixed labels,
+`model.given(y)` with y: (B,) int64; everything here goes through it. Its prior p(z) does not
+depend on y, and `model.config.classes` names its labels 0..K-1 (resolved from the data).
 
 - Label swap (the "analogies" of Kingma et al. 2014, Figure 1; Sohn et al. 2015): each example
   x_n is encoded under its own label, z_n = E_q[z | x_n, y_n], and that one z_n is decoded under
@@ -19,11 +20,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vaelab.config import RunConfig
 from vaelab.devices import make_generator, model_device
 from vaelab.distributions import draw
 from vaelab.errors import UserError
+from vaelab.models import ConditionalVAE
 from vaelab.viz.images import ImageRows, image_rows
-from vaelab.viz.latent import class_name
 
 MAX_CLASSES = 20
 """Columns (label swap) or rows (class samples) drawn at most: a picture of 100 classes is unreadable."""
@@ -31,14 +33,14 @@ MAX_CLASSES = 20
 NOT_CONDITIONAL = "its model is not conditional on a label (train with model.condition label)"
 
 
-def conditional_config(config) -> bool:
-    """Whether a run's config (`RunConfig`) builds a model conditional on a label."""
-    return getattr(config.model, "condition", "none") == "label"
+def conditional_config(config: RunConfig) -> bool:
+    """Whether a run's config builds a model conditional on a label (model.condition label)."""
+    return config.model.condition == "label"
 
 
 def is_conditional(model) -> bool:
-    """Whether `model` takes labels: q(z|x, y) and p(x|z, y) through `model.given(y)`."""
-    return bool(getattr(model, "uses_labels", False)) and callable(getattr(model, "given", None))
+    """Whether `model` is conditional on a label: q(z|x, y) and p(x|z, y) through `model.given(y)`."""
+    return isinstance(model, ConditionalVAE)
 
 
 def num_classes(model) -> int:
@@ -46,9 +48,20 @@ def num_classes(model) -> int:
     return int(model.num_classes)
 
 
+def class_names(model) -> tuple[str, ...]:
+    """The name of each label 0..K-1 of a conditional model (its config's `classes`)."""
+    return tuple(model.config.classes)
+
+
 def shown_classes(model) -> tuple[int, ...]:
     """The labels a figure draws: 0..K-1, at most `MAX_CLASSES` of them."""
     return tuple(range(min(num_classes(model), MAX_CLASSES)))
+
+
+def _shown_note(model) -> str:
+    """What a title adds when `shown_classes` leaves labels out."""
+    shown, total = len(shown_classes(model)), num_classes(model)
+    return "" if shown == total else f" (the first {shown} of {total})"
 
 
 def _labels(label: int | Tensor, size: int, device: torch.device) -> Tensor:
@@ -106,12 +119,6 @@ def given_label(model, label: int | None, size: int):
     return model.given(_labels(label, size, model_device(model)))
 
 
-def prior_of(model):
-    """p(z) of a model, conditional or not. A conditional VAE's p(z) does not depend on the label
-    (q(z|x, y) and p(x|z, y) do), so the model given any label (the first) gives it."""
-    return given_label(model, 0 if is_conditional(model) else None, 1).prior()
-
-
 # ------------------------------------------------------------------------------- label swap
 
 
@@ -139,28 +146,21 @@ def swap_decodes(model, x: Tensor, y: Tensor, classes: tuple[int, ...]) -> tuple
     return z, x_mean
 
 
-def label_swap(
-    model, x: Tensor, y: Tensor, *, label_names=None, indices=None, split: str = "test"
-) -> ImageRows:
-    """Rows of examples: the original, then its z = E_q[z|x, y] decoded under every label."""
-    classes = shown_classes(model)
+def label_swap(model, x: Tensor, y: Tensor, *, indices=None, split: str = "test") -> ImageRows:
+    """Rows of examples x: (N, *x_shape) with their labels y: (N,): the original, then its
+    z = E_q[z|x, y] decoded under every label; rows named by `indices` (row numbers in the split,
+    default 0..N-1) and the class, columns by the class names."""
+    classes, names = shown_classes(model), class_names(model)
     _, x_mean = swap_decodes(model, x, y, classes)
     rows = [torch.cat([x[n : n + 1].cpu(), x_mean[n]]) for n in range(len(x))]  # each (1 + C, *x_shape)
-    names = [class_name(c, label_names) for c in classes]
     where = indices if indices is not None else range(len(x))
-    row_labels = [
-        f"#{int(i)} ({class_name(int(label), label_names)})" for i, label in zip(where, y, strict=True)
-    ]
-    more = (
-        "" if len(classes) == num_classes(model) else f" (the first {len(classes)} of {num_classes(model)})"
-    )
     return image_rows(
         rows,
         model.x_shape,
         f"Label swap: each {split} image's z = E_q[z | x, y] under its own label,\n"
-        f"decoded as E[x | z, y] under every label{more}: the style stays, the class changes",
-        row_labels=row_labels,
-        column_labels=["original", *names],
+        f"decoded as E[x | z, y] under every label{_shown_note(model)}: the style stays, the class changes",
+        row_labels=[f"#{int(i)} ({names[int(c)]})" for i, c in zip(where, y, strict=True)],
+        column_labels=["original", *(names[c] for c in classes)],
         xlabel="label y the same z is decoded under",
         cell_inches=0.55,
         margin_inches=(1.6, 1.3),
@@ -174,7 +174,7 @@ def label_swap(
 def class_decodes(
     model, n: int, classes: tuple[int, ...], *, mode: str = "mean", seed: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """z_1..z_n ~ p(z) (`prior_of`), shared by every class, and their decodes under each label.
+    """z_1..z_n ~ p(z), shared by every class, and their decodes under each label.
 
     Returns z (n, Z) and x (C, n, *x_shape): x[j, s] is E[x | z_s, classes[j]] (mode "mean") or a
     draw from p(x | z_s, classes[j]) ("sample").
@@ -182,25 +182,22 @@ def class_decodes(
     if n < 1:
         raise UserError(f"n must be >= 1, got {n}")
     generator = make_generator(model_device(model), seed)
-    z = draw(prior_of(model), (n,), generator).reshape(n, -1)  # (n, Z)
+    z = draw(model.prior(), (n,), generator)  # (n, Z): p(z) does not depend on y
     x = torch.stack([decode_under(model, z, c, mode=mode, generator=generator) for c in classes])
     return z.cpu(), x
 
 
-def class_samples(model, n: int, *, label_names=None, mode: str = "mean", seed: int = 0) -> ImageRows:
+def class_samples(model, n: int, *, mode: str = "mean", seed: int = 0) -> ImageRows:
     """One row per class: the same n prior samples z ~ p(z) decoded under that row's label."""
-    classes = shown_classes(model)
+    classes, names = shown_classes(model), class_names(model)
     _, x = class_decodes(model, n, classes, mode=mode, seed=seed)
     shown = "the decoder mean E[x | z, y]" if mode == "mean" else "one draw x ~ p(x | z, y)"
-    more = (
-        "" if len(classes) == num_classes(model) else f" (the first {len(classes)} of {num_classes(model)})"
-    )
     return image_rows(
         list(x),
         model.x_shape,
         f"Class-conditional samples: the same {n} z ~ p(z) in every column,\n"
-        f"each row decoded under its label y{more}, shown as {shown}",
-        row_labels=[class_name(c, label_names) for c in classes],
+        f"each row decoded under its label y{_shown_note(model)}, shown as {shown}",
+        row_labels=[names[c] for c in classes],
         column_labels=[str(s + 1) for s in range(n)] if n <= 16 else (),
         xlabel="prior sample s (the same z_s down each column)",
         cell_inches=0.55,

@@ -333,14 +333,7 @@ def _label_swap(run: Run, options: FigureOptions):
     if run.labels is None:
         raise UserError(f"label swap: the {run.split} split has no labels to encode its images with")
     rows = pick_one_per_class(run.labels, FIGURE_KINDS["label-swap"].n(options), options.seed)
-    return label_swap(
-        run.model,
-        run.x[rows],
-        run.labels[rows],
-        label_names=run.label_names,
-        indices=rows.tolist(),
-        split=run.split,
-    )
+    return label_swap(run.model, run.x[rows], run.labels[rows], indices=rows.tolist(), split=run.split)
 
 
 @figure_kind(
@@ -353,7 +346,7 @@ def _label_swap(run: Run, options: FigureOptions):
 )
 def _class_samples(run: Run, options: FigureOptions):
     n = FIGURE_KINDS["class-samples"].n(options)
-    return class_samples(run.model, n, label_names=run.label_names, mode=options.mode, seed=options.seed)
+    return class_samples(run.model, n, mode=options.mode, seed=options.seed)
 
 
 NO_ELBO = "an autoencoder has no ELBO to decompose (its point-mass code has an infinite KL to any density)"
