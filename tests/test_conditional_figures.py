@@ -125,6 +125,15 @@ def test_label_swap_rows_name_examples_and_labels(model, batch):
     np.testing.assert_array_equal(rows.canvas[:8, :8], x[0, 0].numpy())  # the original comes first
 
 
+def test_colour_images_stay_rgb():
+    torch.manual_seed(0)
+    config = ModelConfig(latent_dim=2, hidden=(16,), condition="label", classes=CLASSES)
+    model = build_model(config, (3, 6, 6)).eval()
+    rows = label_swap(model, torch.rand(2, 3, 6, 6), torch.tensor([0, 2]))
+    assert rows.canvas.shape == (2 * 8 - 2, 4 * 8 - 2, 3)
+    assert class_samples(model, 2).canvas.shape == (3 * 8 - 2, 2 * 8 - 2, 3)
+
+
 def test_many_classes_are_cut_to_a_readable_number_and_the_title_says_so():
     names = tuple(f"c{i}" for i in range(MAX_CLASSES + 5))
     model = tiny_conditional(names)

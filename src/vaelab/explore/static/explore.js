@@ -376,7 +376,8 @@ function showEncoding(run) {
   body.replaceChildren();
   const images = document.createElement("div");
   images.className = "pair";
-  for (const [src, caption] of [[e.input, "as the model sees it"], [e.reconstruction, "E[x | z = E_q[z|x]]"]]) {
+  const reconstruction = info.classes ? "E[x | z = E_q[z|x, y], y]" : "E[x | z = E_q[z|x]]";
+  for (const [src, caption] of [[e.input, "as the model sees it"], [e.reconstruction, reconstruction]]) {
     const figure = document.createElement("figure");
     const cap = document.createElement("figcaption");
     cap.textContent = caption;
@@ -401,7 +402,7 @@ function showEncoding(run) {
       const theirs = info.classes ? "log p(x | y), each at its own label" : "log p(x)";
       where.textContent = "higher than " + fmt(100 * e.percentile, 1) + "% of the " + test.num_examples +
         " test images' " + theirs + " (their mean " + fmt(test.mean, 2) + " nats, k = " + test.k + ")";
-      text.append(where, histogram(test, e.log_px));
+      text.append(where, histogram(test, e.log_px, info.classes ? "log p(x | y)" : "log p(x)"));
     } else {
       text.append(Object.assign(document.createElement("p"), {textContent: test.note}));
     }
@@ -410,7 +411,7 @@ function showEncoding(run) {
   body.append(text);
 }
 
-function histogram(test, value) {
+function histogram(test, value, logp) {
   const canvas = document.createElement("canvas");
   canvas.width = 320; canvas.height = 90; canvas.className = "histogram";
   const ctx = canvas.getContext("2d"), edges = test.edges, counts = test.counts;
@@ -428,7 +429,7 @@ function histogram(test, value) {
   ctx.fillText(fmt(hi, 0) + " nats", canvas.width - 60, canvas.height - 2);
   const figure = document.createElement("figure");
   const caption = document.createElement("figcaption");
-  caption.textContent = "the test images' log p(x) (blue) and your input's (red)";
+  caption.textContent = "the test images' " + logp + " (blue) and your input's (red)";
   figure.append(canvas, caption);
   return figure;
 }
