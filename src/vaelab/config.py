@@ -123,6 +123,12 @@ def _one_way_of_tracking(trackers: tuple[str, ...]) -> tuple[str, ...]:
     return trackers
 
 
+def _distinct_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(classes)) < len(classes):
+        raise ValueError("a class is named twice")
+    return classes
+
+
 TRACKERS = ("none", "tensorboard", "mlflow")
 Trackers = Annotated[
     tuple[Literal["none", "tensorboard", "mlflow"], ...],
@@ -346,7 +352,11 @@ class ModelConfig(Options):
         ),
     ] = "none"
     classes: Annotated[
-        tuple[Annotated[str, Strict(), Field(min_length=1, max_length=200)], ...] | None,
+        Annotated[
+            tuple[Annotated[str, Strict(), Field(min_length=1, max_length=200)], ...],
+            AfterValidator(_distinct_classes),
+        ]
+        | None,
         Field(
             strict=False,
             min_length=2,
@@ -367,8 +377,6 @@ class ModelConfig(Options):
     def _conditional(self) -> ModelConfig:
         if self.condition == "label" and self.kind != "vae":
             raise ValueError(f"condition: label applies to model.kind vae, not {self.kind}")
-        if self.classes is not None and len(set(self.classes)) < len(self.classes):
-            raise ValueError("classes: a class is named twice")
         return self
 
 

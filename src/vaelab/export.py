@@ -142,6 +142,11 @@ def exportable(config: ModelConfig, where: Path | str) -> None:
             f"{where}: model.likelihood {likelihood} cannot be exported to ONNX "
             f"(exportable: {', '.join(LIKELIHOODS)})"
         )
+    if config.condition != "none":
+        raise UserError(
+            f"{where}: model.condition {config.condition} cannot be exported to ONNX (its networks also "
+            "read the label; exportable: model.condition none)"
+        )
 
 
 class DistributionParameters(nn.Module):

@@ -72,7 +72,7 @@ def label_code(classes: tuple[str, ...], label: str | int) -> int:
     if isinstance(label, str) and label in classes:
         return classes.index(label)
     text = str(label).strip()
-    if text.lstrip("-").isdigit() and 0 <= int(text) < len(classes):
+    if text.isascii() and text.isdigit() and int(text) < len(classes):  # (no sign, no other digits)
         return int(text)
     raise UserError(f"label {label!r} is not a class of this model; its classes: {describe_classes(classes)}")
 

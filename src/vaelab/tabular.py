@@ -36,8 +36,8 @@ from vaelab.data.tables import binary_columns, standardize_step, standardized
 from vaelab.data.transforms import Standardize, Transform
 from vaelab.distributions import draw
 from vaelab.errors import UserError
-from vaelab.labels import for_label
-from vaelab.models import VAE, Likelihood
+from vaelab.labels import for_label, split_labels
+from vaelab.models import VAE, Likelihood, given_labels
 
 SAMPLE_ROWS = 1000
 """Rows `write_samples` decodes when not told how many."""
@@ -144,9 +144,13 @@ def sampled_rows(
 
 
 @torch.no_grad()
-def reconstructed_rows(model: VAE, transform: Transform, x_stored: Tensor) -> Tensor:
-    """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units."""
-    y = model.likelihood(model.posterior(transform(x_stored)).mean).mean
+def reconstructed_rows(
+    model: VAE, transform: Transform, x_stored: Tensor, labels: Tensor | None = None
+) -> Tensor:
+    """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units; a model that uses
+    labels reconstructs given the rows' labels (N,)."""
+    given = given_labels(model, labels)
+    y = given.likelihood(given.posterior(transform(x_stored)).mean).mean
     return transform.inverse(y)
 
 
@@ -211,11 +215,13 @@ def write_reconstructions(
     splits = load_data(config.data, config.limits)
     x = splits.split(split)
     runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)
+    labels = split_labels(model, splits, split, config.data.source)
     if n is not None:
-        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values]
+        rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        x, labels = x[rows], None if labels is None else labels[rows]
     path = Path(path) if path is not None else run_dir / "reconstructions.csv"
     return write_rows(
-        path, reconstructed_rows(model, splits.transform, x), column_names(run_dir, model.x_shape)
+        path, reconstructed_rows(model, splits.transform, x, labels), column_names(run_dir, model.x_shape)
     )
 
 

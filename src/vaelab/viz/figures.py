@@ -175,8 +175,9 @@ def wrong_data(run_dir: Path, kind: str) -> str | None:
     data="images",
 )
 def _reconstructions(run: Run, options: FigureOptions):
-    x = run.x[run.random_rows(FIGURE_KINDS["reconstructions"].n(options), options.seed)]
-    return reconstruction_rows(run.model, x, min(8, len(x)))
+    rows = run.random_rows(FIGURE_KINDS["reconstructions"].n(options), options.seed)
+    labels = None if run.labels is None else run.labels[rows]  # (a conditional model's y)
+    return reconstruction_rows(run.model, run.x[rows], min(8, len(rows)), labels)
 
 
 @figure_kind(

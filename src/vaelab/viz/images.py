@@ -20,6 +20,7 @@ from vaelab.devices import make_generator, model_device
 from vaelab.distributions import draw
 from vaelab.errors import UserError
 from vaelab.labels import for_label, label_code
+from vaelab.models import given_labels
 
 BACKGROUND = 1.0
 """The value of padding and blank cells: white, for grey and colour images alike."""
@@ -208,30 +209,34 @@ def sample_grid(
 
 
 @torch.no_grad()
-def reconstructions(model, x: Tensor) -> Tensor:
-    """Decoder mean at the posterior mean code: E[x | z = E_q[z|x]], shape of x, on x's device."""
-    return model.likelihood(model.posterior(x.to(model_device(model))).mean).mean.to(x.device)
+def reconstructions(model, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Decoder mean at the posterior mean code: E[x | z = E_q[z|x]], shape of x, on x's device; a
+    model that uses labels reconstructs given the rows' labels (N,): E[x | z = E_q[z|x, y], y]."""
+    device = model_device(model)
+    given = given_labels(model, None if labels is None else labels.to(device))
+    return given.likelihood(given.posterior(x.to(device)).mean).mean.to(x.device)
 
 
 RECONSTRUCTION = "E[x | z = E_q[z|x]]"
 
 
-def reconstruction_rows(model, x: Tensor, ncols: int = 8) -> ImageRows:
+def reconstruction_rows(model, x: Tensor, ncols: int = 8, labels: Tensor | None = None) -> ImageRows:
     """Originals over their reconstructions, `ncols` per row: x (N, *x_shape) -> 2 * ceil(N / ncols) rows.
 
     Rows alternate: originals, then their decoder means E[x | z = E_q[z|x]] (not samples); a last,
-    shorter pair of rows is padded with blank (background) cells.
+    shorter pair of rows is padded with blank (background) cells. labels: (N,) the rows' labels,
+    for a model that uses them (`reconstructions`).
     """
-    recon = reconstructions(model, x)
-    rows, labels = [], []
+    recon = reconstructions(model, x, labels)
+    rows, row_labels = [], []
     for start in range(0, len(x), ncols):
         rows += [x[start : start + ncols], recon[start : start + ncols]]
-        labels += ["original", RECONSTRUCTION]
+        row_labels += ["original", RECONSTRUCTION]
     return image_rows(
         rows,
         model.x_shape,
         f"{len(x)} images over their reconstructions (decoder mean at the posterior mean)",
-        row_labels=labels,
+        row_labels=row_labels,
         title_fontsize=10,
         cell_inches=0.75,
         margin_inches=(1.8, 0.8),
