@@ -273,16 +273,23 @@ def conditional_client(conditional_run, explore_runs):
 
 
 LABELS = st.one_of(st.integers(-3, 12), st.integers(-(2**70), 2**70), JSON_SCALARS, JSON_VALUES)
+"""Labels of every kind; the runs take 0..9 ("a") or none ("b")."""
+
+
+@st.composite
+def labelled(draw) -> tuple[str, object, list]:
+    """(run, label, z): half of them a label and a point that run takes, half anything."""
+    run = draw(st.sampled_from(["a", "b"]))
+    if draw(st.booleans()):
+        label = draw(st.integers(0, 9)) if run == "a" else None
+        return run, label, draw(st.lists(st.floats(-3, 3), min_size=2 if run == "a" else 3, max_size=3))
+    return run, draw(LABELS), draw(st.lists(POINT_NUMBERS, min_size=2, max_size=3))
 
 
 @FUZZ
-@given(
-    label=LABELS,
-    endpoint=st.sampled_from(["decode", "interpolate", "samples", "encode-example"]),
-    run=st.sampled_from(["a", "b"]),
-    z=st.lists(POINT_NUMBERS, min_size=2, max_size=3),
-)
-def test_fuzz_explore_label(fuzz, conditional_client, label, endpoint, run, z):
+@given(request=labelled(), endpoint=st.sampled_from(["decode", "interpolate", "samples", "encode-example"]))
+def test_fuzz_explore_label(fuzz, conditional_client, request, endpoint):
+    run, label, z = request
     body = {
         "decode": {"z": z},
         "interpolate": {"a": z, "b": z[::-1], "n": 3},
@@ -296,8 +303,13 @@ def test_fuzz_explore_label(fuzz, conditional_client, label, endpoint, run, z):
 
 
 @FUZZ
-@given(label=st.one_of(st.text(max_size=8), st.integers(-3, 2**40).map(str)), run=st.sampled_from(["a", "b"]))
+@given(
+    label=st.one_of(
+        st.none(), st.sampled_from(["0", "7", "9"]), st.text(max_size=8), st.integers(-3, 2**40).map(str)
+    ),
+    run=st.sampled_from(["a", "b"]),
+)
 def test_fuzz_explore_encode_label(fuzz, conditional_client, label, run):
-    path = f"/api/run/{run}/encode?label={quote(label, safe='')}"
-    call = lambda: answered(conditional_client.post(path, content=PNG), "json")  # noqa: E731
+    query = "" if label is None else f"?label={quote(label, safe='')}"
+    call = lambda: answered(conditional_client.post(f"/api/run/{run}/encode{query}", content=PNG), "json")  # noqa: E731
     fuzz.check("explore encode label", call, accepted=checked)
