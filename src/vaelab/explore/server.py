@@ -90,9 +90,8 @@ Latent = Annotated[list[float], Field(min_length=1, max_length=MAX_LATENT_NUMBER
 Dims = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 
 
-Label = Annotated[
-    int, Field(ge=0, le=2**31)
-]  # checked against the run's classes by `LatentSpace.check_label`
+# a class code; checked against the run's classes (and whether it takes any) by `Explorer.label`
+Label = Annotated[int, Field(ge=0, le=2**31)]
 
 
 class DecodeRequest(Options):
@@ -322,7 +321,7 @@ class Explorer:
         index = self.example_index(space, body.index)
 
         own = None if space.labels is None else int(space.labels[index])
-        # a conditional run encodes the example under the label asked for, else its own
+        # a conditional run encodes a test image under the label asked for, by default its own
         given = self.label(space, own if space.conditional and body.label is None else body.label)
 
         def work() -> dict[str, Any]:
