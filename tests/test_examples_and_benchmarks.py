@@ -33,6 +33,7 @@ def test_example_trains_and_reports(tmp_path):
         ("ddp_throughput", "ratio 2 ranks / 1 process"),
         ("colour", "ratio VAE (logistic mixture) / histogram"),
         ("tabular", "same weights re-evaluated: moved"),
+        ("conditional", "sample grids given each class"),
     ],
 )
 def test_benchmark_smoke(bench, expect):

@@ -31,6 +31,6 @@ def sample(model, n=64, *, label=None, mode="mean", seed=0):
         model = vaelab.load("runs/cvae")
         x = vaelab.sample(model, 16, label="7")    # 16 sevens; model.given(y) scores log p(x|y)
     """
-    from vaelab.viz.images import prior_samples
+    from vaelab.sampling import decode_prior_samples
 
-    return prior_samples(model, n, mode=mode, seed=seed, label=label)
+    return decode_prior_samples(model, n, mode=mode, seed=seed, label=label).cpu()

@@ -274,6 +274,10 @@ class ModelConfig(Options):
     during training (0: none; off at evaluation). posterior: the family of q(z|x) (see
     `vaelab.posteriors`): `diagonal`, `full` (full-covariance Gaussian) or `iaf` (an inverse
     autoregressive flow of `flow_steps` steps with `flow_hidden` units each).
+    condition: `none`, or `label`: a conditional VAE (`vaelab.models.ConditionalVAE`), q(z|x, y)
+    and p(x|z, y) given each example's class y, on labelled data; `classes`: its class names,
+    code c named by the c-th, resolved from the data when training starts and stored in the run
+    (`vaelab.labels.resolve_classes`), so that it loads and samples without the data.
     """
 
     kind: Annotated[
@@ -545,6 +549,12 @@ class RunConfig(Options):
     def ignored_settings(self, given: set[str]) -> list[str]:
         """The fields in `given` (dotted names a user set) that this config would ignore, each with
         why; a user's setting that would have no effect is refused rather than dropped silently."""
+        return [
+            f"{name}: ignored ({reason})" for name, reason in self.inapplicable().items() if name in given
+        ]
+
+    def inapplicable(self) -> dict[str, str]:
+        """The fields (dotted names) that have no effect in this config, each with why."""
         why = {
             "model.sigma": self.model.likelihood not in ("auto", "gaussian", "logistic", "mixed")
             and "it applies to the gaussian, logistic and mixed likelihoods",
@@ -569,7 +579,7 @@ class RunConfig(Options):
                 why[name] = "an ae trains on the reconstruction term only"
             why["model.prior"] = why["model.prior_components"] = "an ae has no prior"
             why["model.posterior"] = "an ae's code is a point, not a distribution"
-        return [f"{name}: ignored ({reason})" for name, reason in why.items() if reason and name in given]
+        return {name: reason for name, reason in why.items() if reason}
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -34,10 +34,11 @@ from vaelab.config import AUTO_SIGMA, RunConfig
 from vaelab.data import Splits, given_standardization, load_data
 from vaelab.data.tables import binary_columns, standardize_step, standardized
 from vaelab.data.transforms import Standardize, Transform
-from vaelab.distributions import draw
+from vaelab.devices import model_device, resolve_device
 from vaelab.errors import UserError
-from vaelab.labels import for_label, split_labels
+from vaelab.labels import split_labels
 from vaelab.models import VAE, Likelihood, given_labels
+from vaelab.sampling import decode_prior_samples
 
 SAMPLE_ROWS = 1000
 """Rows `write_samples` decodes when not told how many."""
@@ -133,25 +134,19 @@ def sampled_rows(
     draw x ~ p(x|z) ("sample"), in the data's units: transform.inverse of the model's output.
     A conditional model decodes p(x|z, y) given the class `label` (`vaelab.labels.for_label`).
     (n, *x_shape) float32."""
-    if mode not in ("mean", "sample"):
-        raise UserError(f"mode {mode!r} is not one of mean, sample")
-    decoder = for_label(model, label, n)
-    generator = torch.Generator().manual_seed(seed)
-    z = draw(model.prior(), (n,), generator)  # (n, Z)
-    p_x_given_z = decoder.likelihood(z)
-    y = p_x_given_z.mean if mode == "mean" else draw(p_x_given_z, (), generator)
-    return transform.inverse(y)
+    return transform.inverse(decode_prior_samples(model, n, mode=mode, seed=seed, label=label).cpu())
 
 
 @torch.no_grad()
 def reconstructed_rows(
     model: VAE, transform: Transform, x_stored: Tensor, labels: Tensor | None = None
 ) -> Tensor:
-    """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units; a model that uses
-    labels reconstructs given the rows' labels (N,)."""
-    given = given_labels(model, labels)
-    y = given.likelihood(given.posterior(transform(x_stored)).mean).mean
-    return transform.inverse(y)
+    """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units, on the CPU; the
+    model runs on its device. A model that uses labels reconstructs given the rows' labels (N,)."""
+    device = model_device(model)
+    given = given_labels(model, None if labels is None else labels.to(device))
+    x = transform(x_stored).to(device)
+    return transform.inverse(given.likelihood(given.posterior(x).mean).mean.cpu())
 
 
 def write_rows(path: str | Path, rows: Tensor | np.ndarray, names: tuple[str, ...]) -> Path:
@@ -186,13 +181,14 @@ def write_samples(
     n: int | None = None,
     mode: str = "mean",
     seed: int = 0,
+    device: str = "cpu",
     label: str | int | None = None,
 ) -> Path:
     """n rows (default `SAMPLE_ROWS`) decoded from z ~ p(z) (see `sampled_rows`; a conditional
     run's given the class `label`) into `path` (.csv or .npy; default RUN/samples.csv), in the
-    data's units, under the column names."""
+    data's units, under the column names; the model runs on `device`."""
     run_dir = runs.check_run_dir(run_dir)
-    config, model = runs.read_config(run_dir), runs.load_model(run_dir)
+    config, model = runs.read_config(run_dir), runs.load_model(run_dir, device=resolve_device(device))
     transform = run_transform(run_dir, config)
     rows = sampled_rows(model, transform, n or SAMPLE_ROWS, mode=mode, seed=seed, label=label)
     path = Path(path) if path is not None else run_dir / "samples.csv"
@@ -206,12 +202,14 @@ def write_reconstructions(
     n: int | None = None,
     split: str = "test",
     seed: int = 0,
+    device: str = "cpu",
 ) -> Path:
     """The reconstructions E[x | z = E_q[z|x]] of `split`'s rows into `path` (.csv or .npy;
     default RUN/reconstructions.csv), in the data's units, under the column names: every row of
-    the split in its order, or n seeded random ones (in their order) when n is given."""
+    the split in its order, or n seeded random ones (in their order) when n is given. The model
+    runs on `device`."""
     run_dir = runs.check_run_dir(run_dir)
-    config, model = runs.read_config(run_dir), runs.load_model(run_dir)
+    config, model = runs.read_config(run_dir), runs.load_model(run_dir, device=resolve_device(device))
     splits = load_data(config.data, config.limits)
     x = splits.split(split)
     runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)

@@ -329,7 +329,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     label = sample_label(options.run, options.label)
     if rows_wanted(options.out, tabular):
         path = write_samples(
-            options.run, options.out, n=options.n, mode=options.mode, seed=options.seed, label=label
+            options.run,
+            options.out,
+            n=options.n,
+            mode=options.mode,
+            seed=options.seed,
+            device=options.device,
+            label=label,
         )
     else:
         figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed, label=label)
@@ -393,7 +399,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     tabular = data_kind(check_run_dir(options.run)) == "tabular"
     if rows_wanted(options.out, tabular):
         path = write_reconstructions(
-            options.run, options.out, n=options.n, split=options.split, seed=options.seed
+            options.run,
+            options.out,
+            n=options.n,
+            split=options.split,
+            seed=options.seed,
+            device=options.device,
         )
     else:
         figure = FigureOptions(n=options.n, split=options.split, seed=options.seed)

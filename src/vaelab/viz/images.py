@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.devices import make_generator, model_device
-from vaelab.distributions import draw
+from vaelab.devices import model_device
 from vaelab.errors import UserError
-from vaelab.labels import for_label, label_code
+from vaelab.labels import label_code
 from vaelab.models import given_labels
+from vaelab.sampling import decode_prior_samples
 
 BACKGROUND = 1.0
 """The value of padding and blank cells: white, for grey and colour images alike."""
@@ -164,17 +164,7 @@ def prior_samples(
 
     For an AE, z ~ N(0, I) (it has no prior of its own; see `sample_title`). n: number of z.
     """
-    if n < 1:
-        raise UserError(f"n must be >= 1, got {n}")
-    decoder = for_label(model, label, n)
-    generator = make_generator(model_device(model), seed)  # draws where the model runs
-    z = draw(model.prior(), (n,), generator)  # (n, Z)
-    p_x_given_z = decoder.likelihood(z)
-    if mode == "mean":
-        return p_x_given_z.mean.cpu()
-    if mode == "sample":
-        return draw(p_x_given_z, (), generator).cpu()
-    raise UserError(f"mode {mode!r} is not one of mean, sample")
+    return decode_prior_samples(model, n, mode=mode, seed=seed, label=label).cpu()
 
 
 def sample_title(model, n: int, mode: str, label: str | int | None = None) -> str:
