@@ -135,6 +135,25 @@ def explore_runs(tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory) -> Path:
+    """A conditional VAE (model.condition label) on scikit-learn's 8x8 digits, 2-D latent, one
+    epoch (seconds), evaluated (k = 20): the conditional figures', report's and explorer's tests."""
+    from vaelab.config import RunConfig
+    from vaelab.evaluate import evaluate_run
+    from vaelab.train import train
+
+    out = tmp_path_factory.mktemp("conditional-run") / "cvae"
+    config = RunConfig().replace(
+        data={"source": "digits"},
+        model={"latent_dim": 2, "hidden": (32,), "condition": "label"},
+        train={"epochs": 1, "batch_size": 64, "seed": 0},
+    )
+    train(config, out, progress=False)
+    evaluate_run(out, k=20, progress=False)
+    return out
+
+
 # ------------------------------------------------------------------ a real headless browser
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -258,3 +258,58 @@ def test_fuzz_explore_per_example_log_px_file(fuzz, per_example_file, tmp_path_f
     fuzz.check(
         "explore per-example log p(x)", lambda: read_per_example_log_px(folder, "test", rows), accepted=finite
     )
+
+
+# ------------------------------------------------------------- a conditional run's label
+
+
+@pytest.fixture(scope="module")
+def conditional_client(conditional_run, explore_runs):
+    """A conditional run (2-D latent, labels 0..9) as "a" beside the plain VAE as "b"."""
+    spaces = [LatentSpace(Run(conditional_run), k=10), LatentSpace(Run(explore_runs["vae"]), k=10)]
+    with TestClient(Explorer(spaces, ExploreSettings()).app(), base_url="http://127.0.0.1") as client:
+        yield client
+        assert client.post("/api/run/a/decode", json={"z": [0, 0], "label": 3}).status_code == 200
+
+
+LABELS = st.one_of(st.integers(-3, 12), st.integers(-(2**70), 2**70), JSON_SCALARS, JSON_VALUES)
+"""Labels of every kind; the runs take 0..9 ("a") or none ("b")."""
+
+
+@st.composite
+def labelled(draw) -> tuple[str, object, list]:
+    """(run, label, z): half of them a label and a point that run takes, half anything."""
+    run = draw(st.sampled_from(["a", "b"]))
+    if draw(st.booleans()):
+        label = draw(st.integers(0, 9)) if run == "a" else None
+        return run, label, draw(st.lists(st.floats(-3, 3), min_size=2 if run == "a" else 3, max_size=3))
+    return run, draw(LABELS), draw(st.lists(POINT_NUMBERS, min_size=2, max_size=3))
+
+
+@FUZZ
+@given(request=labelled(), endpoint=st.sampled_from(["decode", "interpolate", "samples", "encode-example"]))
+def test_fuzz_explore_label(fuzz, conditional_client, request, endpoint):
+    run, label, z = request
+    body = {
+        "decode": {"z": z},
+        "interpolate": {"a": z, "b": z[::-1], "n": 3},
+        "samples": {"n": 2},
+        "encode-example": {"index": 1},
+    }[endpoint]
+    content = json.dumps({**body, "label": label}).encode()
+    expect = "json" if endpoint == "encode-example" else "png"
+    call = lambda: answered(conditional_client.post(f"/api/run/{run}/{endpoint}", content=content), expect)  # noqa: E731
+    fuzz.check(f"explore {endpoint} label", call, accepted=checked)
+
+
+@FUZZ
+@given(
+    label=st.one_of(
+        st.none(), st.sampled_from(["0", "7", "9"]), st.text(max_size=8), st.integers(-3, 2**40).map(str)
+    ),
+    run=st.sampled_from(["a", "b"]),
+)
+def test_fuzz_explore_encode_label(fuzz, conditional_client, label, run):
+    query = "" if label is None else f"?label={quote(label, safe='')}"
+    call = lambda: answered(conditional_client.post(f"/api/run/{run}/encode{query}", content=PNG), "json")  # noqa: E731
+    fuzz.check("explore encode label", call, accepted=checked)

@@ -71,7 +71,8 @@ class PlotOptions(Options):
         Count | None,
         Field(
             description="images (reconstructions 32, samples 64), grid points per axis (grid 21), path "
-            "points (interpolation 10) or steps (traversals 9)"
+            "points (interpolation 10), steps (traversals 9), examples (label-swap 10) or samples per "
+            "class (class-samples 10)"
         ),
     ] = None
     z_range: Annotated[

@@ -38,9 +38,11 @@ from vaelab.experiments.compare import (
     format_comparison,
     resolve_run,
 )
+from vaelab.experiments.conditional_report import add_conditional, conditional_rows
 from vaelab.experiments.evaluation import current_evaluation
 from vaelab.experiments.sweep import load_sweep, plot_sweep, sweep_rows
-from vaelab.viz.figures import FIGURE_KINDS, figures_for
+from vaelab.viz.conditional import conditional_config
+from vaelab.viz.figures import CONDITIONAL_KINDS, FIGURE_KINDS, figures_for
 from vaelab.viz.plot import plot_all
 
 log = logging.getLogger(__name__)
@@ -279,7 +281,13 @@ def add_run(
         f"{evaluation.get('num_examples')} test examples of {evaluation.get('num_dims')} dimensions; "
         "bits per dimension are of the negated value (lower is better there)."
     )
-    page.table(["quantity", "value", "unit", "bits per dim"], evaluation_rows(evaluation), numeric={1, 3})
+    conditional = conditional_config(run_config)
+    rows = evaluation_rows(evaluation)
+    page.table(
+        ["quantity", "value", "unit", "bits per dim"],
+        conditional_rows(rows) if conditional else rows,
+        numeric={1, 3},
+    )
     if evaluation.get("log_det_nats"):
         page.text(
             f"Every log-density here is of the data as given, in its own units: it includes "
@@ -289,7 +297,7 @@ def add_run(
         )
     if evaluation.get("note"):
         page.text(f"No ELBO or log p(x): {evaluation['note']}.", "note")
-    elif evaluation.get("log_px") is not None:
+    elif evaluation.get("log_px") is not None and not conditional:  # its gap: add_conditional
         gap = evaluation["log_px"] - evaluation["elbo"]
         page.text(
             f"ELBO gap: log p(x) − ELBO = {gap:.2f} nats per example. Since log p(x) = ELBO + "
@@ -301,14 +309,21 @@ def add_run(
     page.section(f"{prefix}figures", "Figures", 3)
     deterministic = run_config.model.kind == "ae"
     skipped: set[str] = set()
+    not_drawn: list[str] = []  # kinds that apply but could not be drawn (plot_all logged why)
     for entry in figures_for(run_dir):
+        if entry.kind in CONDITIONAL_KINDS:  # their own section below, for a conditional run only
+            continue
         if entry.file_name in figures:
             page.figure(figures[entry.file_name], entry.caption_for(deterministic))
             continue
         reason = FIGURE_KINDS[entry.kind].applies(run_dir, run_config)
-        if reason is not None and entry.kind not in skipped:
+        if reason is None:
+            not_drawn.append(entry.kind)
+        elif entry.kind not in skipped:
             skipped.add(entry.kind)
             page.text(f"No {entry.kind} figure: {reason}.", "note")
+    if conditional:
+        add_conditional(page, run_dir, run_config, figures, evaluation, prefix, not_drawn)
 
 
 def run_report(run_dir: Path, *, k: int = 1000, refresh: bool = False, device: str = "cpu") -> Page:

@@ -14,6 +14,12 @@ a short word or image bytes, never a path; a bad request gets a 4xx with {"error
     POST /api/run/RID/interpolate        {"a": u, "b": u, "n": 10, "method": "linear"} -> PNG strip
     POST /api/run/RID/samples            {"n": 16, "seed": 0} -> PNG of prior samples (409 for an AE)
 
+A run whose model is conditional on a label (q(z|x, y), p(x|z, y)) takes the label y, a class
+code 0..K-1 (`info()["classes"]` names them), as "label" in the decode, interpolate and samples
+bodies and as `label=` in encode's query, and needs it there; encode-example takes it optionally
+(default: the example's own). Its map's codes are E_q[z|x, y] at the true labels. A label sent
+to a run that takes none, or outside 0..K-1, is a 422.
+
 Coordinates are prior-standardized (`vaelab.explore.space`). Model work runs on two worker
 threads, one for decoding (batched, `MicroBatcher`) and one for the rest, so a slow
 importance-sampling estimate never holds up the live decoding.
@@ -84,14 +90,20 @@ Latent = Annotated[list[float], Field(min_length=1, max_length=MAX_LATENT_NUMBER
 Dims = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 
 
+# a class code; checked against the run's classes (and whether it takes any) by `Explorer.label`
+Label = Annotated[int, Field(ge=0, le=2**31)]
+
+
 class DecodeRequest(Options):
     z: Latent
+    label: Label | None = None
 
 
 class ExampleRequest(Options):
     index: Annotated[int, Field(ge=0)]
     plane: Plane = "dims"
     dims: Dims | None = None
+    label: Label | None = None
 
 
 class InterpolateRequest(Options):
@@ -99,11 +111,13 @@ class InterpolateRequest(Options):
     b: Latent
     n: Annotated[int, Field(ge=2, le=MAX_STRIP)] = 10
     method: Literal["linear", "spherical"] = "linear"
+    label: Label | None = None
 
 
 class SamplesRequest(Options):
     n: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 16
     seed: Seed = 0
+    label: Label | None = None
 
 
 def _validation_message(err: ValidationError) -> str:
@@ -176,11 +190,23 @@ class Explorer:
         self._maps: dict[tuple[str, str, tuple[int, int] | None], dict[str, Any]] = {}
 
     @staticmethod
-    def _decoder(space: LatentSpace) -> Callable[[Sequence[torch.Tensor]], list[bytes]]:
-        def decode(points: Sequence[torch.Tensor]) -> list[bytes]:
-            return [png_bytes(image) for image in space.decode(torch.stack(list(points)))]
+    def _decoder(space: LatentSpace) -> Callable[[Sequence[tuple[torch.Tensor, int | None]]], list[bytes]]:
+        """Decode a batch of (u, label) points; a conditional run's labels go with them, (B,)."""
+
+        def decode(points: Sequence[tuple[torch.Tensor, int | None]]) -> list[bytes]:
+            u = torch.stack([point for point, _ in points])  # (B, Z)
+            labels = None if not space.conditional else torch.tensor([label for _, label in points])
+            return [png_bytes(image) for image in space.decode(u, labels)]
 
         return decode
+
+    @staticmethod
+    def label(space: LatentSpace, label: int | None) -> int | None:
+        """The label a request names, checked against the run (a 422 where it does not fit)."""
+        try:
+            return space.check_label(label)
+        except UserError as err:
+            raise RequestError(422, str(err)) from None
 
     def space(self, rid: str) -> tuple[str, LatentSpace]:
         if rid not in self.spaces:
@@ -262,7 +288,7 @@ class Explorer:
             u = space.check_u(body.z)
         except UserError as err:
             raise RequestError(422, str(err)) from None
-        png = await self.batchers[rid].submit(u)
+        png = await self.batchers[rid].submit((u, self.label(space, body.label)))
         return Response(png, media_type="image/png", headers=PNG_HEADERS)
 
     async def encode(self, request: Request) -> Response:
@@ -272,13 +298,19 @@ class Explorer:
         frame = request.query_params.get("frame", "digit")
         if frame not in ("digit", "fit"):
             raise RequestError(422, f"frame: {frame[:20]!r} is not one of digit, fit")
+        text = request.query_params.get("label")
+        if text is not None and not _row_number(text):
+            raise RequestError(422, f"label: expected a class code like 3, got {text[:20]!r}")
+        label = self.label(space, None if text is None else int(text))
         data = await read_body(request, self.settings.max_upload_bytes, "image")
         limits = {"max_bytes": self.settings.max_upload_bytes, "max_pixels": self.settings.max_upload_pixels}
 
         def work() -> dict[str, Any]:
             image, inverted = image_input(data, space.x_shape, frame=frame, **limits)  # type: ignore[arg-type]
             x = space.model_input(image)
-            return self.encoding_json(space, space.encode(x, plane), {"inverted": inverted})
+            return self.encoding_json(
+                space, space.encode(x, plane, label), {"inverted": inverted, "given_label": label}
+            )
 
         return JSONResponse(await self.run_work(work))
 
@@ -288,15 +320,18 @@ class Explorer:
         plane = self.plane(space, body.plane, body.dims)
         index = self.example_index(space, body.index)
 
+        own = None if space.labels is None else int(space.labels[index])
+        # a conditional run encodes a test image under the label asked for, by default its own
+        given = self.label(space, own if space.conditional and body.label is None else body.label)
+
         def work() -> dict[str, Any]:
             x = space.run.x[index : index + 1]
-            label = None if space.labels is None else int(space.labels[index])
-            extra: dict[str, Any] = {"index": index, "label": label, "label_name": None}
-            if label is not None:
-                extra["label_name"] = space.class_names([label])[0]
+            extra: dict[str, Any] = {"index": index, "label": own, "label_name": None, "given_label": given}
+            if own is not None:
+                extra["label_name"] = space.class_names([own])[0]
             if space.test_log_px is not None:
                 extra["stored_log_px"] = float(space.test_log_px.value[index])
-            return self.encoding_json(space, space.encode(x, plane), extra)
+            return self.encoding_json(space, space.encode(x, plane, given), extra)
 
         return JSONResponse(await self.run_work(work))
 
@@ -317,10 +352,11 @@ class Explorer:
     async def interpolate(self, request: Request) -> Response:
         rid, space = self.space(request.path_params["rid"])
         body: InterpolateRequest = await read_json(request, InterpolateRequest)
+        label = self.label(space, body.label)
 
         def work() -> bytes:
             a, b = space.check_u(body.a, "a"), space.check_u(body.b, "b")
-            return png_bytes(space.interpolation(a, b, body.n, body.method))
+            return png_bytes(space.interpolation(a, b, body.n, body.method, label))
 
         return Response(await self.run_work(work), media_type="image/png", headers=PNG_HEADERS)
 
@@ -329,7 +365,8 @@ class Explorer:
         body: SamplesRequest = await read_json(request, SamplesRequest)
         if space.deterministic:
             raise RequestError(409, space.info()["samples_note"])
-        picture, title = await self.run_work(space.prior_samples, body.n, body.seed)
+        label = self.label(space, body.label)
+        picture, title = await self.run_work(space.prior_samples, body.n, body.seed, label)
         headers = {**PNG_HEADERS, "X-Title": json.dumps(title)}
         return Response(png_bytes(picture), media_type="image/png", headers=headers)
 

@@ -37,6 +37,13 @@ from vaelab.distributions import PointMass, is_diagonal_normal
 from vaelab.errors import UserError
 from vaelab.estimators import bits_per_dim, log_px_importance
 from vaelab.evaluate import AE_NOTE, PerExampleLogPx, read_per_example_log_px
+from vaelab.viz.conditional import (
+    check_label,
+    class_names,
+    conditional_posterior_means,
+    given_label,
+    is_conditional,
+)
 from vaelab.viz.images import as_images, prior_samples, sample_title, tile
 from vaelab.viz.latent import class_palette, dim_scores, interpolate
 from vaelab.viz.run import Run
@@ -111,10 +118,17 @@ class LatentSpace:
         self.x_shape: tuple[int, ...] = tuple(run.model.x_shape)
         self.num_dims = math.prod(self.x_shape)
         self.deterministic = run.deterministic
+        self.conditional = is_conditional(self.model)
+        if self.conditional and run.labels is None:
+            raise UserError(f"{run.dir}: a model conditional on a label needs the {run.split} split's labels")
         loc, scale = prior_moments(self.model.prior())
         self.prior_loc, self.prior_scale = loc, scale  # (Z,) each, float32
         with torch.no_grad():
-            codes = posterior_means(self.model, run.x).double()  # (N, Z)
+            if self.conditional:  # q(z|x, y) at each example's true label
+                assert run.labels is not None
+                codes = conditional_posterior_means(self.model, run.x, run.labels).double()  # (N, Z)
+            else:
+                codes = posterior_means(self.model, run.x).double()  # (N, Z)
         self.u_codes = ((codes - loc.double()) / scale.double()).numpy()  # (N, Z)
         self.coordinate_bound = COORDINATE_HEADROOM * max(3.0, float(np.abs(self.u_codes).max(initial=0.0)))
         score, self.score_name = dim_scores(run.stats)
@@ -134,6 +148,15 @@ class LatentSpace:
     def to_z(self, u: Tensor) -> Tensor:
         """z = m + s * u for u: (..., Z)."""
         return self.prior_loc + self.prior_scale * u
+
+    def check_label(self, label: int | None) -> int | None:
+        """A label the client sent: one of 0..K-1 for a conditional run, None for another."""
+        return check_label(self.model, label)
+
+    def given(self, label: int | None, size: int = 1):
+        """The protocol model for `size` rows of `label` (a checked one): q(z|x, y), p(x|z, y) for a
+        conditional run, the run's own model otherwise."""
+        return given_label(self.model, label, size)
 
     def check_u(self, values: list[float], what: str = "z") -> Tensor:
         """A point the client sent, as a (Z,) tensor: Z finite numbers within the coordinate bound."""
@@ -275,44 +298,52 @@ class LatentSpace:
     # ------------------------------------------------------------------------------ decoding
 
     @torch.no_grad()
-    def decode(self, u: Tensor) -> np.ndarray:
-        """Decoder means E[x|z] at z = m + s u for u: (B, Z) -> (B, H, W) or (B, H, W, 3) in [0, 1]."""
-        x_mean = self.model.likelihood(self.to_z(u)).mean
+    def decode(self, u: Tensor, labels: Tensor | None = None) -> np.ndarray:
+        """Decoder means E[x|z] (E[x|z, y] for a conditional run, y: (B,) checked labels) at
+        z = m + s u for u: (B, Z) -> (B, H, W) or (B, H, W, 3) in [0, 1]."""
+        model = self.model if labels is None else self.model.given(labels)
+        x_mean = model.likelihood(self.to_z(u)).mean
         return display_images(x_mean, self.x_shape)
 
     @torch.no_grad()
-    def interpolation(self, u_a: Tensor, u_b: Tensor, n: int, method: str) -> np.ndarray:
+    def interpolation(
+        self, u_a: Tensor, u_b: Tensor, n: int, method: str, label: int | None = None
+    ) -> np.ndarray:
         """Decoder means along the path from u_a to u_b (`vaelab.viz.latent.interpolate` in
-        standardized coordinates), tiled as one strip: n cells."""
+        standardized coordinates), tiled as one strip: n cells; a conditional run's under `label`."""
         path = interpolate(u_a, u_b, torch.linspace(0.0, 1.0, n), method)  # (n, Z)
-        images = as_images(self.model.likelihood(self.to_z(path)).mean, self.x_shape)
+        images = as_images(self.given(label, n).likelihood(self.to_z(path)).mean, self.x_shape)
         return tile(images.clamp(0, 1), n, pad=1)
 
-    def prior_samples(self, n: int, seed: int) -> tuple[np.ndarray, str]:
-        """n decoded prior samples tiled, and their title; an AE has none (`NO_PRIOR_SAMPLES`)."""
+    def prior_samples(self, n: int, seed: int, label: int | None = None) -> tuple[np.ndarray, str]:
+        """n decoded prior samples tiled, and their title; an AE has none (`NO_PRIOR_SAMPLES`); a
+        conditional run's are decoded under `label`."""
         if self.deterministic:
             raise UserError(NO_PRIOR_SAMPLES)
-        x = prior_samples(self.model, n, seed=seed)
-        return tile(as_images(x, self.x_shape).clamp(0, 1), pad=1), sample_title(self.model, n, "mean")
+        x = prior_samples(self.model, n, seed=seed, label=label)
+        title = sample_title(self.model, n, "mean", label)
+        return tile(as_images(x, self.x_shape).clamp(0, 1), pad=1), title
 
     # ------------------------------------------------------------------------------ encoding
 
     @torch.no_grad()
-    def encode(self, x: Tensor, plane: PlaneBasis) -> Encoding:
-        """The encoding panel for one input x: (1, *x_shape) as the model takes it."""
-        q_z_given_x = self.model.posterior(x)
+    def encode(self, x: Tensor, plane: PlaneBasis, label: int | None = None) -> Encoding:
+        """The encoding panel for one input x: (1, *x_shape) as the model takes it; a conditional
+        run's q(z|x, y), p(x|z, y) and log p(x|y) at y = `label` (checked)."""
+        model = self.given(label)
+        q_z_given_x = model.posterior(x)
         u = ((q_z_given_x.mean[0].double() - self.prior_loc.double()) / self.prior_scale.double()).numpy()
         w = self.plane_coordinates(plane, u)
         ellipses: list[list[list[float]]] = []
         if not isinstance(q_z_given_x, PointMass) and is_diagonal_normal(q_z_given_x):
             variance = (q_z_given_x.base_dist.scale[0].double() / self.prior_scale.double()).square().numpy()
             ellipses = posterior_ellipses(w[:2], plane.basis[:, :2], variance)
-        reconstruction = self.model.likelihood(q_z_given_x.mean).mean
+        reconstruction = model.likelihood(q_z_given_x.mean).mean
         images = display_images(torch.cat([x, reconstruction]), self.x_shape)
         log_px = stderr = bpd = percentile = None
         if not self.deterministic:
             generator = torch.Generator().manual_seed(self.seed)
-            estimate = log_px_importance(self.model, x, self.k, generator=generator)
+            estimate = log_px_importance(model, x, self.k, generator=generator)
             log_px, stderr = float(estimate.value[0]) + self.log_det_nats, float(estimate.stderr[0])
             bpd = float(bits_per_dim(-log_px, self.num_dims))
             if self.test_log_px is not None:
@@ -371,6 +402,7 @@ class LatentSpace:
             "samples_note": NO_PRIOR_SAMPLES if self.deterministic else None,
             "log_px_note": AE_NOTE if self.deterministic else None,
             "test_log_px": self.test_distribution(),
+            "classes": list(class_names(self.model)) if self.conditional else None,
         }
 
 

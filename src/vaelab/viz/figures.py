@@ -24,6 +24,13 @@ from vaelab import runs
 from vaelab.config import RunConfig
 from vaelab.diagnostics import latent_name
 from vaelab.errors import UserError
+from vaelab.viz.conditional import (
+    NOT_CONDITIONAL,
+    class_samples,
+    conditional_config,
+    label_swap,
+    pick_one_per_class,
+)
 from vaelab.viz.curves import elbo_chart, training_curves
 from vaelab.viz.images import reconstruction_rows, sample_grid
 from vaelab.viz.latent import (
@@ -306,6 +313,43 @@ def _column_reconstructions(run: Run, options: FigureOptions):
     return column_reconstructions(run.model, run.splits.transform, x, run.column_names, split=run.split)
 
 
+def _conditional_applies(run_dir: Path, config: RunConfig) -> str | None:
+    return None if conditional_config(config) else NOT_CONDITIONAL
+
+
+CONDITIONAL_KINDS = ("label-swap", "class-samples")
+"""The figures of a model conditional on a label (`vaelab.viz.conditional`): the report gives them
+their own section."""
+
+
+@figure_kind(
+    "label-swap",
+    reads=("split", "seed", "n"),
+    help="conditional runs: an image's z = E_q[z|x,y] decoded under every label (style kept, class swapped)",
+    default_n=10,
+    applies=_conditional_applies,
+    data="images",
+)
+def _label_swap(run: Run, options: FigureOptions):
+    if run.labels is None:
+        raise UserError(f"label swap: the {run.split} split has no labels to encode its images with")
+    rows = pick_one_per_class(run.labels, FIGURE_KINDS["label-swap"].n(options), options.seed)
+    return label_swap(run.model, run.x[rows], run.labels[rows], indices=rows.tolist(), split=run.split)
+
+
+@figure_kind(
+    "class-samples",
+    reads=("seed", "n", "mode"),
+    help="conditional runs: the same prior samples z ~ p(z) decoded under each label, one row per class",
+    default_n=10,
+    applies=_conditional_applies,
+    data="images",
+)
+def _class_samples(run: Run, options: FigureOptions):
+    n = FIGURE_KINDS["class-samples"].n(options)
+    return class_samples(run.model, n, mode=options.mode, seed=options.seed)
+
+
 NO_ELBO = "an autoencoder has no ELBO to decompose (its point-mass code has an infinite KL to any density)"
 
 
@@ -453,6 +497,20 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         "perfect reconstruction).",
     ),
     FigureFile(
+        "label-swap.png",
+        "label-swap",
+        "Label swap: test images (first column) encoded under their own label, z = E_q[z | x, y], and "
+        "that same z decoded under every label as E[x | z, y]. The decoder is told the class, so z is "
+        "free to hold the rest (slant, stroke width): along a row the style stays and the class changes.",
+    ),
+    FigureFile(
+        "class-samples.png",
+        "class-samples",
+        "Class-conditional samples: the same prior samples z ~ p(z) in every column, each row decoded "
+        "under its label y as the decoder mean E[x | z, y].",
+        {"mode": "mean"},
+    ),
+    FigureFile(
         "decomposition.png",
         "decomposition",
         "ELBO decomposition on the test split, nats per example, and the KL of each latent dim. The gap "
@@ -508,5 +566,11 @@ def not_applicable(run_dir: str | Path, kind: str) -> str | None:
 
 
 def figures_for(run_dir: Path) -> tuple[FigureFile, ...]:
-    """The entries of `ALL_FIGURES` for the run's kind of data (`data_kind`)."""
-    return tuple(entry for entry in ALL_FIGURES if wrong_data(run_dir, entry.kind) is None)
+    """The entries of `ALL_FIGURES` for the run's kind of data (`data_kind`), and those of a
+    conditional model (`CONDITIONAL_KINDS`) only for a conditional run."""
+    conditional = conditional_config(runs.read_config(run_dir))
+    return tuple(
+        entry
+        for entry in ALL_FIGURES
+        if wrong_data(run_dir, entry.kind) is None and (conditional or entry.kind not in CONDITIONAL_KINDS)
+    )

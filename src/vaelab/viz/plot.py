@@ -24,6 +24,7 @@ from vaelab.viz.figures import (
     figure_file_name,
     figure_path,
     figures_for,
+    not_applicable,
     wrong_data,
 )
 from vaelab.viz.images import reconstruction_rows, sample_grid
@@ -55,6 +56,9 @@ def plot_run(
     its model on `device`."""
     if kind not in FIGURE_KINDS:
         raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
+    reason = not_applicable(run_dir, kind)
+    if reason is not None:  # before the model and its data are loaded
+        raise UserError(reason)
     path = Path(path) if path is not None else figure_path(run_dir, kind, options)
     return draw_figure(Run(run_dir, split=options.split, device=device), kind, path, options)
 

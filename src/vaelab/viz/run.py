@@ -18,9 +18,10 @@ from torch import Tensor
 
 from vaelab import runs
 from vaelab.data import load_run_data
-from vaelab.devices import resolve_device
+from vaelab.devices import model_device, resolve_device
 from vaelab.diagnostics import LatentStatistics, latent_statistics, posterior_means
 from vaelab.errors import UserError
+from vaelab.viz.conditional import is_conditional
 
 SPLITS = ("train", "valid", "test")
 
@@ -62,7 +63,17 @@ class Run:
 
     @cached_property
     def stats(self) -> LatentStatistics:
-        """KL per latent dim, A_u = Cov_x(E_q[z_u]) and the active units over `x`."""
+        """KL per latent dim, A_u = Cov_x(E_q[z_u]) and the active units over `x` (for a model
+        conditional on a label, of q(z|x, y) at each row's own label y)."""
+        if is_conditional(self.model):
+            if self.labels is None:
+                raise UserError(
+                    f"{self.dir}: a model conditional on a label needs the {self.split} split's labels"
+                )
+            given = self.model.given(self.labels.to(model_device(self.model)))
+            return latent_statistics(
+                given, self.x, batch_size=len(self.x)
+            )  # one batch: given's labels are all rows'
         return latent_statistics(self.model, self.x)
 
     @property

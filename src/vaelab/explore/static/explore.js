@@ -4,10 +4,12 @@
 // vaelab.explore.space). A map shows plane coordinates w = V^T (u - o); the pointer gives (w1, w2),
 // the sliders w3..wZ, and u = o + V w. With two runs, both maps share one view box and the pointer's
 // (w1, w2), so the same position is decoded by both, each in its own coordinates.
+// A run conditional on a label (q(z|x, y), p(x|z, y)) has a label picker: the label it names goes
+// with every decode, encode, interpolation and sample request of that run.
 "use strict";
 
 const state = {
-  runs: [],          // per run: {info, map, plane, dims, sliders, el: {...}, decodeBusy, decodeNext, encoding}
+  runs: [],          // per run: {info, map, plane, dims, sliders, label, el: {...}, decodeBusy, decodeNext, encoding}
   box: null,         // shared view box [w1min, w1max, w2min, w2max]: the fitted one, zoomed
   fitted: 1,         // half-width of the box that holds every run's codes and contours
   view: {centre: [0, 0], zoom: 1},
@@ -48,6 +50,11 @@ function planeQuery(run) {
   const dims = run.plane === "dims" ? "&dims=" + run.dims.map((d) => d + 1).join(",") : "";
   return "plane=" + run.plane + dims;
 }
+
+// the picked label of a conditional run, undefined for another (JSON.stringify leaves it out)
+function labelOf(run) { return run.info.classes ? run.label : undefined; }
+function labelQuery(run) { return run.info.classes ? "&label=" + run.label : ""; }
+function labelName(run) { return run.info.classes[run.label]; }
 
 // u = o + V w for one run, with w = (w1, w2, sliders...)
 function toU(run, w1, w2) {
@@ -218,7 +225,7 @@ function requestDecode(run) {
   run.decodeBusy = true;
   const [w1, w2] = state.pointer, u = toU(run, w1, w2);
   run.el.coords.textContent = "u = (" + u.slice(0, 4).map((v) => fmt(v, 2)).join(", ") + (u.length > 4 ? ", …" : "") + ")";
-  postJSON("/api/run/" + run.info.id + "/decode", {z: u})
+  postJSON("/api/run/" + run.info.id + "/decode", {z: u, label: labelOf(run)})
     .then((r) => r.blob())
     .then((blob) => blobToCanvas(blob, run.el.decoded))
     .then(() => { run.el.decoded.dataset.decoded = String(Number(run.el.decoded.dataset.decoded || 0) + 1); })
@@ -353,7 +360,7 @@ async function encodeBlob(blob) {
 
 async function encodeFor(run, blob) {
   try {
-    const response = await api("/api/run/" + run.info.id + "/encode?" + planeQuery(run), {method: "POST", body: blob});
+    const response = await api("/api/run/" + run.info.id + "/encode?" + planeQuery(run) + labelQuery(run), {method: "POST", body: blob});
     run.encoding = await response.json();
     showEncoding(run);
     drawOverlay(run);
@@ -369,7 +376,8 @@ function showEncoding(run) {
   body.replaceChildren();
   const images = document.createElement("div");
   images.className = "pair";
-  for (const [src, caption] of [[e.input, "as the model sees it"], [e.reconstruction, "E[x | z = E_q[z|x]]"]]) {
+  const reconstruction = info.classes ? "E[x | z = E_q[z|x, y], y]" : "E[x | z = E_q[z|x]]";
+  for (const [src, caption] of [[e.input, "as the model sees it"], [e.reconstruction, reconstruction]]) {
     const figure = document.createElement("figure");
     const cap = document.createElement("figcaption");
     cap.textContent = caption;
@@ -379,20 +387,22 @@ function showEncoding(run) {
   body.append(images);
   const text = document.createElement("div");
   text.className = "logpx";
+  const logp = info.classes ? "log p(x | y = " + info.classes[e.given_label] + ")" : "log p(x)";
   if (e.log_px === null) {
-    text.textContent = "log p(x): " + e.note;
+    text.textContent = logp + ": " + e.note;
   } else {
     const line = document.createElement("p");
-    line.append("log p(x) ≈ ", Object.assign(document.createElement("b"), {textContent: fmt(e.log_px, 2)}),
+    line.append(logp + " ≈ ", Object.assign(document.createElement("b"), {textContent: fmt(e.log_px, 2)}),
       " ± " + fmt(e.log_px_stderr, 2) + " nats (s.e.; importance sampling, k = " + e.k + "), i.e. " +
       fmt(e.nll_bpd, 4) + " bits/dim of −log p(x)");
     text.append(line);
     const test = info.test_log_px;
     if (test.counts) {
       const where = document.createElement("p");
+      const theirs = info.classes ? "log p(x | y), each at its own label" : "log p(x)";
       where.textContent = "higher than " + fmt(100 * e.percentile, 1) + "% of the " + test.num_examples +
-        " test images' log p(x) (their mean " + fmt(test.mean, 2) + " nats, k = " + test.k + ")";
-      text.append(where, histogram(test, e.log_px));
+        " test images' " + theirs + " (their mean " + fmt(test.mean, 2) + " nats, k = " + test.k + ")";
+      text.append(where, histogram(test, e.log_px, info.classes ? "log p(x | y)" : "log p(x)"));
     } else {
       text.append(Object.assign(document.createElement("p"), {textContent: test.note}));
     }
@@ -401,7 +411,7 @@ function showEncoding(run) {
   body.append(text);
 }
 
-function histogram(test, value) {
+function histogram(test, value, logp) {
   const canvas = document.createElement("canvas");
   canvas.width = 320; canvas.height = 90; canvas.className = "histogram";
   const ctx = canvas.getContext("2d"), edges = test.edges, counts = test.counts;
@@ -419,7 +429,7 @@ function histogram(test, value) {
   ctx.fillText(fmt(hi, 0) + " nats", canvas.width - 60, canvas.height - 2);
   const figure = document.createElement("figure");
   const caption = document.createElement("figcaption");
-  caption.textContent = "the test images' log p(x) (blue) and your input's (red)";
+  caption.textContent = "the test images' " + logp + " (blue) and your input's (red)";
   figure.append(canvas, caption);
   return figure;
 }
@@ -483,6 +493,7 @@ async function endFor(run, end) {
   // through its own encoder
   if (end.kind === "point") return toU(run, end.w[0], end.w[1]);
   if (end.kind === "drawing") return end.encodings[run.info.id];
+  // (a test image is encoded under its own label, where the map shows its code)
   const response = await postJSON("/api/run/" + run.info.id + "/encode-example", {index: end.index});
   return (await response.json()).u;
 }
@@ -511,11 +522,12 @@ async function interpolate() {
   await Promise.all(state.runs.map(async (run) => {
     try {
       const [a, b] = await Promise.all([endFor(run, state.ends.a), endFor(run, state.ends.b)]);
-      const blob = await (await postJSON("/api/run/" + run.info.id + "/interpolate", {a, b, n, method})).blob();
+      const blob = await (await postJSON("/api/run/" + run.info.id + "/interpolate", {a, b, n, method, label: labelOf(run)})).blob();
       const img = imageElement(URL.createObjectURL(blob), "interpolation strip", "pixelated strip");
       img.addEventListener("load", () => URL.revokeObjectURL(img.src), {once: true});
       run.el.strip.replaceChildren(img, Object.assign(document.createElement("p"), {
-        textContent: "decoder means E[x|z(t)] along the " + method + " path from A to B, t = 0 … 1 (" + n + " points)"}));
+        textContent: "decoder means E[x|z(t)" + (run.info.classes ? ", y = " + labelName(run) : "") + "] along the " +
+          method + " path from A to B, t = 0 … 1 (" + n + " points)"}));
     } catch (err) {
       status("interpolate: " + err.message, true);
     }
@@ -528,7 +540,7 @@ async function sample() {
   await Promise.all(state.runs.map(async (run) => {
     if (run.info.samples_note) { run.el.samples.textContent = run.info.samples_note; return; }
     try {
-      const response = await postJSON("/api/run/" + run.info.id + "/samples", {n: 16, seed: state.seed});
+      const response = await postJSON("/api/run/" + run.info.id + "/samples", {n: 16, seed: state.seed, label: labelOf(run)});
       const title = JSON.parse(response.headers.get("X-Title") || '""');
       const img = imageElement(URL.createObjectURL(await response.blob()), title, "pixelated samples-grid");
       img.addEventListener("load", () => URL.revokeObjectURL(img.src), {once: true});
@@ -541,6 +553,26 @@ async function sample() {
   state.seed += 1;
 }
 
+// ------------------------------------------------------------------------------ the label
+
+// A conditional run's picker: the label y its decoder (and encoder) is given. The map's codes stay
+// E_q[z|x, y] at each test image's true label; what is decoded, drawn and encoded follows the pick.
+function buildLabelPicker(run) {
+  const info = run.info, picker = run.el.labelPicker, select = run.el.labelSelect;
+  if (!info.classes) return;
+  run.label = 0;
+  info.classes.forEach((name, c) => select.append(new Option(name, String(c), false, c === run.label)));
+  picker.hidden = false;
+  run.el.decodedTitle.textContent = "E[x | z, y] at the pointer";
+  select.addEventListener("change", () => {
+    run.label = Number(select.value);
+    status("run " + info.id.toUpperCase() + " decodes as " + labelName(run));
+    requestDecode(run);
+    reencode(run);
+    interpolate();
+  });
+}
+
 // ------------------------------------------------------------------------------------ start
 
 function runCard(info) {
@@ -549,7 +581,9 @@ function runCard(info) {
   node.querySelector(".run-title").textContent = info.id.toUpperCase() + ": " + info.name;
   const prior = info.deterministic ? "an autoencoder (no prior)" : "prior " + info.prior;
   node.querySelector(".run-facts").textContent = info.model.toUpperCase() + ", " + info.latent_dim +
-    "-D latent, " + prior + ", " + info.num_test + " test codes (posterior means)";
+    "-D latent, " + prior + ", " + info.num_test + " test codes " + (info.classes
+      ? "(posterior means E_q[z|x, y] at their true labels; conditional on " + info.classes.length + " labels)"
+      : "(posterior means)");
   const el = {
     card: node,
     map: node.querySelector(".map"), overlay: node.querySelector(".overlay"),
@@ -557,6 +591,8 @@ function runCard(info) {
     legend: node.querySelector(".legend"), planeControls: node.querySelector(".plane-controls"),
     zoomIn: node.querySelector(".zoom-in"), zoomOut: node.querySelector(".zoom-out"),
     zoomFit: node.querySelector(".zoom-fit"),
+    labelPicker: node.querySelector(".label-picker"), labelSelect: node.querySelector(".label-select"),
+    decodedTitle: node.querySelector(".decoded-title"),
     sliders: node.querySelector(".sliders"), encoding: node.querySelector(".encoding-body"),
     strip: node.querySelector(".strip-body"), samples: node.querySelector(".samples-body"),
   };
@@ -572,10 +608,11 @@ async function start() {
     document.getElementById("run-names").textContent = runs.map((r) => r.name).join(" vs ");
     document.getElementById("runs").classList.toggle("two", runs.length > 1);
     state.runs = runs.map((info) => ({
-      info, map: null, plane: "dims", dims: info.dim_order.slice(0, 2).sort((i, j) => i - j), sliders: [],
+      info, map: null, plane: "dims", dims: info.dim_order.slice(0, 2).sort((i, j) => i - j), sliders: [], label: null,
       el: runCard(info), decodeBusy: false, decodeNext: false, encoding: null,
     }));
     state.runs.forEach(buildPlaneControls);
+    state.runs.forEach(buildLabelPicker);
     state.runs.forEach(attachMap);
     await Promise.all(state.runs.map(loadMap));
     pointerAt([0, 0]);
