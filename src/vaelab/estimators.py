@@ -37,12 +37,14 @@ from torch.distributions import Distribution
 from vaelab.diagnostics import ACTIVE_THRESHOLD, active_units
 from vaelab.distributions import analytic_kl as closed_form_kl
 from vaelab.distributions import draw, is_diagonal_normal, kl_diagonal_normal
+from vaelab.hierarchical import layer_log_ratios
 from vaelab.models import LatentVariableModel
 
 __all__ = [
     "DatasetLogPx",
     "ELBOTerms",
     "ElboDecomposition",
+    "LayeredELBOTerms",
     "LogPxEstimate",
     "bits_per_dim",
     "dataset_log_px",
@@ -83,6 +85,15 @@ class ELBOTerms:
     elbo: Tensor
     log_p_x_given_z: Tensor
     kl: Tensor
+
+
+@dataclass(frozen=True)
+class LayeredELBOTerms(ELBOTerms):
+    """The ELBO terms of a hierarchical model (`vaelab.hierarchical`), and kl_layers: (B, L) the
+    Monte Carlo KL of each stochastic layer, E_q[log q(z_i | z_{>i}, x) - log p(z_i | z_{>i})] on
+    the same samples as kl, which is their sum over layers."""
+
+    kl_layers: Tensor
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,7 @@ def elbo_terms(
     elbo(x) = (1/k) sum_i log p(x|z_i) - KL(q(z|x) || p(z)),                      z_i ~ q(z|x),
     with the KL analytic when `analytic_kl` and torch knows the pair, otherwise
     elbo(x) = (1/k) sum_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)].
+    A hierarchical model's terms are `LayeredELBOTerms`: the Monte Carlo KL split by layer.
 
     x: (B, *x_shape) -> ELBOTerms of (B,) tensors in nats. Differentiable (reparameterized samples
     for Gaussian q), so objectives can reuse it; no reduction over the batch.
@@ -174,6 +186,11 @@ def elbo_terms(
     p_z = model.prior()
     z = draw(q_z_given_x, (k,), generator)  # (k, B, Z), or (k, B) for a discrete latent
     log_p_x_given_z = model.likelihood(z).log_prob(x)  # (k, B)
+    layered = layer_log_ratios(q_z_given_x, p_z, z)  # (k, B, L) for a hierarchical model, else None
+    if layered is not None:
+        kl_layers = layered.mean(0)  # (B, L)
+        recon, kl_total = log_p_x_given_z.mean(0), kl_layers.sum(-1)
+        return LayeredELBOTerms(recon - kl_total, recon, kl_total, kl_layers)
     kl = closed_form_kl(q_z_given_x, p_z) if analytic_kl else None
     if kl is None:
         kl = q_z_given_x.log_prob(z) - p_z.log_prob(z)  # (k, B)

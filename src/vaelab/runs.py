@@ -586,12 +586,36 @@ class AutoencoderRecord(BaseModel):
 
 
 class MetricsRecord(AutoencoderRecord):
-    """One line of a VAE's metrics.jsonl: the autoencoder's keys and the ELBO and its KL term."""
+    """One line of a VAE's metrics.jsonl: the autoencoder's keys and the ELBO and its KL term;
+    a hierarchical model's (`vaelab.hierarchical`) also each layer's KL, `{split}_kl_layer{i}_nats`
+    for i = 1..L, as many in training as in validation."""
+
+    model_config = ConfigDict(strict=True, extra="allow")  # only the per-layer KLs (checked below)
 
     train_elbo_nats: float
     train_kl_nats: float
     valid_elbo_nats: float
     valid_kl_nats: float
+
+    @model_validator(mode="after")
+    def _layer_kls(self) -> MetricsRecord:
+        layers: dict[str, list[int]] = {"train": [], "valid": []}
+        for key, value in (self.model_extra or {}).items():
+            match = LAYER_KL.fullmatch(key)
+            if match is None:
+                known = ", ".join((*type(self).model_fields, "{train,valid}_kl_layer{i}_nats"))
+                raise ValueError(f"{_short_repr(key)}: unknown key; known: {known}")
+            if type(value) is not float or not math.isfinite(value):
+                raise ValueError(f"`{key}` {_short_repr(value)}: expected a finite number")
+            layers[match[1]].append(int(match[2]))
+        expected = list(range(1, len(layers["train"]) + 1))
+        if sorted(layers["train"]) != expected or sorted(layers["valid"]) != expected:
+            raise ValueError("per-layer KLs: expected train_ and valid_kl_layer{i}_nats for each i = 1..L")
+        return self
+
+
+LAYER_KL = re.compile(r"(train|valid)_kl_layer([1-9][0-9]{0,2})_nats")
+"""A hierarchical model's per-layer KL in metrics.jsonl."""
 
 
 def migrate_record(record: Any) -> Any:

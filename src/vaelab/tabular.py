@@ -36,7 +36,7 @@ from vaelab.data.tables import binary_columns, standardize_step, standardized
 from vaelab.data.transforms import Standardize, Transform
 from vaelab.distributions import draw
 from vaelab.errors import UserError
-from vaelab.models import VAE, Likelihood
+from vaelab.models import Likelihood, Model
 
 SAMPLE_ROWS = 1000
 """Rows `write_samples` decodes when not told how many."""
@@ -89,7 +89,7 @@ def resolve(config: RunConfig, splits: Splits) -> tuple[RunConfig, Splits]:
     return resolved, splits
 
 
-def set_bernoulli_columns(model: VAE, splits: Splits) -> None:
+def set_bernoulli_columns(model: Model, splits: Splits) -> None:
     """Mark the 0/1 columns of tabular `splits` as the Bernoulli columns of a mixed likelihood
     (a buffer of the model's head, saved with its weights); other likelihoods have none."""
     head: Likelihood = model.likelihood_head
@@ -119,7 +119,7 @@ def column_names(run_dir: Path, x_shape: tuple[int, ...]) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def sampled_rows(model: VAE, transform: Transform, n: int, *, mode: str = "mean", seed: int = 0) -> Tensor:
+def sampled_rows(model: Model, transform: Transform, n: int, *, mode: str = "mean", seed: int = 0) -> Tensor:
     """n rows z ~ p(z) decoded (an AE: z ~ N(0, I)) as the decoder mean E[x|z] (mode "mean") or a
     draw x ~ p(x|z) ("sample"), in the data's units: transform.inverse of the model's output.
     (n, *x_shape) float32."""
@@ -133,7 +133,7 @@ def sampled_rows(model: VAE, transform: Transform, n: int, *, mode: str = "mean"
 
 
 @torch.no_grad()
-def reconstructed_rows(model: VAE, transform: Transform, x_stored: Tensor) -> Tensor:
+def reconstructed_rows(model: Model, transform: Transform, x_stored: Tensor) -> Tensor:
     """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units."""
     y = model.likelihood(model.posterior(transform(x_stored)).mean).mean
     return transform.inverse(y)

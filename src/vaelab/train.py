@@ -33,7 +33,7 @@ from vaelab.config import RunConfig
 from vaelab.data import Splits, fixed_sigma, for_likelihood, load_data
 from vaelab.errors import UserError
 from vaelab.limits import check_training_memory
-from vaelab.models import VAE, build_model
+from vaelab.models import Model, build_model
 from vaelab.objectives import DENSITY_TERMS, dataset_terms, logged_term_names, objective_for, term_sums
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, config)
         self.averaged = averaged_model(model, config.train.ema)
         self.generator = devices.make_generator(device, config.train.seed)
-        self.objective = objective_for(model, config.objective.name)
+        self.objective = objective_for(model, config.objective.name, free_bits=config.objective.free_bits)
         self.step_loss = StepLoss(self.settings.compile, device)
         self.compile_seconds = None  # compiled before anything is written: a failure leaves no run behind
         self.memory_reported = False
@@ -270,11 +270,11 @@ class Trainer:
         return self.stopped_early or out_of_time or self.state["epoch"] >= self.config.train.epochs
 
     @property
-    def selected_model(self) -> VAE:
+    def selected_model(self) -> Model:
         """The model that is validated and saved: the averaged weights under `ema`, else the raw ones."""
         if self.averaged is None:
             return self.model
-        return cast(VAE, self.averaged.module)  # AveragedModel holds a deep copy of self.model
+        return cast(Model, self.averaged.module)  # AveragedModel holds a deep copy of self.model
 
     def run_epoch(self) -> dict[str, Any]:
         """Train, validate and checkpoint one epoch; returns its record.
@@ -398,7 +398,7 @@ class Trainer:
         )
 
 
-def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015), or AdamW when weight decay is set; the fused CPU kernel, which
     updates all parameters in one pass instead of a chain of per-tensor element-wise ops."""
     train = config.train
@@ -409,7 +409,7 @@ def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=train.lr, fused=FUSED_ADAM)
 
 
-def averaged_model(model: VAE, decay: float) -> AveragedModel | None:
+def averaged_model(model: Model, decay: float) -> AveragedModel | None:
     """An exponential moving average of the weights (and buffers), or None when decay is 0."""
     if decay == 0:
         return None
@@ -499,8 +499,10 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
         bar.update(len(x))
         if trainer.progress and ((now := time.perf_counter()) >= next_postfix or step == steps - 1):
             means = [m + c for m, c in zip((sums / (begin + len(x))).tolist(), shift, strict=True)]
-            shown = " | ".join(
-                f"{POSTFIX_NAMES[name]} {mean:.2f}" for name, mean in zip(names, means, strict=True)
+            shown = " | ".join(  # (a hierarchical model's per-layer KLs are in the metrics only)
+                f"{POSTFIX_NAMES[name]} {mean:.2f}"
+                for name, mean in zip(names, means, strict=True)
+                if name in POSTFIX_NAMES
             )
             bar.set_postfix_str(f"{shown} nats")
             next_postfix = now + POSTFIX_SECONDS
@@ -521,11 +523,11 @@ def _diverged(epoch: int, where: str) -> None:
     raise UserError(f"training diverged at epoch {epoch}, {where}; try a smaller --lr")
 
 
-def _count_weights(model: VAE) -> int:
+def _count_weights(model: Model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, precision: str):
+def step_loss(model: Model, objective, x: Tensor, generator, beta, k: int, precision: str):
     """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
     the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means. The
     networks' products run in `precision` on x's device; log-probabilities stay float32."""
@@ -559,13 +561,13 @@ class StepLoss:
         self.compiled = torch.compile(step_loss, dynamic=False, options=options) if compiled else None
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
 
-    def __call__(self, model: VAE, objective, x: Tensor, generator, beta: float, k: int, precision: str):
+    def __call__(self, model: Model, objective, x: Tensor, generator, beta: float, k: int, precision: str):
         if self.compiled is None or len(x) != self.batch_size:
             return step_loss(model, objective, x, generator, beta, k, precision)
         with devices.generator_as_global_rng(generator):  # beta a tensor: KL warm-up must not recompile
             return self.compiled(model, objective, x, None, torch.tensor(beta, device=x.device), k, precision)
 
-    def warm_up(self, model: VAE, objective, x_train: devices.DeviceData, trainer: Trainer) -> float:
+    def warm_up(self, model: Model, objective, x_train: devices.DeviceData, trainer: Trainer) -> float:
         """Compile the step (forward and backward) for the epoch's full batches; changes no state
         of the run (weights, gradients, RNG streams). Returns the seconds it took."""
         config = trainer.config
