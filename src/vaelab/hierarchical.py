@@ -60,7 +60,9 @@ if TYPE_CHECKING:  # (models builds this module's model: an import at run time w
 
 __all__ = ["HierarchicalVAE", "LadderPosterior", "LadderPrior", "layer_log_ratios", "layer_slices"]
 
-TopDown = Callable[[int, Tensor], tuple[Tensor, Tensor]]
+Conditional = tuple[Tensor, Tensor]
+"""(mu, log sigma^2) of a diagonal Gaussian conditional, each (..., Z')."""
+TopDown = Callable[[int, Tensor], Conditional]
 """(i, z_{i+1}: (..., Z')) -> (mu_p, log sigma_p^2) of p(z_i | z_{i+1}), each (..., Z'); i 0-based."""
 
 LOG_2PI = math.log(2 * math.pi)
@@ -108,26 +110,28 @@ class LadderPosterior(D.FromNoise):
     def __init__(self, loc_hat: Tensor, log_var_hat: Tensor, top_down: TopDown) -> None:
         self.loc_hat, self.log_var_hat, self.top_down = loc_hat, _clamped(log_var_hat), top_down
         self.layers, self.size = loc_hat.shape[-2], loc_hat.shape[-1]
-        self._last: tuple[Tensor, Tensor] | None = None
+        self._last: tuple[Tensor, Tensor, list[Conditional]] | None = None  # a sample and its terms
         super().__init__(loc_hat.shape[:-2], torch.Size([self.layers * self.size]), validate_args=False)
 
-    def _walk(self, values: Tensor, *, noise: bool) -> tuple[Tensor, Tensor]:
-        """From the top down: z and log q(z_i | z_{i+1}, x) per layer (..., L). values: (*S, B, L Z'),
+    def _walk(self, values: Tensor, *, noise: bool) -> tuple[Tensor, Tensor, list[Conditional]]:
+        """From the top down: z, log q(z_i | z_{i+1}, x) per layer (..., L), and the prior's
+        conditionals p(z_i | z_{i+1}) at that z (i < L - 1, bottom first). values: (*S, B, L Z'),
         the noise eps (noise=True; z is drawn) or z itself (noise=False)."""
-        with torch.autocast(values.device.type, enabled=False):
-            values = values.to(self.loc_hat.dtype)
-            parts: list[Tensor] = [values] * self.layers  # (each replaced below, top first)
-            log_q: list[Tensor] = [values] * self.layers
-            slices = layer_slices(self.layers, self.size)
-            for i in reversed(range(self.layers)):
-                loc, log_var = self.loc_hat[..., i, :], self.log_var_hat[..., i, :]  # (B, Z')
-                if i < self.layers - 1:
-                    loc_p, log_var_p = self.top_down(i, parts[i + 1])  # (*S, B, Z')
-                    loc, log_var = precision_weighted(loc, log_var, loc_p, _clamped(log_var_p))
-                given = values[..., slices[i]]
-                parts[i] = loc + torch.exp(0.5 * log_var) * given if noise else given
-                log_q[i] = _normal_log_pdf(parts[i], loc, log_var)
-            return torch.cat(parts, -1), torch.stack(log_q, -1)
+        values = values.to(self.loc_hat.dtype)
+        parts: list[Tensor] = [values] * self.layers  # (each replaced below, top first)
+        log_q: list[Tensor] = [values] * self.layers
+        conditionals: list[Conditional] = []
+        slices = layer_slices(self.layers, self.size)
+        for i in reversed(range(self.layers)):
+            loc, log_var = self.loc_hat[..., i, :], self.log_var_hat[..., i, :]  # (B, Z')
+            if i < self.layers - 1:
+                loc_p, log_var_p = self.top_down(i, parts[i + 1])  # (*S, B, Z')
+                conditionals.insert(0, (loc_p, _clamped(log_var_p)))
+                loc, log_var = precision_weighted(loc, log_var, *conditionals[0])
+            given = values[..., slices[i]]
+            parts[i] = loc + torch.exp(0.5 * log_var) * given if noise else given
+            log_q[i] = _normal_log_pdf(parts[i], loc, log_var)
+        return torch.cat(parts, -1), torch.stack(log_q, -1), conditionals
 
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         eps = torch.randn(self._extended_shape(torch.Size(sample_shape)), device=self.loc_hat.device)
@@ -135,8 +139,8 @@ class LadderPosterior(D.FromNoise):
 
     def transformed(self, eps: Tensor) -> Tensor:
         """z for the noise eps: (*S, B, L Z') -> (*S, B, L Z'), remembering its log q per layer."""
-        z, log_q = self._walk(eps, noise=True)
-        self._last = (z, log_q)
+        z, log_q, conditionals = self._walk(eps, noise=True)
+        self._last = (z, log_q, conditionals)
         return z
 
     def log_prob_layers(self, value: Tensor) -> Tensor:
@@ -144,6 +148,11 @@ class LadderPosterior(D.FromNoise):
         if self._last is not None and value is self._last[0]:
             return self._last[1]
         return self._walk(value, noise=False)[1]
+
+    def prior_conditionals(self, value: Tensor) -> list[Conditional] | None:
+        """The prior's conditionals p(z_i | z_{i+1}) that drawing `value` computed (None for any
+        other z), so that `LadderPrior.log_prob_layers` of the same z need not run them again."""
+        return self._last[2] if self._last is not None and value is self._last[0] else None
 
     def log_prob(self, value: Tensor) -> Tensor:
         """log q(z|x) = sum_i log q(z_i | z_{i+1}, x): (*S, B, L Z') -> (*S, B)."""
@@ -174,16 +183,21 @@ class LadderPrior(D.GeneratorSampled):
         self.size = top.event_shape[-1]
         super().__init__(torch.Size(), torch.Size([layers * self.size]), validate_args=False)
 
-    def log_prob_layers(self, value: Tensor) -> Tensor:
-        """log p(z_L) and log p(z_i | z_{i+1}) per layer, in layer order: (..., L Z') -> (..., L)."""
+    def log_prob_layers(self, value: Tensor, conditionals: list[Conditional] | None = None) -> Tensor:
+        """log p(z_i | z_{i+1}) and log p(z_L) per layer, in layer order: (..., L Z') -> (..., L).
+        conditionals: p(z_i | z_{i+1}) at this z where already computed
+        (`LadderPosterior.prior_conditionals`)."""
         slices = layer_slices(self.layers, self.size)
-        with torch.autocast(value.device.type, enabled=False):
-            terms = []
-            for i in range(self.layers - 1):
+        terms = []
+        for i in range(self.layers - 1):
+            if conditionals is None:
                 loc_p, log_var_p = self.top_down(i, value[..., slices[i + 1]])
-                terms.append(_normal_log_pdf(value[..., slices[i]], loc_p, _clamped(log_var_p)))
-            terms.append(self.top.log_prob(value[..., slices[-1]]))
-            return torch.stack(terms, -1)
+                loc_p, log_var_p = loc_p, _clamped(log_var_p)
+            else:
+                loc_p, log_var_p = conditionals[i]
+            terms.append(_normal_log_pdf(value[..., slices[i]], loc_p, log_var_p))
+        terms.append(self.top.log_prob(value[..., slices[-1]]))
+        return torch.stack(terms, -1)
 
     def log_prob(self, value: Tensor) -> Tensor:
         """log p(z): (..., L Z') -> (...)."""
@@ -226,7 +240,8 @@ def layer_log_ratios(q_z_given_x: Distribution, p_z: Distribution, z: Tensor) ->
     Monte Carlo per-layer KLs of a set of samples sum to its Monte Carlo KL."""
     if not (isinstance(q_z_given_x, LadderPosterior) and isinstance(p_z, LadderPrior)):
         return None
-    return q_z_given_x.log_prob_layers(z) - p_z.log_prob_layers(z)
+    conditionals = q_z_given_x.prior_conditionals(z)  # (the posterior's own samples: computed already)
+    return q_z_given_x.log_prob_layers(z) - p_z.log_prob_layers(z, conditionals)
 
 
 def _vector_net(config: ModelConfig, size_in: int, size_out: int, hidden: tuple[int, ...]) -> nn.Module:
@@ -310,7 +325,18 @@ class HierarchicalVAE(nn.Module):
 
     def posterior(self, x: Tensor) -> Distribution:
         """q(z|x) of the ladder: x (B, *x_shape) -> batch (B,), event (L Z',)."""
+        return self.posterior_family(self.posterior_params(x))
+
+    def posterior_params(self, x: Tensor) -> Tensor:
+        """What q(z|x) depends on x through: the bottom-up terms (mu_hat_i, log sigma_hat_i^2) of
+        every layer, (B, *x_shape) -> (B, L 2Z'), float32. (The amortization gap optimizes them per
+        example, `vaelab.inference_gaps`; the top-down conditionals stay the model's.)"""
         loc_hat, log_var_hat = self.bottom_up(x)
+        return torch.cat([loc_hat, log_var_hat], -1).flatten(-2)
+
+    def posterior_family(self, params: Tensor) -> LadderPosterior:
+        """q(z|x) from `posterior_params`: (B, L 2Z') -> batch (B,), event (L Z',)."""
+        loc_hat, log_var_hat = params.unflatten(-1, (self.layers, 2 * self.layer_dim)).chunk(2, dim=-1)
         return LadderPosterior(loc_hat, log_var_hat, self.top_down)
 
     def top_prior(self) -> Distribution:
