@@ -73,6 +73,11 @@ def _normal_log_pdf(z: Tensor, loc: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * ((z - loc).square() * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
 
 
+def _working(t: Tensor) -> Tensor:
+    """Network outputs in float32 at least (bf16 under autocast is promoted; float64 stays)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def _clamped(log_var: Tensor) -> Tensor:
     return log_var.clamp(*D.LOG_VAR_CLAMP)
 
@@ -308,19 +313,19 @@ class HierarchicalVAE(nn.Module):
         return False
 
     def bottom_up(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(mu_hat, log sigma_hat^2), each (B, L, Z') float32: the deterministic pass d_1 = f_1(x),
+        """(mu_hat, log sigma_hat^2), each (B, L, Z'), float32 at least: the deterministic pass d_1 = f_1(x),
         d_{i+1} = f_{i+1}(d_i) and each layer's Gaussian term from d_i."""
         d = self.encoder(x)  # (B, H)
         params = [self.q_heads[0](d)]
         for up, head in zip(self.up, self.q_heads[1:], strict=True):
             d = up(d)
             params.append(head(d))
-        loc, log_var = torch.stack(params, 1).float().chunk(2, dim=-1)  # (B, L, Z') each
+        loc, log_var = _working(torch.stack(params, 1)).chunk(2, dim=-1)  # (B, L, Z') each
         return loc, log_var
 
     def top_down(self, i: int, z_above: Tensor) -> tuple[Tensor, Tensor]:
-        """(mu_p, log sigma_p^2) of p(z_i | z_{i+1}): z_above (..., Z') -> two (..., Z'), float32."""
-        loc, log_var = forward_flat(self.down[i], z_above).float().chunk(2, dim=-1)
+        """(mu_p, log sigma_p^2) of p(z_i | z_{i+1}): z_above (..., Z') -> two (..., Z'), float32 at least."""
+        loc, log_var = _working(forward_flat(self.down[i], z_above)).chunk(2, dim=-1)
         return loc, log_var
 
     def posterior(self, x: Tensor) -> Distribution:
@@ -329,7 +334,7 @@ class HierarchicalVAE(nn.Module):
 
     def posterior_params(self, x: Tensor) -> Tensor:
         """What q(z|x) depends on x through: the bottom-up terms (mu_hat_i, log sigma_hat_i^2) of
-        every layer, (B, *x_shape) -> (B, L 2Z'), float32. (The amortization gap optimizes them per
+        every layer, (B, *x_shape) -> (B, L 2Z'), float32 at least. (The amortization gap optimizes them per
         example, `vaelab.inference_gaps`; the top-down conditionals stay the model's.)"""
         loc_hat, log_var_hat = self.bottom_up(x)
         return torch.cat([loc_hat, log_var_hat], -1).flatten(-2)
