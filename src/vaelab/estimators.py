@@ -37,7 +37,7 @@ from torch.distributions import Distribution
 from vaelab.diagnostics import ACTIVE_THRESHOLD, active_units
 from vaelab.distributions import analytic_kl as closed_form_kl
 from vaelab.distributions import draw, is_diagonal_normal, kl_diagonal_normal
-from vaelab.hierarchical import layer_log_ratios
+from vaelab.hierarchical import active_units_per_layer, layer_log_ratios
 from vaelab.models import LatentVariableModel
 
 __all__ = [
@@ -338,6 +338,9 @@ class ElboDecomposition:
     prior only, else None); posterior_mean_variance: (Z,) Cov_x(E_q[z_u]) and active_units the count
     above `active_threshold` (Burda et al. 2015, Section 5). log_px / gap (= log p(x) - elbo, an
     estimate of E_x KL(q(z|x) || p(z|x))) when an importance-sampled log p(x) was requested.
+    A hierarchical model's (`vaelab.hierarchical`) kl_layers (L,), the Monte Carlo KL of each
+    stochastic layer on the same samples (their sum is kl), and active_units_layers (L,), each
+    layer's active units; None for a model of one stochastic layer.
     """
 
     num_examples: int
@@ -356,6 +359,8 @@ class ElboDecomposition:
     log_px_k: int | None
     gap: float | None
     closed_form: bool
+    kl_layers: tuple[float, ...] | None = None
+    active_units_layers: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (tuples become lists)."""
@@ -391,6 +396,7 @@ def elbo_decomposition(
         raise ValueError(f"k must be >= 1, got {k}")
     sums = dict.fromkeys(("recon", "kl", "cross", "entropy", "log_px", "log_px_var"), 0.0)
     kl_dims: Tensor | None = None
+    layer_sums: Tensor | None = None  # a hierarchical model's per-layer KL sums, (L,)
     posterior_means: list[Tensor] = []
     n = 0
     closed_form = True
@@ -414,6 +420,9 @@ def elbo_decomposition(
                 kl_dims = kl_per_dim.sum(0) if kl_dims is None else kl_dims + kl_per_dim.sum(0)
             else:
                 closed_form = False
+                layered = layer_log_ratios(q_z_given_x, p_z, z)  # (k, B, L), or None
+                if layered is not None:
+                    layer_sums = layered.mean(0).sum(0) + (0 if layer_sums is None else layer_sums)  # (L,)
                 log_q = q_z_given_x.log_prob(z).mean(0)
                 cross = p_z.log_prob(z).mean(0)
                 kl, entropy = log_q - cross, -log_q
@@ -432,10 +441,14 @@ def elbo_decomposition(
         raise ValueError("elbo_decomposition got an empty dataset")
     mean_recon, mean_kl = sums["recon"] / n, sums["kl"] / n
     mean_log_p_xz, mean_entropy = mean_recon + sums["cross"] / n, sums["entropy"] / n
-    mean_variance = active = None
+    mean_variance = active = active_layers = None
     if sum(m.shape[0] for m in posterior_means) == n:  # every batch had a vector latent
         variance, active = active_units(torch.cat(posterior_means), active_threshold)  # (Z,), count
         mean_variance = tuple(float(v) for v in variance)
+        if layer_sums is not None:
+            active_layers = active_units_per_layer(
+                torch.cat(posterior_means), len(layer_sums), active_threshold
+            )
     log_px = sums["log_px"] / n if k_importance > 0 else None
     return ElboDecomposition(
         num_examples=n,
@@ -454,6 +467,8 @@ def elbo_decomposition(
         log_px_k=k_importance if k_importance > 0 else None,
         gap=None if log_px is None else log_px - (mean_recon - mean_kl),
         closed_form=closed_form,
+        kl_layers=None if layer_sums is None else tuple(float(v) / n for v in layer_sums),
+        active_units_layers=active_layers,
     )
 
 

@@ -56,7 +56,9 @@ class Evaluation:
     per example, already included in every log-density here (elbo, log_p_x_given_z, log_p_xz,
     log_px), so they are of the data as given; kl and entropy are of z and carry none. path: the
     file `evaluate_run` wrote and per_example: the per-example estimates behind log_px, of the
-    model's input (`write_per_example_log_px`); neither is part of eval.json.
+    model's input (`write_per_example_log_px`); neither is part of eval.json. kl_layers and
+    active_units_layers: a hierarchical model's KL and active units per stochastic layer
+    (`vaelab.hierarchical`), layer 1 next to x.
     """
 
     run: str
@@ -80,6 +82,8 @@ class Evaluation:
     log_det_nats: float = 0.0
     note: str | None = None
     inference_gaps: dict[str, Any] | None = None
+    kl_layers: tuple[float, ...] | None = None
+    active_units_layers: tuple[int, ...] | None = None
     path: Path | None = None
     per_example: DatasetLogPx | None = field(default=None, repr=False, compare=False)
 
@@ -198,6 +202,8 @@ def evaluate_model(
         kl_per_dim=d.kl_per_dim,
         posterior_mean_variance=d.posterior_mean_variance,
         active_units=d.active_units,
+        kl_layers=d.kl_layers,
+        active_units_layers=d.active_units_layers,
         log_px=estimate.mean + log_det_nats,
         log_px_stderr=estimate.mean_stderr,
         k=k,
@@ -292,6 +298,13 @@ def format_evaluation(e: Evaluation) -> str:
             f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"
             f"  (Cov_x(E_q[z_u]) > {ACTIVE_THRESHOLD:g})"
         )
+    if e.kl_layers is not None:
+        active = e.active_units_layers or ()
+        per_layer = ", ".join(
+            f"z_{i} {kl:.2f}" + (f" ({active[i - 1]} active)" if active else "")
+            for i, kl in enumerate(e.kl_layers, 1)
+        )
+        lines.append(f"  {'KL per stochastic layer':<26} {per_layer}")
     if e.inference_gaps is not None:
         g = e.inference_gaps
         lines.append(

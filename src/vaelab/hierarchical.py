@@ -53,12 +53,20 @@ from torch.distributions import Distribution, constraints
 
 from vaelab import distributions as D
 from vaelab.config import ModelConfig
+from vaelab.diagnostics import active_units
 from vaelab.nets import build_nets, forward_flat
 
 if TYPE_CHECKING:  # (models builds this module's model: an import at run time would be a cycle)
     from vaelab.models import Likelihood
 
-__all__ = ["HierarchicalVAE", "LadderPosterior", "LadderPrior", "layer_log_ratios", "layer_slices"]
+__all__ = [
+    "HierarchicalVAE",
+    "LadderPosterior",
+    "LadderPrior",
+    "active_units_per_layer",
+    "layer_log_ratios",
+    "layer_slices",
+]
 
 Conditional = tuple[Tensor, Tensor]
 """(mu, log sigma^2) of a diagonal Gaussian conditional, each (..., Z')."""
@@ -247,6 +255,13 @@ def layer_log_ratios(q_z_given_x: Distribution, p_z: Distribution, z: Tensor) ->
         return None
     conditionals = q_z_given_x.prior_conditionals(z)  # (the posterior's own samples: computed already)
     return q_z_given_x.log_prob_layers(z) - p_z.log_prob_layers(z, conditionals)
+
+
+def active_units_per_layer(posterior_means: Tensor, layers: int, threshold: float) -> tuple[int, ...]:
+    """The active units (`vaelab.diagnostics.active_units`, Burda et al. 2015) of each layer:
+    posterior_means (N, L Z') -> L counts, layer 1 (next to x) first."""
+    size = posterior_means.shape[-1] // layers
+    return tuple(active_units(posterior_means[:, part], threshold)[1] for part in layer_slices(layers, size))
 
 
 def _vector_net(config: ModelConfig, size_in: int, size_out: int, hidden: tuple[int, ...]) -> nn.Module:

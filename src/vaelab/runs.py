@@ -768,6 +768,8 @@ class EvaluationFile(BaseModel):
     decomposition: DecompositionSection | None = None
     elbo_decomposition: DecompositionSection | None = None
     inference_gaps: InferenceGapsSection | None = None
+    kl_layers: list[FiniteFloat] | None = None  # a hierarchical model's, per stochastic layer
+    active_units_layers: list[Annotated[int, Ge(0)]] | None = None
 
     @model_validator(mode="after")
     def _terms_together(self) -> EvaluationFile:
