@@ -4,6 +4,12 @@ p(x), p(z) and q(z|x) are Gaussians in closed form, in float64; per-layer KLs; f
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,8 +270,10 @@ def test_cli_refuses_layers_with_an_ae_in_one_line(tmp_path, capsys):
     assert "\n" not in err and not (tmp_path / "r").exists()
 
 
-def test_a_hierarchical_run_logs_each_layers_kl_and_reloads(tmp_path):
+def test_a_hierarchical_run_logs_evaluates_and_draws_each_layer(tmp_path):
+    from vaelab.evaluate import evaluate_run
     from vaelab.train import train
+    from vaelab.viz.plot import plot_run
 
     config = RunConfig().replace(
         data={"source": "digits"},
@@ -288,6 +296,14 @@ def test_a_hierarchical_run_logs_each_layers_kl_and_reloads(tmp_path):
             assert layers == pytest.approx(record[f"{split}_kl_nats"], abs=1e-6)
     model = runs.load_model(tmp_path / "run")
     assert isinstance(model, HierarchicalVAE) and model.latent_dim == 4
+    # evaluate: the KL and the active units per layer, which add up to the whole z's
+    result = evaluate_run(tmp_path / "run", k=4, progress=False)
+    assert result.kl_layers is not None and result.active_units_layers is not None
+    assert sum(result.kl_layers) == pytest.approx(result.kl, abs=1e-6)  # (float32 sums)
+    assert sum(result.active_units_layers) == result.active_units
+    assert runs.read_evaluation(tmp_path / "run" / "eval.json")["kl_layers"] == list(result.kl_layers)
+    figure = plot_run(tmp_path / "run", "layers")
+    assert figure.name == "layers.png" and figure.stat().st_size > 10_000
     # a record with a stray or an unpaired per-layer KL is refused, naming the line
     lines = (tmp_path / "run" / runs.METRICS).read_text().splitlines()
     record = json.loads(lines[0])
@@ -310,3 +326,45 @@ def test_top_layer_priors_and_nets_build_and_score():
             assert terms.kl_layers.shape == (4, 3) and torch.isfinite(terms.elbo).all(), (prior, net)
             assert samples.shape == (5, 6) and model.prior().mean.shape == (6,)
             assert torch.isfinite(model.posterior(x).mean).all()
+
+
+def test_the_layers_figure_does_not_apply_to_a_one_layer_run(pair):
+    from vaelab.viz.figures import not_applicable
+
+    assert "stochastic layers of a hierarchical model" in (not_applicable(pair.vae, "layers") or "")
+
+
+def _cli_train(out: Path, *extra: str) -> list[str]:
+    flags = "--data mnist5k --binarize dynamic --hidden 32 --latent-dim 3 --layers 2 --epochs 6"
+    flags += " --batch-size 16 --threads 1 --seed 3 --quiet"
+    return [sys.executable, "-m", "vaelab.cli", "train", *flags.split(), "--out", str(out), *extra]
+
+
+def _metrics(run: Path) -> list[dict]:
+    timing = ("seconds", "images_per_second")
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in timing}
+        for line in (run / runs.METRICS).read_text().splitlines()
+    ]
+
+
+@pytest.mark.slow
+def test_a_killed_hierarchical_run_resumes_to_exactly_the_uninterrupted_metrics(tmp_path):
+    extra = ("--prior", "vamp", "--prior-components", "4", "--free-bits", "0.3", "--kl-warmup-epochs", "3")
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    subprocess.run(_cli_train(tmp_path / "straight", *extra), check=True, env=env)
+    proc = subprocess.Popen(_cli_train(tmp_path / "killed", *extra), env=env)
+    metrics, deadline = tmp_path / "killed" / runs.METRICS, time.time() + 120
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.02)
+    time.sleep(0.1)  # into the third epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert runs.run_info(tmp_path / "killed")["status"] == "running"
+    resume = [sys.executable, "-m", "vaelab.cli", "train", "--resume", str(tmp_path / "killed"), "--quiet"]
+    subprocess.run(resume, check=True, env=env)
+    straight = _metrics(tmp_path / "straight")
+    assert _metrics(tmp_path / "killed") == straight and "train_kl_layer2_nats" in straight[0]
+    assert (tmp_path / "killed" / runs.WEIGHTS).read_bytes() == (
+        tmp_path / "straight" / runs.WEIGHTS
+    ).read_bytes()
