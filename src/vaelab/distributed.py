@@ -55,7 +55,7 @@ from vaelab.config import RunConfig
 from vaelab.data import Splits
 from vaelab.distributions import BatchRows, batch_rows, current_batch_rows
 from vaelab.errors import UserError
-from vaelab.models import VAE
+from vaelab.models import Model
 from vaelab.objectives import term_sums
 from vaelab.train import Trainer, TrainResult
 from vaelab.train import train as train_one_process
@@ -328,7 +328,7 @@ class _Step(nn.Module):
     synchronizes: (x rows, generator, beta, k, precision, their labels or None) -> (sum of the
     surrogate over the rows, `term_sums` of the logged terms)."""
 
-    def __init__(self, model: VAE, objective) -> None:
+    def __init__(self, model: Model, objective) -> None:
         super().__init__()
         self.model, self.objective = model, objective
 
@@ -404,7 +404,7 @@ class RowsDropout(nn.Dropout):
         return x * mask.reshape(x.shape)
 
 
-def shard_dropout(model: VAE, config: RunConfig) -> None:
+def shard_dropout(model: Model, config: RunConfig) -> None:
     """Replace the model's dropout layers with `RowsDropout` (no weights change), and let its
     prior, which a VampPrior computes by running the encoder on its pseudo-inputs (not rows of
     the batch), draw its masks whole."""

@@ -37,12 +37,14 @@ from torch.distributions import Distribution
 from vaelab.diagnostics import ACTIVE_THRESHOLD, active_units
 from vaelab.distributions import analytic_kl as closed_form_kl
 from vaelab.distributions import draw, is_diagonal_normal, kl_diagonal_normal
+from vaelab.hierarchical import active_units_per_layer, layer_log_ratios
 from vaelab.models import LatentVariableModel, given_labels
 
 __all__ = [
     "DatasetLogPx",
     "ELBOTerms",
     "ElboDecomposition",
+    "LayeredELBOTerms",
     "LogPxEstimate",
     "bits_per_dim",
     "dataset_log_px",
@@ -84,6 +86,15 @@ class ELBOTerms:
     elbo: Tensor
     log_p_x_given_z: Tensor
     kl: Tensor
+
+
+@dataclass(frozen=True)
+class LayeredELBOTerms(ELBOTerms):
+    """The ELBO terms of a hierarchical model (`vaelab.hierarchical`), and kl_layers: (B, L) the
+    Monte Carlo KL of each stochastic layer, E_q[log q(z_i | z_{>i}, x) - log p(z_i | z_{>i})] on
+    the same samples as kl, which is their sum over layers."""
+
+    kl_layers: Tensor
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,7 @@ def elbo_terms(
     elbo(x) = (1/k) sum_i log p(x|z_i) - KL(q(z|x) || p(z)),                      z_i ~ q(z|x),
     with the KL analytic when `analytic_kl` and torch knows the pair, otherwise
     elbo(x) = (1/k) sum_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)].
+    A hierarchical model's terms are `LayeredELBOTerms`: the Monte Carlo KL split by layer.
 
     x: (B, *x_shape) -> ELBOTerms of (B,) tensors in nats. Differentiable (reparameterized samples
     for Gaussian q), so objectives can reuse it; no reduction over the batch.
@@ -175,6 +187,11 @@ def elbo_terms(
     p_z = model.prior()
     z = draw(q_z_given_x, (k,), generator)  # (k, B, Z), or (k, B) for a discrete latent
     log_p_x_given_z = model.likelihood(z).log_prob(x)  # (k, B)
+    layered = layer_log_ratios(q_z_given_x, p_z, z)  # (k, B, L) for a hierarchical model, else None
+    if layered is not None:
+        kl_layers = layered.mean(0)  # (B, L)
+        recon, kl_total = log_p_x_given_z.mean(0), kl_layers.sum(-1)
+        return LayeredELBOTerms(recon - kl_total, recon, kl_total, kl_layers)
     kl = closed_form_kl(q_z_given_x, p_z) if analytic_kl else None
     if kl is None:
         kl = q_z_given_x.log_prob(z) - p_z.log_prob(z)  # (k, B)
@@ -343,6 +360,9 @@ class ElboDecomposition:
     prior only, else None); posterior_mean_variance: (Z,) Cov_x(E_q[z_u]) and active_units the count
     above `active_threshold` (Burda et al. 2015, Section 5). log_px / gap (= log p(x) - elbo, an
     estimate of E_x KL(q(z|x) || p(z|x))) when an importance-sampled log p(x) was requested.
+    A hierarchical model's (`vaelab.hierarchical`) kl_layers (L,), the Monte Carlo KL of each
+    stochastic layer on the same samples (their sum is kl), and active_units_layers (L,), each
+    layer's active units; None for a model of one stochastic layer.
     """
 
     num_examples: int
@@ -361,6 +381,8 @@ class ElboDecomposition:
     log_px_k: int | None
     gap: float | None
     closed_form: bool
+    kl_layers: tuple[float, ...] | None = None
+    active_units_layers: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (tuples become lists)."""
@@ -398,6 +420,7 @@ def elbo_decomposition(
         raise ValueError(f"k must be >= 1, got {k}")
     sums = dict.fromkeys(("recon", "kl", "cross", "entropy", "log_px", "log_px_var"), 0.0)
     kl_dims: Tensor | None = None
+    layer_sums: Tensor | None = None  # a hierarchical model's per-layer KL sums, (L,)
     posterior_means: list[Tensor] = []
     n = 0
     closed_form = True
@@ -422,6 +445,9 @@ def elbo_decomposition(
                 kl_dims = kl_per_dim.sum(0) if kl_dims is None else kl_dims + kl_per_dim.sum(0)
             else:
                 closed_form = False
+                layered = layer_log_ratios(q_z_given_x, p_z, z)  # (k, B, L), or None
+                if layered is not None:
+                    layer_sums = layered.mean(0).sum(0) + (0 if layer_sums is None else layer_sums)  # (L,)
                 log_q = q_z_given_x.log_prob(z).mean(0)
                 cross = p_z.log_prob(z).mean(0)
                 kl, entropy = log_q - cross, -log_q
@@ -440,10 +466,14 @@ def elbo_decomposition(
         raise ValueError("elbo_decomposition got an empty dataset")
     mean_recon, mean_kl = sums["recon"] / n, sums["kl"] / n
     mean_log_p_xz, mean_entropy = mean_recon + sums["cross"] / n, sums["entropy"] / n
-    mean_variance = active = None
+    mean_variance = active = active_layers = None
     if sum(m.shape[0] for m in posterior_means) == n:  # every batch had a vector latent
         variance, active = active_units(torch.cat(posterior_means), active_threshold)  # (Z,), count
         mean_variance = tuple(float(v) for v in variance)
+        if layer_sums is not None:
+            active_layers = active_units_per_layer(
+                torch.cat(posterior_means), len(layer_sums), active_threshold
+            )
     log_px = sums["log_px"] / n if k_importance > 0 else None
     return ElboDecomposition(
         num_examples=n,
@@ -462,6 +492,8 @@ def elbo_decomposition(
         log_px_k=k_importance if k_importance > 0 else None,
         gap=None if log_px is None else log_px - (mean_recon - mean_kl),
         closed_form=closed_form,
+        kl_layers=None if layer_sums is None else tuple(float(v) / n for v in layer_sums),
+        active_units_layers=active_layers,
     )
 
 

@@ -70,7 +70,8 @@ class Evaluation:
     (`GIVEN_LABEL`: log_px is then log p(x|y) and the ELBO its bound, given each example's true
     label); None otherwise. classification: for a model with a classifier q(y|x) (M2), its error
     on the split's labelled rows (`vaelab.semisupervised.ClassificationError`: percent,
-    stderr_percent, num_examples).
+    stderr_percent, num_examples). kl_layers and active_units_layers: a hierarchical model's KL
+    and active units per stochastic layer (`vaelab.hierarchical`), layer 1 next to x.
     """
 
     run: str
@@ -96,6 +97,8 @@ class Evaluation:
     given: str | None = None
     inference_gaps: dict[str, Any] | None = None
     classification: dict[str, Any] | None = None
+    kl_layers: tuple[float, ...] | None = None
+    active_units_layers: tuple[int, ...] | None = None
     path: Path | None = None
     per_example: DatasetLogPx | None = field(default=None, repr=False, compare=False)
 
@@ -217,6 +220,8 @@ def evaluate_model(
         kl_per_dim=d.kl_per_dim,
         posterior_mean_variance=d.posterior_mean_variance,
         active_units=d.active_units,
+        kl_layers=d.kl_layers,
+        active_units_layers=d.active_units_layers,
         log_px=estimate.mean + log_det_nats,
         log_px_stderr=estimate.mean_stderr,
         k=k,
@@ -336,6 +341,13 @@ def format_evaluation(e: Evaluation) -> str:
             f"  {'active units':<26} {e.active_units:11d} of {len(e.posterior_mean_variance)}"
             f"  (Cov_x(E_q[z_u]) > {ACTIVE_THRESHOLD:g})"
         )
+    if e.kl_layers is not None:
+        active = e.active_units_layers or ()
+        per_layer = ", ".join(
+            f"z_{i} {kl:.2f}" + (f" ({active[i - 1]} active)" if active else "")
+            for i, kl in enumerate(e.kl_layers, 1)
+        )
+        lines.append(f"  {'KL per stochastic layer':<26} {per_layer}")
     if e.inference_gaps is not None:
         g = e.inference_gaps
         lines.append(

@@ -137,6 +137,12 @@ def exportable(config: ModelConfig, where: Path | str) -> None:
         raise UserError(
             f"{where}: model.kind {kind} cannot be exported to ONNX (exportable: {', '.join(POSTERIORS)})"
         )
+    if config.layers > 1:
+        raise UserError(
+            f"{where}: model.layers {config.layers}: a hierarchical model's q(z|x) and p(z) are drawn "
+            "layer by layer through networks, with no fixed parameters to export to ONNX (exportable: "
+            "one stochastic layer)"
+        )
     if likelihood not in LIKELIHOODS:
         raise UserError(
             f"{where}: model.likelihood {likelihood} cannot be exported to ONNX "

@@ -19,14 +19,15 @@ uses labels, the model itself for one that does not.
 `vaelab.posteriors`: full covariance, an inverse autoregressive flow) and a N(0, I) prior (Kingma &
 Welling 2014). `AE` is the same networks with a deterministic code (a point mass at the
 encoder's output); it keeps the N(0, I) prior only so that decoding prior samples shows what an
-unregularized code space does.
+unregularized code space does. `build_model` makes a Ladder VAE of `vaelab.hierarchical` for
+`layers` >= 2 stochastic layers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,7 @@ from vaelab import distributions as D
 from vaelab.columns import MixedColumns
 from vaelab.config import AUTO_SIGMA, ModelConfig
 from vaelab.errors import UserError
+from vaelab.hierarchical import HierarchicalVAE
 from vaelab.likelihoods import family
 from vaelab.nets import LabelConditioned, build_nets, forward_flat
 from vaelab.posteriors import build_posterior
@@ -365,8 +367,15 @@ def given_labels(model, labels: Tensor | None) -> LatentVariableModel:
     return model.given(labels)
 
 
-def build_model(config: ModelConfig, x_shape: tuple[int, ...]) -> VAE:
-    """The model of `config`: a `ConditionalVAE` for model.condition label, else MODELS[kind]."""
+Model: TypeAlias = VAE | HierarchicalVAE | M2
+"""What `build_model` builds: every model class trains, evaluates and is saved the same way."""
+
+
+def build_model(config: ModelConfig, x_shape: tuple[int, ...]) -> Model:
+    """The model of `config`: a Ladder VAE for `layers` >= 2 (`vaelab.hierarchical`, which gets its
+    likelihood head from here), a `ConditionalVAE` for model.condition label, else MODELS[kind]."""
+    if config.layers > 1:
+        return HierarchicalVAE(config, x_shape, Likelihood(config, x_shape))
     if config.condition == "label":
         return ConditionalVAE(config, x_shape)
-    return MODELS[config.kind](config, x_shape)  # type: ignore[return-value]  # (M2 speaks the same protocol)
+    return MODELS[config.kind](config, x_shape)

@@ -18,6 +18,7 @@ autoencoder's evaluation).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.distributions import analytic_kl, draw
-from vaelab.estimators import ELBOTerms, elbo_terms
+from vaelab.estimators import ELBOTerms, LayeredELBOTerms, elbo_terms
+from vaelab.hierarchical import layer_log_ratios
 from vaelab.models import LatentVariableModel, given_labels
 from vaelab.semisupervised import M2, m2_terms
 
@@ -43,6 +45,7 @@ __all__ = [
     "ReconstructionTerms",
     "beta_elbo",
     "dataset_terms",
+    "free_bits_kl",
     "iwae",
     "logged_term_names",
     "objective_for",
@@ -102,13 +105,31 @@ def beta_elbo(
     beta: float | Tensor = 1.0,
     k: int = 1,
     labels: Tensor | None = None,
+    free_bits: float = 0.0,
 ) -> ObjectiveOutput:
-    """E_q[log p(x|z)] - beta KL(q || p) (Higgins et al. 2017); beta = 1 is the ELBO."""
+    """E_q[log p(x|z)] - beta KL(q || p) (Higgins et al. 2017); beta = 1 is the ELBO. With
+    free_bits > 0 the KL is `free_bits_kl` (per stochastic layer; the logged terms stay the ELBO's)."""
     model = given_labels(model, labels)
     terms = elbo_terms(model, x, 1, generator=generator)  # one reparameterized sample, analytic KL
+    kl = terms.kl
+    if free_bits > 0:
+        groups = terms.kl_layers if isinstance(terms, LayeredELBOTerms) else terms.kl[:, None]
+        kl = free_bits_kl(groups, free_bits)
     # (beta may be a tensor in a compiled step; at beta = 1 this is terms.elbo exactly)
-    surrogate = terms.log_p_x_given_z - beta * terms.kl
+    surrogate = terms.log_p_x_given_z - beta * kl
     return ObjectiveOutput(surrogate, terms)
+
+
+def free_bits_kl(kl_groups: Tensor, free_bits: float) -> Tensor:
+    """The KL penalty of free bits (Kingma et al. 2016, eq. 15), per example: kl_groups (B, G), the
+    KL of G groups (stochastic layers) per example -> (B,) whose batch mean is
+
+        sum_g max(lambda, (1/B) sum_b KL_{b,g}),
+
+    i.e. row b gets KL_{b,g} for a group whose batch mean exceeds lambda, and the constant lambda
+    (no gradient) for one below it: a layer with less than lambda nats is not pushed to the prior."""
+    above = kl_groups.mean(0) > free_bits  # (G,)
+    return torch.where(above, kl_groups, torch.full_like(kl_groups, free_bits)).sum(-1)
 
 
 def iwae(
@@ -132,7 +153,9 @@ def iwae(
     p_z = model.prior()
     z = draw(q_z_given_x, (k,), generator)  # (k, B, Z)
     log_p_x_given_z = model.likelihood(z).log_prob(x)  # (k, B)
-    log_ratio = q_z_given_x.log_prob(z) - p_z.log_prob(z)  # (k, B), log q/p of each sample
+    layered = layer_log_ratios(q_z_given_x, p_z, z)  # (k, B, L) for a hierarchical model
+    # log q/p of each sample, (k, B)
+    log_ratio = q_z_given_x.log_prob(z) - p_z.log_prob(z) if layered is None else layered.sum(-1)
     # beta < 1 (KL warm-up) tempers the prior-to-posterior ratio; beta = 1 is the bound itself
     log_w = log_p_x_given_z - beta * log_ratio  # (k, B)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
@@ -140,6 +163,8 @@ def iwae(
     if kl_q_p is None:  # a mixture prior: the Monte Carlo KL of the same k samples
         kl_q_p = log_ratio.mean(0)
     recon = log_p_x_given_z.mean(0)
+    if layered is not None:  # the per-layer KLs of the same k samples, summing to kl_q_p
+        return ObjectiveOutput(bound, LayeredELBOTerms(recon - kl_q_p, recon, kl_q_p, layered.mean(0)))
     return ObjectiveOutput(bound, ELBOTerms(recon - kl_q_p, recon, kl_q_p))
 
 
@@ -187,19 +212,33 @@ def semi_supervised(
 OBJECTIVES: dict[str, Objective] = {"elbo": beta_elbo, "iwae": iwae}
 
 
-def objective_for(model: LatentVariableModel, name: str) -> Objective:
-    """The objective a run trains with: the reconstruction term for a deterministic model, the
-    M2 bound for the semi-supervised model."""
+def objective_for(model: LatentVariableModel, name: str, *, free_bits: float = 0.0) -> Objective:
+    """The objective a run trains with: the M2 bound for the semi-supervised model; the
+    reconstruction term for a deterministic model; the elbo with `free_bits` > 0 trains on
+    `free_bits_kl` (`RunConfig` refuses them elsewhere)."""
     if isinstance(model, M2):
         return semi_supervised  # type: ignore[return-value]  # (it also takes the batch's labels)
-    return reconstruction if model.deterministic else OBJECTIVES[name]
+    if model.deterministic:
+        return reconstruction
+    if free_bits > 0 and name == "elbo":
+        return functools.partial(beta_elbo, free_bits=free_bits)
+    return OBJECTIVES[name]
+
+
+def layer_names(model: LatentVariableModel) -> tuple[str, ...]:
+    """The per-layer KL terms of a hierarchical model, kl_layer1 (next to x) .. kl_layerL; ()
+    for a model of one stochastic layer."""
+    layers = getattr(model, "layers", 1)
+    return tuple(f"kl_layer{i}" for i in range(1, layers + 1)) if layers > 1 else ()
 
 
 def logged_term_names(model: LatentVariableModel) -> tuple[str, ...]:
     """The names of the terms `model`'s objective logs, in `term_sums`' order: elbo,
-    log_p_x_given_z, kl (`ELBOTerms`); log_p_x_given_z alone for a deterministic model."""
-    terms = ReconstructionTerms if model.deterministic else ELBOTerms
-    return tuple(field.name for field in fields(terms))
+    log_p_x_given_z, kl (`ELBOTerms`), then kl_layer1..kl_layerL for a hierarchical model
+    (`LayeredELBOTerms`); log_p_x_given_z alone for a deterministic model."""
+    if model.deterministic:
+        return tuple(field.name for field in fields(ReconstructionTerms))
+    return (*(field.name for field in fields(ELBOTerms)), *layer_names(model))
 
 
 # ------------------------------------------------------------------------- over a whole dataset
@@ -215,13 +254,16 @@ class MeanTerms:
     bound: float
     elbo: float | None = None
     kl: float | None = None
+    kl_layers: tuple[float, ...] = ()
 
     @classmethod
     def from_sums(cls, names: tuple[str, ...], sums: Tensor, n: int) -> MeanTerms:
         """From the float64 sums (T + 1,) of `term_sums(terms, bound)` over n examples, whose
-        terms are `names` (`logged_term_names`)."""
+        terms are `names` (`logged_term_names`; a hierarchical model's kl_layer* as kl_layers)."""
         *means, bound = (sums / n).tolist()
-        return cls(bound=bound, **dict(zip(names, means, strict=True)))
+        terms = dict(zip(names, means, strict=True))
+        layers = tuple(terms.pop(name) for name in names if name.startswith("kl_layer"))
+        return cls(bound=bound, kl_layers=layers, **terms)
 
     def shifted(self, log_det_nats: float) -> MeanTerms:
         """The terms as log-densities of the data as given: `log_det_nats` (the input transform's
@@ -236,15 +278,17 @@ class MeanTerms:
     def logged(self) -> dict[str, float]:
         """The logged terms by name, in `ELBOTerms`' order, leaving out those the model lacks."""
         terms = {"elbo": self.elbo, "log_p_x_given_z": self.log_p_x_given_z, "kl": self.kl}
-        return {name: value for name, value in terms.items() if value is not None}
+        layers = {f"kl_layer{i}": value for i, value in enumerate(self.kl_layers, 1)}
+        return {name: value for name, value in (terms | layers).items() if value is not None}
 
 
 def term_sums(terms: LoggedTerms, *extra: Tensor) -> Tensor:
-    """Batch sums of each logged term (in field order: elbo, log_p_x_given_z, kl, or
-    log_p_x_given_z alone) and then of each of `extra` (each (B,)): (T + E,), float64 and
-    detached, so that epoch and dataset means do not lose digits to float32."""
-    parts = (*(getattr(terms, field.name) for field in fields(terms)), *extra)
-    return torch.stack([t.detach().sum(dtype=torch.float64) for t in parts])
+    """Batch sums of each logged term (in field order: elbo, log_p_x_given_z, kl, then a
+    hierarchical model's L per-layer KLs, or log_p_x_given_z alone) and then of each of `extra`
+    (each (B,)): (T + E,), float64 and detached, so that epoch and dataset means do not lose
+    digits to float32."""
+    parts = (*(getattr(terms, field.name) for field in fields(terms)), *extra)  # (B,) or (B, L)
+    return torch.cat([t.detach().sum(0, dtype=torch.float64).reshape(-1) for t in parts])
 
 
 @contextmanager

@@ -586,7 +586,11 @@ class AutoencoderRecord(BaseModel):
 
 
 class MetricsRecord(AutoencoderRecord):
-    """One line of a VAE's metrics.jsonl: the autoencoder's keys and the ELBO and its KL term."""
+    """One line of a VAE's metrics.jsonl: the autoencoder's keys and the ELBO and its KL term;
+    a hierarchical model's (`vaelab.hierarchical`) also each layer's KL, `{split}_kl_layer{i}_nats`
+    for i = 1..L, as many in training as in validation."""
+
+    model_config = ConfigDict(strict=True, extra="allow")  # only the per-layer KLs (checked below)
 
     train_elbo_nats: float
     train_kl_nats: float
@@ -596,6 +600,26 @@ class MetricsRecord(AutoencoderRecord):
     train_classification_loss_nats: Annotated[float, Ge(0)] | None = None
     train_error_percent: Annotated[float, Ge(0), Le(100)] | None = None
     valid_error_percent: Annotated[float, Ge(0), Le(100)] | None = None
+
+    @model_validator(mode="after")
+    def _layer_kls(self) -> MetricsRecord:
+        layers: dict[str, list[int]] = {"train": [], "valid": []}
+        for key, value in (self.model_extra or {}).items():
+            match = LAYER_KL.fullmatch(key)
+            if match is None:
+                known = ", ".join((*type(self).model_fields, "{train,valid}_kl_layer{i}_nats"))
+                raise ValueError(f"{_short_repr(key)}: unknown key; known: {known}")
+            if type(value) is not float or not math.isfinite(value):
+                raise ValueError(f"`{key}` {_short_repr(value)}: expected a finite number")
+            layers[match[1]].append(int(match[2]))
+        expected = list(range(1, len(layers["train"]) + 1))
+        if sorted(layers["train"]) != expected or sorted(layers["valid"]) != expected:
+            raise ValueError("per-layer KLs: expected train_ and valid_kl_layer{i}_nats for each i = 1..L")
+        return self
+
+
+LAYER_KL = re.compile(r"(train|valid)_kl_layer([1-9][0-9]{0,2})_nats")
+"""A hierarchical model's per-layer KL in metrics.jsonl."""
 
 
 def migrate_record(record: Any) -> Any:
@@ -760,6 +784,8 @@ class EvaluationFile(BaseModel):
     elbo_decomposition: DecompositionSection | None = None
     inference_gaps: InferenceGapsSection | None = None
     classification: ClassificationSection | None = None
+    kl_layers: list[FiniteFloat] | None = None  # a hierarchical model's, per stochastic layer
+    active_units_layers: list[Annotated[int, Ge(0)]] | None = None
 
     @model_validator(mode="after")
     def _terms_together(self) -> EvaluationFile:

@@ -24,6 +24,7 @@ import csv
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from vaelab.data.transforms import Standardize, Transform
 from vaelab.devices import model_device, resolve_device
 from vaelab.errors import UserError
 from vaelab.labels import split_labels
-from vaelab.models import VAE, Likelihood, given_labels
+from vaelab.models import Likelihood, Model, given_labels
 from vaelab.sampling import decode_prior_samples
 
 SAMPLE_ROWS = 1000
@@ -91,10 +92,10 @@ def resolve(config: RunConfig, splits: Splits) -> tuple[RunConfig, Splits]:
     return resolved, splits
 
 
-def set_bernoulli_columns(model: VAE, splits: Splits) -> None:
+def set_bernoulli_columns(model: Model, splits: Splits) -> None:
     """Mark the 0/1 columns of tabular `splits` as the Bernoulli columns of a mixed likelihood
     (a buffer of the model's head, saved with its weights); other likelihoods have none."""
-    head: Likelihood = model.likelihood_head
+    head = cast(Likelihood, model.likelihood_head)
     if head.kind == "mixed":
         head.bernoulli_columns.copy_(torch.tensor(binary_columns(splits)))
 
@@ -122,7 +123,7 @@ def column_names(run_dir: Path, x_shape: tuple[int, ...]) -> tuple[str, ...]:
 
 @torch.no_grad()
 def sampled_rows(
-    model: VAE,
+    model: Model,
     transform: Transform,
     n: int,
     *,
@@ -139,7 +140,7 @@ def sampled_rows(
 
 @torch.no_grad()
 def reconstructed_rows(
-    model: VAE, transform: Transform, x_stored: Tensor, labels: Tensor | None = None
+    model: Model, transform: Transform, x_stored: Tensor, labels: Tensor | None = None
 ) -> Tensor:
     """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units, on the CPU; the
     model runs on its device. A model that uses labels reconstructs given the rows' labels (N,)."""

@@ -34,7 +34,7 @@ from vaelab.data import Splits, fixed_sigma, for_likelihood, load_data
 from vaelab.errors import UserError
 from vaelab.labels import resolve_classes, split_labels
 from vaelab.limits import check_training_memory
-from vaelab.models import VAE, build_model
+from vaelab.models import Model, build_model
 from vaelab.objectives import DENSITY_TERMS, dataset_terms, logged_term_names, objective_for, term_sums
 from vaelab.semisupervised import M2, classification_record
 
@@ -211,7 +211,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, config)
         self.averaged = averaged_model(model, config.train.ema)
         self.generator = devices.make_generator(device, config.train.seed)
-        self.objective = objective_for(model, config.objective.name)
+        self.objective = objective_for(model, config.objective.name, free_bits=config.objective.free_bits)
         self.step_loss = StepLoss(self.settings.compile, device)
         self.compile_seconds = None  # compiled before anything is written: a failure leaves no run behind
         self.memory_reported = False
@@ -279,11 +279,11 @@ class Trainer:
         return self.stopped_early or out_of_time or self.state["epoch"] >= self.config.train.epochs
 
     @property
-    def selected_model(self) -> VAE:
+    def selected_model(self) -> Model:
         """The model that is validated and saved: the averaged weights under `ema`, else the raw ones."""
         if self.averaged is None:
             return self.model
-        return cast(VAE, self.averaged.module)  # AveragedModel holds a deep copy of self.model
+        return cast(Model, self.averaged.module)  # AveragedModel holds a deep copy of self.model
 
     def run_epoch(self) -> dict[str, Any]:
         """Train, validate and checkpoint one epoch; returns its record.
@@ -334,8 +334,9 @@ class Trainer:
         ).shifted(self.log_det_nats)
         record.update({f"valid_{name}_nats": value for name, value in valid.logged().items()})
         record.update(valid_bound_nats=valid.bound, bound=bound_name(config))
-        if isinstance(self.model, M2):  # its classifier's loss and errors (`vaelab.semisupervised`)
-            record.update(classification_record(self.selected_model, self.splits))
+        selected = self.selected_model
+        if isinstance(selected, M2):  # its classifier's loss and errors (`vaelab.semisupervised`)
+            record.update(classification_record(selected, self.splits))
         if valid.bound > state["best_valid_bound"]:
             state.update(best_valid_bound=valid.bound, best_epoch=epoch, bad_epochs=0, lr_bad_epochs=0)
             self._save_best()
@@ -410,7 +411,7 @@ class Trainer:
         )
 
 
-def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015), or AdamW when weight decay is set; the fused CPU kernel, which
     updates all parameters in one pass instead of a chain of per-tensor element-wise ops."""
     train = config.train
@@ -421,7 +422,7 @@ def make_optimizer(model: VAE, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=train.lr, fused=FUSED_ADAM)
 
 
-def averaged_model(model: VAE, decay: float) -> AveragedModel | None:
+def averaged_model(model: Model, decay: float) -> AveragedModel | None:
     """An exponential moving average of the weights (and buffers), or None when decay is 0."""
     if decay == 0:
         return None
@@ -515,8 +516,10 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
         bar.update(len(x))
         if trainer.progress and ((now := time.perf_counter()) >= next_postfix or step == steps - 1):
             means = [m + c for m, c in zip((sums / (begin + len(x))).tolist(), shift, strict=True)]
-            shown = " | ".join(
-                f"{POSTFIX_NAMES[name]} {mean:.2f}" for name, mean in zip(names, means, strict=True)
+            shown = " | ".join(  # (a hierarchical model's per-layer KLs are in the metrics only)
+                f"{POSTFIX_NAMES[name]} {mean:.2f}"
+                for name, mean in zip(names, means, strict=True)
+                if name in POSTFIX_NAMES
             )
             bar.set_postfix_str(f"{shown} nats")
             next_postfix = now + POSTFIX_SECONDS
@@ -537,12 +540,12 @@ def _diverged(epoch: int, where: str) -> None:
     raise UserError(f"training diverged at epoch {epoch}, {where}; try a smaller --lr")
 
 
-def _count_weights(model: VAE) -> int:
+def _count_weights(model: Model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 def step_loss(
-    model: VAE, objective, x: Tensor, generator, beta, k: int, precision: str, labels: Tensor | None = None
+    model: Model, objective, x: Tensor, generator, beta, k: int, precision: str, labels: Tensor | None = None
 ):
     """The forward pass of one training step: the loss (-mean of the objective's surrogate) and
     the batch sums of its logged terms (`term_sums`), in float64, for the epoch's means. The
@@ -580,7 +583,7 @@ class StepLoss:
 
     def __call__(
         self,
-        model: VAE,
+        model: Model,
         objective,
         x: Tensor,
         generator,
@@ -597,7 +600,7 @@ class StepLoss:
 
     def warm_up(
         self,
-        model: VAE,
+        model: Model,
         objective,
         x_train: devices.DeviceData,
         trainer: Trainer,

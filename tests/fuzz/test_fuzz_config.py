@@ -127,13 +127,19 @@ WRONG_TYPES = {
     "unknown-key-with-a-newline": ('{"model": {"a\\nb": 1}}', True),  # the message must stay one line
     "nested-100000": ('{"model": {"hidden": ' + "[" * 100_000 + "]" * 100_000 + "}}", True),
     "not-an-object": ("[1, 2, 3]", True),
+    "layers-string": ('{"model": {"layers": "2"}}', True),
+    "layers-with-an-ae": ('{"model": {"layers": 2, "kind": "ae"}}', True),
+    "free-bits-nan": ('{"objective": {"free_bits": NaN}}', True),
+    "free-bits-with-iwae": ('{"objective": {"free_bits": 1.0, "name": "iwae", "k": 2}}', True),
 }
 TOO_LARGE = {  # refused by the memory estimate before anything is allocated
     "latent-dim-1e9": ('{"model": {"latent_dim": 1000000000}}', True),
     "hidden-1e8": ('{"model": {"hidden": [100000000]}}', True),
     "mog-components-1e9": ('{"model": {"prior": "mog", "prior_components": 1000000000}}', True),
     "iwae-k-1e7": ('{"objective": {"name": "iwae", "k": 10000000}}', True),
+    "layers-1e9": ('{"model": {"layers": 1000000000}}', True),
     "valid": ('{"model": {"hidden": [16], "latent_dim": 2}}', False),
+    "valid-two-layers": ('{"model": {"hidden": [16], "latent_dim": 2, "layers": 2}}', False),
 }
 CASES = [pytest.param(*case, id=name) for name, case in WRONG_TYPES.items()] + [
     pytest.param(*case, id=name) for name, case in TOO_LARGE.items()

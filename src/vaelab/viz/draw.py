@@ -19,9 +19,11 @@ from matplotlib.ticker import MaxNLocator
 from vaelab.diagnostics import active_units_rule, latent_name
 from vaelab.runs import atomic_write
 from vaelab.viz.curves import ElboChart, TrainingCurves
+from vaelab.viz.draw_layers import draw_layer_kls
 from vaelab.viz.draw_tabular import draw_column_marginals, draw_column_pairs, draw_column_reconstructions
 from vaelab.viz.images import ImageGrid, ImageRows
 from vaelab.viz.latent import LATENT_UNIT, Interpolations, LatentGrid, LatentScatter, Traversals
+from vaelab.viz.layers import LayerKL
 from vaelab.viz.tabular import ColumnMarginals, ColumnPairs, ColumnReconstructions
 
 DPI = 120
@@ -317,4 +319,11 @@ def _(data: ColumnReconstructions) -> Figure:
 def _(data: ElboChart) -> Figure:
     fig = Figure()
     draw_elbo_chart(fig, data)
+    return fig
+
+
+@render.register
+def _(data: LayerKL) -> Figure:
+    fig = Figure()
+    draw_layer_kls(fig, data)
     return fig

@@ -42,6 +42,7 @@ from vaelab.viz.latent import (
     pick_pairs,
     top_dims,
 )
+from vaelab.viz.layers import layer_kls
 from vaelab.viz.run import SPLITS, Run
 from vaelab.viz.tabular import column_marginals, column_pairs, column_reconstructions, pick_rows
 
@@ -378,6 +379,23 @@ def _decomposition(run: Run, options: FigureOptions):
     return chart
 
 
+def _layers_applies(run_dir: Path, config: RunConfig) -> str | None:
+    if config.model.layers < 2:
+        return "it shows the stochastic layers of a hierarchical model (model.layers 2 or more)"
+    return None
+
+
+@figure_kind(
+    "layers",
+    reads=(),
+    help="a hierarchical model's KL per stochastic layer over training and on the test split",
+    applies=_layers_applies,
+)
+def _layers(run: Run, options: FigureOptions):
+    title = f"KL per stochastic layer of run {run.dir.name} ({run.config.model.layers} layers)"
+    return layer_kls(run.metrics, run.evaluation(), run.config.model.latent_dim, title=title)
+
+
 # ------------------------------------------------------------------------------- all figures
 
 
@@ -509,6 +527,13 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         "Class-conditional samples: the same prior samples z ~ p(z) in every column, each row decoded "
         "under its label y as the decoder mean E[x | z, y].",
         {"mode": "mean"},
+    ),
+    FigureFile(
+        "layers.png",
+        "layers",
+        "KL per stochastic layer (z_1 next to x): each layer's Monte Carlo KL per epoch, train and "
+        "validation, and on the test split with its active units (after evaluation). A layer whose KL "
+        "stays near 0 has collapsed to its prior.",
     ),
     FigureFile(
         "decomposition.png",
