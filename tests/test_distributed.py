@@ -44,6 +44,7 @@ CONFIG = RunConfig().replace(
         "prior": "vamp",
         "prior_components": 5,
         "condition": "label",
+        "classes": tuple(str(code) for code in range(10)),  # (digits' labels, as training resolves them)
     },
     objective={"name": "iwae", "k": 3},
     # fp32: the equality is to float32 rounding; bf16 (what precision auto picks on a CPU with it)
