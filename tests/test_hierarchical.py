@@ -131,6 +131,9 @@ def test_samples_follow_the_joint_gaussians():
             # the sample mean is within 5 standard errors of the exact mean in every dim
             assert ((z.mean(0) - loc).abs() < 5 * (cov.diagonal() / n).sqrt()).all()
             torch.testing.assert_close(torch.cov(z.T), cov, rtol=0.05, atol=0.05)
+            if isinstance(dist, LadderPrior):  # its estimated marginal moments
+                torch.testing.assert_close(dist.mean, loc, rtol=0, atol=0.1)
+                torch.testing.assert_close(dist.variance, cov.diagonal(), rtol=0.1, atol=0.05)
             # and the sample log q is that of the joint Gaussian (the cached terms of the draw)
             if isinstance(dist, LadderPosterior):
                 z = draw(dist, (3,), g)
@@ -304,6 +307,15 @@ def test_a_hierarchical_run_logs_evaluates_and_draws_each_layer(tmp_path):
     assert runs.read_evaluation(tmp_path / "run" / "eval.json")["kl_layers"] == list(result.kl_layers)
     figure = plot_run(tmp_path / "run", "layers")
     assert figure.name == "layers.png" and figure.stat().st_size > 10_000
+    # export and the explorer refuse it in one line (neither has a hierarchical prior's density)
+    from vaelab.explore.space import LatentSpace
+    from vaelab.export import exportable
+    from vaelab.viz.run import Run
+
+    with pytest.raises(UserError, match="the explorer draws the prior's density on a plane"):
+        LatentSpace(Run(tmp_path / "run"))
+    with pytest.raises(UserError, match="model.layers 2: a hierarchical model's q"):
+        exportable(config.model, tmp_path / "run")
     # a record with a stray or an unpaired per-layer KL is refused, naming the line
     lines = (tmp_path / "run" / runs.METRICS).read_text().splitlines()
     record = json.loads(lines[0])
@@ -328,10 +340,12 @@ def test_top_layer_priors_and_nets_build_and_score():
             assert torch.isfinite(model.posterior(x).mean).all()
 
 
-def test_the_layers_figure_does_not_apply_to_a_one_layer_run(pair):
-    from vaelab.viz.figures import not_applicable
+def test_the_layers_figure_applies_to_hierarchical_runs_only(tmp_path):
+    from vaelab.viz.figures import FIGURE_KINDS
 
-    assert "stochastic layers of a hierarchical model" in (not_applicable(pair.vae, "layers") or "")
+    applies = FIGURE_KINDS["layers"].applies
+    assert "stochastic layers of a hierarchical model" in (applies(tmp_path, RunConfig()) or "")
+    assert applies(tmp_path, RunConfig().replace(model={"layers": 2})) is None
 
 
 def _cli_train(out: Path, *extra: str) -> list[str]:

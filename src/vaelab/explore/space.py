@@ -111,6 +111,12 @@ class LatentSpace:
     """
 
     def __init__(self, run: Run, *, k: int = 1000, seed: int = 0) -> None:
+        if run.config.model.layers > 1:
+            raise UserError(
+                f"{run.dir}: model.layers {run.config.model.layers}: the explorer draws the prior's density "
+                "on a plane of z, which a hierarchical prior has in no closed form (explore a run of one "
+                "stochastic layer)"
+            )
         self.run = run
         self.model = run.model
         self.k, self.seed = k, seed
