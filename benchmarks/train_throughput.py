@@ -269,7 +269,8 @@ def main() -> None:
             print(
                 f"{name}: compiling the step took {took:.1f} s, once per process, before the first epoch "
                 f"(not in the images/s above; inductor caches it on disk, so later processes compile "
-                f"faster). Counted in, this {epochs}-epoch run is {epochs * n / (seconds[name] + took):.0f} images/s"
+                f"faster). Counted in, this {epochs}-epoch run is "
+                f"{epochs * n / (seconds[name] + took):.0f} images/s"
             )
     references = [PLAIN] + ([GRAPHED] if graphed is not None else [])
     for ref in references:

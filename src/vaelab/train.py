@@ -497,7 +497,9 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
             finite &= torch.isfinite(loss)
             if (step + 1) % check_every == 0 and not finite:
                 _diverged(epoch, f"one of steps {step + 1 - check_every}..{step}")
-        if scaler is not None:  # fp16: the loss scaled up so small gradients survive, unscaled before the step
+        if (
+            scaler is not None
+        ):  # fp16: the loss scaled up so small gradients survive, unscaled before the step
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -547,7 +549,9 @@ def step_loss(model: VAE, objective, x: Tensor, generator, beta, k: int, precisi
     return -result.surrogate.mean(), term_sums(result.terms)
 
 
-def whole_step(model: VAE, objective, optimizer: torch.optim.Optimizer, x: Tensor, beta, lr, k: int, precision: str):
+def whole_step(
+    model: VAE, objective, optimizer: torch.optim.Optimizer, x: Tensor, beta, lr, k: int, precision: str
+):
     """One whole training step in one function, so that `torch.compile` makes it one graph: the
     forward pass (`step_loss`), the gradients g = d loss / d theta (`torch.autograd.grad`, which
     dynamo traces under `trace_autograd_ops`) and Adam's update of every parameter with the
@@ -606,12 +610,17 @@ class StepLoss:
     """
 
     def __init__(
-        self, compiled: bool, device: torch.device | None = None, optimizer: torch.optim.Optimizer | None = None
+        self,
+        compiled: bool,
+        device: torch.device | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         cuda = device is not None and device.type == "cuda"
         options: dict[str, Any] = {"fallback_random": True, "triton.cudagraphs": cuda}
         whole = compiled and optimizer is not None
-        self.compiled = torch.compile(step_loss, dynamic=False, options=options) if compiled and not whole else None
+        self.compiled = (
+            torch.compile(step_loss, dynamic=False, options=options) if compiled and not whole else None
+        )
         self.whole = torch.compile(whole_step, dynamic=False, options=options) if whole else None
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
         self.state: dict[tuple[int, str], Tensor] = {}  # Adam's state tensors the graph was compiled with
@@ -626,7 +635,18 @@ class StepLoss:
         with devices.generator_as_global_rng(generator):  # beta a tensor: KL warm-up must not recompile
             return self.compiled(model, objective, x, None, torch.tensor(beta, device=x.device), k, precision)
 
-    def train_step(self, model: VAE, objective, optimizer, x: Tensor, generator, beta: float, lr: Tensor, k: int, precision: str):
+    def train_step(
+        self,
+        model: VAE,
+        objective,
+        optimizer,
+        x: Tensor,
+        generator,
+        beta: float,
+        lr: Tensor,
+        k: int,
+        precision: str,
+    ):
         """The compiled `whole_step` (where `updates(len(x))`): the parameters and the optimizer's
         state are updated; returns (loss, term sums). lr: 0-d tensor on x's device."""
         assert self.whole is not None
@@ -670,12 +690,12 @@ class StepLoss:
             rows = torch.arange(self.batch_size, device=device)
             x = trainer.transform(x_train.rows(rows))
             generator = devices.make_generator(device, 0)
-            args = (model, objective, x, generator, 1.0)
+            k, precision = config.objective.k, trainer.settings.precision
             if optimizer is not None:
                 lr = torch.tensor(config.train.lr, device=device)
-                self.train_step(*args[:2], optimizer, *args[2:], lr, config.objective.k, trainer.settings.precision)
+                self.train_step(model, objective, optimizer, x, generator, 1.0, lr, k, precision)
             else:
-                loss, _ = self(*args, config.objective.k, trainer.settings.precision)
+                loss, _ = self(model, objective, x, generator, 1.0, k, precision)
                 loss.backward()
         except Exception as error:  # no C++ compiler, an unsupported operation, ...
             message = str(error).strip()
