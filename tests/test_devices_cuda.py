@@ -115,6 +115,23 @@ def test_resume_on_cuda_is_exact_under_deterministic_settings(tmp_path, compile)
     assert (tmp_path / "resumed" / runs.WEIGHTS).read_bytes() == straight
 
 
+def test_the_compiled_whole_step_is_one_cuda_graph_and_follows_the_eager_run(tmp_path):
+    """`--compile on` on CUDA: forward, backward and Adam replayed as one CUDA graph (inductor
+    skipped none), with the eager run's numbers (fp32; the same noise from the run's generator)."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    eager = Trainer(SMALL, tmp_path / "eager", progress=False)
+    compiled = Trainer(SMALL.replace(train={"compile": "on"}), tmp_path / "compiled", progress=False)
+    assert compiled.step_loss.whole is not None
+    for _ in range(2):
+        a, b = eager.run_epoch(), compiled.run_epoch()
+        for key in ("train_elbo_nats", "valid_elbo_nats"):
+            assert b[key] == pytest.approx(a[key], abs=1e-3), key
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
+    assert counters["inductor"]["cudagraph_recorded_non_static_inputs"] > 0  # (counted as a graph records)
+
+
 def test_streamed_data_give_the_resident_batches():
     x = torch.randint(0, 256, (300, 1, 8, 8), dtype=torch.uint8)
     cuda = torch.device("cuda")

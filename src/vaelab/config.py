@@ -494,11 +494,12 @@ class TrainConfig(Options):
     epochs it would then hold back; choose a smaller decay for small data. minutes: a wall-clock
     budget for training; no epoch starts after it is spent (a budgeted run is reproducible only
     up to where the budget cut it, since that depends on the machine's speed).
-    compile: `on` runs the training step's forward and backward pass as one graph compiled by
-    `torch.compile` (fused element-wise kernels, no per-operation Python; on CUDA its kernels
-    replay as CUDA graphs). Compiling costs seconds to tens of seconds once per process, before
-    the first epoch (it needs a C++ compiler); `auto` compiles when the run is long enough to
-    repay it. Config files and older runs may say true/false (on/off). Same numbers as eager up to
+    compile: `on` runs the whole training step, forward and backward pass and the Adam update,
+    as one graph compiled by `torch.compile` (fused element-wise kernels, no per-operation
+    Python; on CUDA replayed as one CUDA graph; fp16 keeps its optimizer step eager).
+    Compiling costs seconds to tens of seconds once per process, before the first epoch (it
+    needs a C++ compiler); `auto` compiles when the run is long enough to repay it. Config
+    files and older runs may say true/false (on/off). Same numbers as eager up to
     floating-point rounding; the noise of a compiled step (and dropout's masks) is drawn from
     the run's generator.
     track: experiment trackers fed as the run trains (`vaelab.experiments.tracking`): every

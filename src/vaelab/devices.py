@@ -243,7 +243,8 @@ def choose_settings(
     auto picks the fastest setting that does not hurt the bound: bf16 where the device has it in
     hardware, the family allows it and (on CUDA) the step is large enough not to be launch-bound;
     fp16 never (its range needs loss scaling); a compiled step for runs long enough to repay the
-    compile. Explicit settings are kept as given.
+    compile: the whole step, forward, backward and Adam, as one graph (on CUDA replayed as one
+    CUDA graph: `vaelab.train.StepLoss`). Explicit settings are kept as given.
     """
     reasons = []
     if precision == "auto":
@@ -265,6 +266,10 @@ def choose_settings(
         elif compiled:
             budget = f"a {minutes:g}-minute budget" if minutes is not None else f"{steps} steps"
             why = f"{budget} repay the one-time compile"
+            if precision != "fp16":  # (fp16's loss scaling keeps the optimizer out of the graph)
+                why += "; forward, backward and Adam compile to one graph"
+                if device.type == "cuda":
+                    why += ", replayed as one CUDA graph (kernel launches bound a small model's step there)"
         else:
             why = f"{steps} steps (< {COMPILE_MIN_STEPS}) do not repay the one-time compile"
         reasons.append(f"compile auto -> {'on' if compiled else 'off'}: {why}")

@@ -24,6 +24,7 @@ from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -212,7 +213,7 @@ class Trainer:
         self.averaged = averaged_model(model, config.train.ema)
         self.generator = devices.make_generator(device, config.train.seed)
         self.objective = objective_for(model, config.objective.name, free_bits=config.objective.free_bits)
-        self.step_loss = StepLoss(self.settings.compile, device)
+        self.step_loss = StepLoss(self.settings.compile, device, None if self.scaler else self.optimizer)
         self.compile_seconds = None  # compiled before anything is written: a failure leaves no run behind
         self.memory_reported = False
         log.info(
@@ -470,6 +471,11 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     steps = math.ceil(n / batch_size)
     for group in optimizer.param_groups:
         group["lr"] = lr
+    step_function = trainer.step_loss
+    whole = isinstance(step_function, StepLoss) and step_function.whole is not None
+    if whole:  # (a resume may have replaced the optimizer's state since the compile)
+        step_function.keep_state(optimizer)
+    lr_tensor = torch.tensor(lr, device=device)  # the whole step's: a tensor, so it never recompiles
     precision, k = trainer.settings.precision, config.objective.k
     names = logged_term_names(model)
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)
@@ -491,9 +497,15 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
         x = trainer.transform(data.rows(rows), generator)
         labels = None if labelled is None else labelled.rows(rows)  # (B,), the same rows as x
         beta = kl_weight(config, epoch, step, steps)
-        loss, term_sums = trainer.step_loss(
-            model, trainer.objective, x, generator, beta, k, precision, labels
-        )
+        updated = whole and step_function.updates(len(x))
+        if updated:  # forward, backward and Adam in one compiled graph
+            loss, term_sums = step_function.train_step(
+                model, trainer.objective, optimizer, x, generator, beta, lr_tensor, k, precision, labels
+            )
+        else:
+            loss, term_sums = step_function(
+                model, trainer.objective, x, generator, beta, k, precision, labels
+            )
         if check_every == 1:
             loss_value = loss.item()  # (cheaper than torch.isfinite on a CPU)
             if not math.isfinite(loss_value):
@@ -502,14 +514,17 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
             finite &= torch.isfinite(loss)
             if (step + 1) % check_every == 0 and not finite:
                 _diverged(epoch, f"one of steps {step + 1 - check_every}..{step}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:  # fp16: the loss scaled up so small gradients survive, unscaled before the step
+        if (
+            scaler is not None
+        ):  # fp16: the loss scaled up so small gradients survive, unscaled before the step
+            optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+        elif not updated:  # (the whole step has updated the parameters already)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         if averaged is not None:
             averaged.update_parameters(model)
         sums += term_sums
@@ -556,14 +571,64 @@ def step_loss(
     return -result.surrogate.mean(), term_sums(result.terms)
 
 
-class StepLoss:
-    """`step_loss`, run eagerly or compiled by `torch.compile` into one graph (train.compile).
+def whole_step(
+    model: Model,
+    objective,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    beta,
+    lr,
+    k: int,
+    precision: str,
+    labels: Tensor | None = None,
+):
+    """One whole training step in one function, so that `torch.compile` makes it one graph: the
+    forward pass (`step_loss`), the gradients g = d loss / d theta (`torch.autograd.grad`, which
+    dynamo traces under `trace_autograd_ops`) and Adam's update of every parameter with the
+    optimizer's own state (PyTorch's functional `adam`, capturable: step counts and bias
+    corrections stay tensors on the device, nothing is read back to the host). `beta` and `lr`
+    are 0-d tensors, so a KL warm-up or an lr schedule changes no guard and nothing recompiles.
+    The parameters and the optimizer's state change in place (no `.grad` is written); returns the
+    detached loss and the term sums, as `step_loss`."""
+    loss, sums = step_loss(model, objective, x, None, beta, k, precision, labels)
+    (group,) = optimizer.param_groups
+    grads = torch.autograd.grad(loss, group["params"], allow_unused=True)
+    used = [(p, g) for p, g in zip(group["params"], grads, strict=True) if g is not None]
+    states = [optimizer.state[p] for p, _ in used]
+    with torch.no_grad():
+        adam(
+            [p for p, _ in used],
+            [g for _, g in used],
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            [],
+            [state["step"] for state in states],
+            foreach=False,
+            capturable=True,
+            amsgrad=False,
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            lr=lr,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+        )
+    return loss.detach(), sums
 
-    The compiled graph covers the networks, the distributions and the objective, and
-    AOTAutograd compiles the backward pass with it; on a CPU that removes the per-operation
-    dispatch and fuses the element-wise work (benchmarks/train_throughput.py measures it), on
-    CUDA its kernels are also replayed as CUDA graphs (`triton.cudagraphs`), since a small
-    model's step is bound by kernel launches there.
+
+class StepLoss:
+    """The training step, run eagerly or compiled by `torch.compile` (train.compile).
+
+    Compiled with the run's optimizer (every precision but fp16, whose loss scaling stays
+    eager), the whole step is one graph, `whole_step`: forward, backward and Adam. On a CPU that
+    removes the per-operation dispatch of all three and fuses their element-wise work; on CUDA the
+    graph's kernels are replayed as one CUDA graph (`triton.cudagraphs`, what
+    mode="reduce-overhead" sets), since a small model's step is bound by kernel launches there:
+    one code path on both, tested on the CPU. Adam's state tensors are created before the compile
+    and kept for the run (`keep_state`), their addresses static, as a CUDA graph needs.
+    Without an optimizer (fp16) only the forward pass, `step_loss`, is compiled; AOTAutograd
+    compiles its backward with it and the optimizer runs eagerly.
     Random draws cannot take a `torch.Generator` inside a graph, so a compiled step draws from
     the global RNG of the generator's device with the run's generator state swapped in for the
     step and swapped back out after it (`devices.generator_as_global_rng`), and inductor's
@@ -574,12 +639,25 @@ class StepLoss:
     epoch does not repay a second compile, which would double the wait).
     """
 
-    def __init__(self, compiled: bool, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        compiled: bool,
+        device: torch.device | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
         cuda = device is not None and device.type == "cuda"
-        # (on CUDA the kernels replay as CUDA graphs: what mode="reduce-overhead" sets)
         options: dict[str, Any] = {"fallback_random": True, "triton.cudagraphs": cuda}
-        self.compiled = torch.compile(step_loss, dynamic=False, options=options) if compiled else None
+        whole = compiled and optimizer is not None
+        self.compiled = (
+            torch.compile(step_loss, dynamic=False, options=options) if compiled and not whole else None
+        )
+        self.whole = torch.compile(whole_step, dynamic=False, options=options) if whole else None
         self.batch_size: int | None = None  # the compiled batch size, set by warm_up
+        self.state: dict[tuple[int, str], Tensor] = {}  # Adam's state tensors the graph was compiled with
+
+    def updates(self, batch_size: int) -> bool:
+        """Whether `train_step` (the whole step, optimizer included) runs batches of this size."""
+        return self.whole is not None and batch_size == self.batch_size
 
     def __call__(
         self,
@@ -598,6 +676,46 @@ class StepLoss:
         with devices.generator_as_global_rng(generator):
             return self.compiled(model, objective, x, None, beta_tensor, k, precision, labels)
 
+    def train_step(
+        self,
+        model: Model,
+        objective,
+        optimizer,
+        x: Tensor,
+        generator,
+        beta: float,
+        lr: Tensor,
+        k: int,
+        precision: str,
+        labels: Tensor | None = None,
+    ):
+        """The compiled `whole_step` (where `updates(len(x))`): the parameters and the optimizer's
+        state are updated; returns (loss, term sums). lr: 0-d tensor on x's device; labels: the
+        batch's, for a model that uses them."""
+        assert self.whole is not None
+        beta_tensor = torch.tensor(beta, device=x.device)
+        with devices.generator_as_global_rng(generator), torch._dynamo.config.patch(trace_autograd_ops=True):
+            return self.whole(model, objective, optimizer, x, beta_tensor, lr, k, precision, labels)
+
+    def keep_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """Give the optimizer back the state tensors the whole step was compiled with, holding
+        its current values: Adam creates its state lazily and `load_state_dict` (a resume)
+        replaces it with new tensors, where the graph (and a CUDA graph's static addresses) needs
+        the same ones. Creates missing state as Adam's first step would (zeros, step 0)."""
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                state = optimizer.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                for name in ("step", "exp_avg", "exp_avg_sq"):
+                    kept = self.state.setdefault((id(p), name), state[name])
+                    if kept is not state[name]:
+                        kept.copy_(state[name])
+                        state[name] = kept
+                    torch._dynamo.mark_static_address(kept)
+
     def warm_up(
         self,
         model: Model,
@@ -606,28 +724,31 @@ class StepLoss:
         trainer: Trainer,
         labels: devices.DeviceData | None = None,
     ) -> float:
-        """Compile the step (forward and backward) for the epoch's full batches; changes no state
-        of the run (weights, gradients, RNG streams). labels: the training labels, for a model
-        that uses them. Returns the seconds it took."""
+        """Compile the step (forward and backward; with the optimizer, the whole step) for the
+        epoch's full batches; changes no state of the run (weights, gradients, optimizer state,
+        RNG streams). labels: the training labels, for a model that uses them. Returns the seconds
+        it took."""
         config = trainer.config
         self.batch_size = min(config.train.batch_size, len(x_train))
         start = time.perf_counter()
         model.train()
         device = next(model.parameters()).device
+        optimizer = trainer.optimizer if self.whole is not None else None
+        if optimizer is not None:
+            self.keep_state(optimizer)
+        saved = [t.clone() for t in (*model.parameters(), *self.state.values())]
         try:  # a batch made as the epoch makes them, and a throwaway generator
             rows = torch.arange(self.batch_size, device=device)
             x = trainer.transform(x_train.rows(rows))
-            loss, _ = self(
-                model,
-                objective,
-                x,
-                devices.make_generator(device, 0),
-                1.0,
-                config.objective.k,
-                trainer.settings.precision,
-                None if labels is None else labels.rows(rows),
-            )
-            loss.backward()
+            generator = devices.make_generator(device, 0)
+            k, precision = config.objective.k, trainer.settings.precision
+            y = None if labels is None else labels.rows(rows)
+            if optimizer is not None:
+                lr = torch.tensor(config.train.lr, device=device)
+                self.train_step(model, objective, optimizer, x, generator, 1.0, lr, k, precision, y)
+            else:
+                loss, _ = self(model, objective, x, generator, 1.0, k, precision, y)
+                loss.backward()
         except Exception as error:  # no C++ compiler, an unsupported operation, ...
             message = str(error).strip()
             first_line = message.splitlines()[0][:200] if message else ""
@@ -637,6 +758,9 @@ class StepLoss:
             ) from error
         finally:
             model.zero_grad(set_to_none=True)
+            with torch.no_grad():  # (in place: the compiled graph keeps these tensors)
+                for tensor, value in zip((*model.parameters(), *self.state.values()), saved, strict=True):
+                    tensor.copy_(value)
         return time.perf_counter() - start
 
 
