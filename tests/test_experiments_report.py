@@ -165,3 +165,15 @@ def test_report_in_headless_chromium_loads_every_image_without_console_errors(
     assert printed.startswith(b"%PDF") and pages >= 10  # it prints: A4 pages of tables and figures
     (tmp_path / "report.pdf").write_bytes(printed)
     print(f"screenshot: {shot}")
+
+
+def test_config_table_says_which_fields_do_not_apply():
+    """A resolved default that never applied (mixtures of another likelihood, flow steps of a
+    diagonal posterior) is shown as not applying, with why, not as a value the run used."""
+    from vaelab.config import RunConfig
+    from vaelab.experiments.report import _config_rows
+
+    rows = dict(_config_rows(RunConfig().replace(model={"posterior": "iaf"}).to_dict()))
+    assert rows["model.mixtures"] == "— (does not apply: it applies to the logistic-mixture likelihood)"
+    assert rows["model.flow_steps"] != "— (does not apply: it applies to the iaf posterior)"
+    assert rows["model.flow_steps"].isdigit() and rows["model.posterior"] == "iaf"

@@ -110,6 +110,24 @@ def test_per_example_log_px_is_checked_before_use(tmp_path):
         read_per_example_log_px(tmp_path, "test", 4)
     save_file(good, str(path), metadata=header)
     assert read_per_example_log_px(tmp_path, "test", 4).value.tolist() == [-80.0] * 4
+    # a file from before the header named log_det_nats held the model input's log p(x)
+    assert read_per_example_log_px(tmp_path, "test", 4, log_det_nats=-5.0).value.tolist() == [-85.0] * 4
+
+
+def test_per_example_log_px_is_stored_of_the_data_as_given(tmp_path):
+    """Like eval.json's mean, the stored values include the input transform's log-determinant
+    (e.g. -D log 256 for dequantized 8-bit data), and reading them back does not add it twice."""
+    from vaelab.estimators import DatasetLogPx
+    from vaelab.evaluate import write_per_example_log_px
+
+    value = torch.tensor([10.0, 20.0], dtype=torch.float64)
+    estimate = DatasetLogPx(value, torch.ones(2, dtype=torch.float64), k=5, method="importance", seconds=0.0)
+    write_per_example_log_px(tmp_path, "test", estimate, log_det_nats=-4 * math.log(256))
+    stored = read_per_example_log_px(tmp_path, "test", 2, log_det_nats=-4 * math.log(256))
+    assert stored is not None
+    assert stored.value.tolist() == pytest.approx(
+        [10.0 - 4 * math.log(256), 20.0 - 4 * math.log(256)], abs=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------------- the math

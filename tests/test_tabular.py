@@ -342,3 +342,24 @@ def test_tabular_figures_replace_image_tiles(fa_run, capsys):
     page = (run / "report.html").read_text()
     assert "Pairs of columns" in page and "Latent manifold" not in page and "No grid figure" not in page
     assert "change of variables of the input transform" in page
+
+
+@pytest.mark.slow  # (the fixture trains for ~5 s of CPU; the AE for ~1 s)
+def test_an_autoencoder_trains_on_a_table_and_compares_by_columns(fa_run, tmp_path):
+    """An AE has no ELBO to shift by the standardization's Jacobian (this used to crash its first
+    validation), and its comparison with a VAE draws columns, never a table's rows as image tiles."""
+    from benchmarks.tabular import linear_vae_config
+
+    from vaelab.experiments.compare import compare_runs
+    from vaelab.experiments.report import write_report
+    from vaelab.train import train
+
+    run, csv, _ = fa_run
+    config = linear_vae_config(csv, epochs=2).replace(model={"kind": "ae"})
+    ae = train(config, tmp_path / "ae", progress=False).run_dir
+    record = json.loads((ae / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "valid_elbo_nats" not in record and math.isfinite(record["valid_log_p_x_given_z_nats"])
+    comparison = compare_runs(ae, run, tmp_path / "cmp", k=10)
+    assert comparison.tabular and set(comparison.figures) == {"reconstructions", "samples", "scatter"}
+    page = write_report(tmp_path / "cmp", k=10).read_text()
+    assert "Each column of the same test rows" in page and "same test images" not in page

@@ -151,6 +151,20 @@ def test_two_workers_share_one_study_no_trial_lost_or_run_twice(tmp_path):
     assert again.best_run == result.best_run and len(trials_of(out)) == 4
 
 
+def test_each_trial_is_tracked_as_a_run_of_its_own(tmp_path):
+    """`--track` reaches every trial: TensorBoard's own reader finds each trial's epochs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "study"
+    tune(TINY.replace(train={"track": ("tensorboard",)}), LR, out, trials=2, pruner="none")
+    for run in sorted(out.glob("trial-*")):
+        events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+        events.Reload()
+        logged = [(e.step, e.value) for e in events.Scalars("valid_bound_nats")]
+        history = runs.read_metrics(run)
+        assert logged == [(r["epoch"], pytest.approx(r["valid_bound_nats"])) for r in history]
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_resumed_and_the_study_goes_on(tmp_path):
     out = tmp_path / "study"

@@ -544,6 +544,12 @@ class RunConfig(Options):
     def ignored_settings(self, given: set[str]) -> list[str]:
         """The fields in `given` (dotted names a user set) that this config would ignore, each with
         why; a user's setting that would have no effect is refused rather than dropped silently."""
+        return [
+            f"{name}: ignored ({reason})" for name, reason in self.inapplicable().items() if name in given
+        ]
+
+    def inapplicable(self) -> dict[str, str]:
+        """The fields (dotted names) that have no effect in this config, each with why."""
         why = {
             "model.sigma": self.model.likelihood not in ("auto", "gaussian", "logistic", "mixed")
             and "it applies to the gaussian, logistic and mixed likelihoods",
@@ -575,7 +581,7 @@ class RunConfig(Options):
                 why[name] = "an ae trains on the reconstruction term only"
             why["model.prior"] = why["model.prior_components"] = "an ae has no prior"
             why["model.posterior"] = "an ae's code is a point, not a distribution"
-        return [f"{name}: ignored ({reason})" for name, reason in why.items() if reason and name in given]
+        return {name: reason for name, reason in why.items() if reason}
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -56,9 +56,9 @@ class Evaluation:
     per example, already included in every log-density here (elbo, log_p_x_given_z, log_p_xz,
     log_px), so they are of the data as given; kl and entropy are of z and carry none. path: the
     file `evaluate_run` wrote and per_example: the per-example estimates behind log_px, of the
-    model's input (`write_per_example_log_px`); neither is part of eval.json. kl_layers and
-    active_units_layers: a hierarchical model's KL and active units per stochastic layer
-    (`vaelab.hierarchical`), layer 1 next to x.
+    model's input (`write_per_example_log_px` stores them of the data as given); neither is part
+    of eval.json. kl_layers and active_units_layers: a hierarchical model's KL and active units
+    per stochastic layer (`vaelab.hierarchical`), layer 1 next to x.
     """
 
     run: str
@@ -266,7 +266,7 @@ def evaluate_run(
         result = replace(result, inference_gaps=gaps.to_dict())
     path = eval_path(run_dir, split)
     if result.per_example is not None:  # first, so eval.json is never older than the file it explains
-        write_per_example_log_px(run_dir, split, result.per_example)
+        write_per_example_log_px(run_dir, split, result.per_example, log_det_nats=result.log_det_nats)
     runs.write_json(path, result.to_dict())
     return replace(result, path=path)
 
@@ -345,24 +345,36 @@ def per_example_path(run_dir: str | Path, split: str = "test") -> Path:
     return Path(run_dir) / f"log-px-{split}.safetensors"
 
 
-def write_per_example_log_px(run_dir: Path, split: str, estimate: DatasetLogPx) -> Path:
-    """Write `estimate`'s per-example value and stderr (safetensors, k and split in its header)
-    atomically to `per_example_path`."""
+def write_per_example_log_px(
+    run_dir: Path, split: str, estimate: DatasetLogPx, *, log_det_nats: float = 0.0
+) -> Path:
+    """Write `estimate`'s per-example value (of the model's input) as log-densities of the data as
+    given (`log_det_nats` added, like eval.json's mean) and its stderr, safetensors with k, split
+    and log_det_nats in its header, atomically to `per_example_path`."""
     from safetensors.torch import save_file
 
     path = per_example_path(run_dir, split)
     tensors = {
-        "log_px": estimate.value.double().contiguous(),
+        "log_px": (estimate.value.double() + log_det_nats).contiguous(),
         "stderr": estimate.stderr.double().contiguous(),
     }
-    metadata = {"k": str(estimate.k), "split": split, "units": "nats per example"}
+    metadata = {
+        "k": str(estimate.k),
+        "split": split,
+        "units": "nats per example, of the data as given",
+        "log_det_nats": repr(float(log_det_nats)),
+    }
     runs.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 
-def read_per_example_log_px(run_dir: str | Path, split: str, num_examples: int) -> PerExampleLogPx | None:
+def read_per_example_log_px(
+    run_dir: str | Path, split: str, num_examples: int, *, log_det_nats: float = 0.0
+) -> PerExampleLogPx | None:
     """The file `write_per_example_log_px` wrote, checked against the split's `num_examples` rows
-    (shapes, dtypes, finite values, k >= 2) before use; None where `evaluate` has not written one."""
+    (shapes, dtypes, finite values, k >= 2) before use; None where `evaluate` has not written one.
+    Values of the data as given: a file written before the header named its `log_det_nats` held
+    the model input's, and gets the run's `log_det_nats` added."""
     from safetensors import SafetensorError, safe_open
 
     path = per_example_path(run_dir, split)
@@ -390,4 +402,6 @@ def read_per_example_log_px(run_dir: str | Path, split: str, num_examples: int) 
             )
         if not torch.isfinite(tensor).all():
             raise UserError(f"{path}: {name} holds values that are not finite")
+    if "log_det_nats" not in metadata:  # (written before files were of the data as given)
+        value = value + log_det_nats
     return PerExampleLogPx(value, stderr, int(k), split)

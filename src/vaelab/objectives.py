@@ -232,8 +232,9 @@ class MeanTerms:
         (`DENSITY_TERMS` and the bound), the KL unchanged."""
         if log_det_nats == 0:
             return self
-        changes = {name: getattr(self, name) + log_det_nats for name in (*DENSITY_TERMS, "bound")}
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        values = {name: getattr(self, name) for name in (*DENSITY_TERMS, "bound")}
+        # (an autoencoder has no elbo: its None stays None)
+        return dataclasses.replace(self, **{k: v + log_det_nats for k, v in values.items() if v is not None})
 
     def logged(self) -> dict[str, float]:
         """The logged terms by name, in `ELBOTerms`' order, leaving out those the model lacks."""

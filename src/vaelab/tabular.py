@@ -34,6 +34,7 @@ from vaelab.config import AUTO_SIGMA, RunConfig
 from vaelab.data import Splits, given_standardization, load_data
 from vaelab.data.tables import binary_columns, standardize_step, standardized
 from vaelab.data.transforms import Standardize, Transform
+from vaelab.devices import make_generator, model_device, resolve_device
 from vaelab.distributions import draw
 from vaelab.errors import UserError
 from vaelab.models import Likelihood, Model
@@ -125,18 +126,19 @@ def sampled_rows(model: Model, transform: Transform, n: int, *, mode: str = "mea
     (n, *x_shape) float32."""
     if mode not in ("mean", "sample"):
         raise UserError(f"mode {mode!r} is not one of mean, sample")
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(model_device(model), seed)  # draws where the model runs
     z = draw(model.prior(), (n,), generator)  # (n, Z)
     p_x_given_z = model.likelihood(z)
     y = p_x_given_z.mean if mode == "mean" else draw(p_x_given_z, (), generator)
-    return transform.inverse(y)
+    return transform.inverse(y.cpu())
 
 
 @torch.no_grad()
 def reconstructed_rows(model: Model, transform: Transform, x_stored: Tensor) -> Tensor:
-    """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units."""
-    y = model.likelihood(model.posterior(transform(x_stored)).mean).mean
-    return transform.inverse(y)
+    """E[x | z = E_q[z|x]] of stored rows x: (N, *x_shape), in the data's units, on the CPU; the
+    model runs on its device."""
+    x = transform(x_stored).to(model_device(model))
+    return transform.inverse(model.likelihood(model.posterior(x).mean).mean.cpu())
 
 
 def write_rows(path: str | Path, rows: Tensor | np.ndarray, names: tuple[str, ...]) -> Path:
@@ -171,11 +173,13 @@ def write_samples(
     n: int | None = None,
     mode: str = "mean",
     seed: int = 0,
+    device: str = "cpu",
 ) -> Path:
     """n rows (default `SAMPLE_ROWS`) decoded from z ~ p(z) (see `sampled_rows`) into `path`
-    (.csv or .npy; default RUN/samples.csv), in the data's units, under the column names."""
+    (.csv or .npy; default RUN/samples.csv), in the data's units, under the column names; the
+    model runs on `device`."""
     run_dir = runs.check_run_dir(run_dir)
-    config, model = runs.read_config(run_dir), runs.load_model(run_dir)
+    config, model = runs.read_config(run_dir), runs.load_model(run_dir, device=resolve_device(device))
     rows = sampled_rows(model, run_transform(run_dir, config), n or SAMPLE_ROWS, mode=mode, seed=seed)
     path = Path(path) if path is not None else run_dir / "samples.csv"
     return write_rows(path, rows, column_names(run_dir, model.x_shape))
@@ -188,12 +192,14 @@ def write_reconstructions(
     n: int | None = None,
     split: str = "test",
     seed: int = 0,
+    device: str = "cpu",
 ) -> Path:
     """The reconstructions E[x | z = E_q[z|x]] of `split`'s rows into `path` (.csv or .npy;
     default RUN/reconstructions.csv), in the data's units, under the column names: every row of
-    the split in its order, or n seeded random ones (in their order) when n is given."""
+    the split in its order, or n seeded random ones (in their order) when n is given. The model
+    runs on `device`."""
     run_dir = runs.check_run_dir(run_dir)
-    config, model = runs.read_config(run_dir), runs.load_model(run_dir)
+    config, model = runs.read_config(run_dir), runs.load_model(run_dir, device=resolve_device(device))
     splits = load_data(config.data, config.limits)
     x = splits.split(split)
     runs.check_example_shape(run_dir, model.x_shape, x, config.data.source)

@@ -316,7 +316,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options: SampleOptions = build(SampleOptions, args, args.own)
     tabular = data_kind(check_run_dir(options.run)) == "tabular"
     if rows_wanted(options.out, tabular):
-        path = write_samples(options.run, options.out, n=options.n, mode=options.mode, seed=options.seed)
+        path = write_samples(
+            options.run, options.out, n=options.n, mode=options.mode, seed=options.seed, device=options.device
+        )
     else:
         figure = FigureOptions(n=options.n, mode=options.mode, seed=options.seed)
         path = plot_run(
@@ -355,7 +357,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     tabular = data_kind(check_run_dir(options.run)) == "tabular"
     if rows_wanted(options.out, tabular):
         path = write_reconstructions(
-            options.run, options.out, n=options.n, split=options.split, seed=options.seed
+            options.run,
+            options.out,
+            n=options.n,
+            split=options.split,
+            seed=options.seed,
+            device=options.device,
         )
     else:
         figure = FigureOptions(n=options.n, split=options.split, seed=options.seed)

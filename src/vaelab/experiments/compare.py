@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ from vaelab.diagnostics import active_units_rule, latent_name, latent_statistics
 from vaelab.errors import UserError
 from vaelab.experiments.evaluation import current_evaluation
 from vaelab.viz.draw import draw_image_grid, draw_latent_grid, draw_latent_scatter, render, save_figure
+from vaelab.viz.draw_tabular import draw_column_marginals, draw_column_reconstructions, panel_size
 from vaelab.viz.images import image_rows, reconstructions, sample_grid
 from vaelab.viz.latent import grid_box, latent_grid, latent_scatter
+from vaelab.viz.tabular import column_marginals, column_reconstructions, pick_rows
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +162,8 @@ class ModelSummary:
 @dataclass(frozen=True)
 class Comparison:
     """Two runs on the same data. differences: config fields that differ besides model.kind
-    (empty when networks, data and budget are the same); figures: name -> PNG file in `out_dir`."""
+    (empty when networks, data and budget are the same); figures: name -> PNG file in `out_dir`
+    (`CompareFigure.caption_for(tabular)` describes each)."""
 
     out_dir: str
     data: str
@@ -169,6 +173,7 @@ class Comparison:
     b: ModelSummary
     differences: tuple[str, ...]
     figures: dict[str, str]
+    tabular: bool = False  # rows of named columns: the figures show columns, not images
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -305,6 +310,7 @@ def compare_runs(
         summaries[1],
         differences,
         figures,
+        tabular=splits.column_names is not None,
     )
     runs.write_json(out_dir / "compare.json", comparison.to_dict())
     text = format_comparison(comparison)
@@ -327,10 +333,15 @@ def resolve_run(comparison_dir: Path, run: str) -> Path:
 
 @dataclass(frozen=True)
 class CompareFigure:
-    """A figure of the comparison: its file in the comparison directory and the report's caption."""
+    """A figure of the comparison: its file in the comparison directory and the report's caption
+    (for tables, `tabular_caption` where the figure differs)."""
 
     file_name: str
     caption: str
+    tabular_caption: str | None = None
+
+    def caption_for(self, tabular: bool) -> str:
+        return self.tabular_caption if tabular and self.tabular_caption else self.caption
 
 
 COMPARE_FIGURES: dict[str, CompareFigure] = {
@@ -338,6 +349,8 @@ COMPARE_FIGURES: dict[str, CompareFigure] = {
         "compare-reconstructions.png",
         "The same test images reconstructed by both models (decoder mean at the posterior mean); the row "
         "labels give each model's test-set squared error per pixel.",
+        "Each column of the same test rows against its reconstruction by each model (decoder mean at the "
+        "posterior mean), in the data's units; points on the dotted line are reconstructed exactly.",
     ),
     "scatter": CompareFigure(
         "compare-scatter.png",
@@ -354,6 +367,9 @@ COMPARE_FIGURES: dict[str, CompareFigure] = {
         "Both decoders on the same codes z ~ N(0, I) (decoder means): prior samples of the VAE; for the AE, "
         "which has no prior and was never asked to make N(0, I) meaningful, decoded codes that cover fewer "
         "digits or are malformed.",
+        "Each column's distribution: test rows (filled) against rows each model makes from codes z ~ N(0, I) "
+        "(x ~ p(x|z)): the VAE's prior samples; for the AE, codes its decoder was never asked to make "
+        "meaningful.",
     ),
 }
 
@@ -368,10 +384,16 @@ def draw_comparison(
     n_grid: int = 21,
     z_range=None,
 ) -> dict[str, str]:
-    """The four side-by-side figures; returns name -> file name in out_dir."""
+    """The side-by-side figures (four for images; for tables, whose rows are not pictures, the
+    columns' reconstructions and marginals and the latent scatter); returns name -> file name in
+    out_dir."""
     names = [s.label for s in summaries]
     x_shape = models[0].x_shape
     figures = {}
+    if splits.column_names is not None:
+        figures.update(_draw_tabular_comparison(models, names, splits, out_dir, seed=seed))
+        figures["scatter"] = _draw_scatter(models, names, splits, out_dir, grid_box(n_grid, z_range))
+        return figures
 
     # reconstructions: the same test images, one row per model
     pick = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(seed))[:12]
@@ -389,15 +411,7 @@ def draw_comparison(
     figures["reconstructions"] = _save(render(rows), out_dir, "reconstructions")
 
     # latent scatter, with the rectangle the decoded grid covers
-    box = grid_box(n_grid, z_range)
-    fig = Figure(figsize=(13.5, 5.6))
-    for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
-        scatter = latent_scatter(
-            model, splits.inputs("test"), splits.test_labels, label_names=splits.label_names
-        )
-        draw_latent_scatter(ax, scatter, f"{name}: {scatter.title}", box=box)
-    fig.tight_layout()
-    figures["scatter"] = _save(fig, out_dir, "scatter")
+    figures["scatter"] = _draw_scatter(models, names, splits, out_dir, grid_box(n_grid, z_range))
 
     # both decoders on the same grid
     if all(m.latent_dim >= 2 for m in models):
@@ -416,6 +430,50 @@ def draw_comparison(
     fig.tight_layout(w_pad=4.0)
     figures["samples"] = _save(fig, out_dir, "samples")
     return figures
+
+
+def _draw_scatter(models, names: list[str], splits: Splits, out_dir: Path, box) -> str:
+    """Both runs' test-set codes side by side, with `box` (the decoded grid's range, or None)."""
+    fig = Figure(figsize=(13.5, 5.6))
+    for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
+        scatter = latent_scatter(
+            model, splits.inputs("test"), splits.test_labels, label_names=splits.label_names
+        )
+        draw_latent_scatter(ax, scatter, f"{name}: {scatter.title}", box=box)
+    fig.tight_layout()
+    return _save(fig, out_dir, "scatter")
+
+
+def _draw_tabular_comparison(
+    models, names: list[str], splits: Splits, out_dir: Path, *, seed: int
+) -> dict[str, str]:
+    """A tabular comparison's reconstructions and samples: each run's column figures
+    (`vaelab.viz.tabular`) side by side, in the data's units."""
+    columns = splits.column_names
+    assert columns is not None
+    x = pick_rows(splits.test, 500, seed)
+    recon = [column_reconstructions(m, splits.transform, x, columns, split="test") for m in models]
+    marginals = [
+        column_marginals(m, splits.transform, splits.test, columns, seed=seed, split="test") for m in models
+    ]
+    return {
+        "reconstructions": _side_by_side(
+            recon, names, draw_column_reconstructions, out_dir, "reconstructions"
+        ),
+        "samples": _side_by_side(marginals, names, draw_column_marginals, out_dir, "samples"),
+    }
+
+
+def _side_by_side(
+    panels: list[Any], names: list[str], draw: Callable[[Any, Any], None], out_dir: Path, name: str
+) -> str:
+    """`draw` each of the two runs' figure data on one half of a figure, titled by its run."""
+    width, height = panel_size(len(panels[0].names))
+    fig = Figure(figsize=(2 * width, height + 0.4), layout="constrained")
+    halves = fig.subfigures(1, 2, wspace=0.05, squeeze=False)[0]
+    for half, panel, label in zip(halves, panels, names, strict=True):
+        draw(half, replace(panel, title=f"{label}:\n{panel.title}"))
+    return _save(fig, out_dir, name)
 
 
 def _save(fig, out_dir: Path, name: str) -> str:
@@ -470,7 +528,7 @@ def comparison_rows(c: Comparison) -> list[tuple[str, str, str, str]]:
         ),
         (
             "squared error of E[x | z = E_q[z|x]]",
-            "per pixel, intensity²",
+            "per column, model-input units²" if c.tabular else "per pixel, intensity²",
             *both(lambda s: f"{s.squared_error_per_pixel:.4f}"),
         ),
         ("KL(q(z|x) || p(z))", "nats per example", *both(lambda s: _nats(s.kl))),

@@ -26,6 +26,7 @@ from typing import Any
 
 import vaelab
 from vaelab import runs
+from vaelab.config import RunConfig
 from vaelab.diagnostics import active_units_rule
 from vaelab.errors import UserError
 from vaelab.estimators import bits_per_dim
@@ -200,11 +201,18 @@ def evaluation_rows(evaluation: dict[str, Any]) -> list[list[str]]:
 
 
 def _config_rows(config: dict[str, Any]) -> list[list[str]]:
+    """(field, value) rows of a config; a field that has no effect in it says why instead of
+    showing a default that never applied (`RunConfig.inapplicable`)."""
+    inapplicable = RunConfig.from_dict(config).inapplicable()
     rows = []
     for section, values in config.items():
         for name, value in values.items():
+            field = f"{section}.{name}"
             shown = ",".join(map(str, value)) if isinstance(value, list | tuple) else value
-            rows.append([f"{section}.{name}", "—" if shown is None else str(shown)])
+            if field in inapplicable:
+                rows.append([field, f"— (does not apply: {inapplicable[field]})"])
+            else:
+                rows.append([field, "—" if shown is None else str(shown)])
     return rows
 
 
@@ -337,7 +345,7 @@ def compare_report(compare_dir: Path, *, k: int = 1000, refresh: bool = False, d
         page.text(note, "note")
     for name, figure in COMPARE_FIGURES.items():
         if name in comparison.figures and (compare_dir / comparison.figures[name]).is_file():
-            page.figure(compare_dir / comparison.figures[name], figure.caption)
+            page.figure(compare_dir / comparison.figures[name], figure.caption_for(comparison.tabular))
     for summary in (a, b):
         if resolve_run(compare_dir, summary.run).is_dir():
             check_run(resolve_run(compare_dir, summary.run))

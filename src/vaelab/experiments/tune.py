@@ -55,6 +55,7 @@ from vaelab import runs
 from vaelab.config import MAX_CONFIG_BYTES, SECTIONS, ConfigError, Options, RunConfig, validated
 from vaelab.data import Splits, load_data
 from vaelab.errors import UserError
+from vaelab.experiments.tracking import Tracking
 from vaelab.train import Trainer
 
 if TYPE_CHECKING:
@@ -548,7 +549,9 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, dict[str, Any]
 
 def train_trial(trial: optuna.Trial, config: RunConfig, run_dir: Path) -> float:
     """Train `config` into `run_dir` (resuming it if a killed worker left it), reporting the
-    validation bound each epoch; prunes when the pruner says so. Returns the best bound."""
+    validation bound each epoch to the study and to the trackers `train.track` names (each trial
+    is one tracked run; a pruned one closes as KILLED); prunes when the pruner says so. Returns
+    the best bound."""
     optuna = _optuna()
     trial.set_user_attr("run", run_dir.name)
     status = runs.run_info(run_dir)["status"] if (run_dir / runs.RUN).is_file() else None
@@ -558,18 +561,25 @@ def train_trial(trial: optuna.Trial, config: RunConfig, run_dir: Path) -> float:
         config, run_dir, resume=status == "running", overwrite=True, progress=False, splits=_splits(config)
     )
     pruned = False
+    tracking = Tracking(run_dir)
     try:
         for record in trainer.state["history"]:  # the epochs a resumed run had trained
             trial.report(record["valid_bound_nats"], record["epoch"])
         while not trainer.done and not pruned:
             record = trainer.run_epoch()
+            tracking.log_epoch(record)
             trial.report(record["valid_bound_nats"], record["epoch"])
             pruned = trial.should_prune()
         result = trainer.finish()
+    except BaseException as error:
+        tracking.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         trainer.close()
     if pruned:
+        tracking.close("KILLED")
         raise optuna.TrialPruned(f"pruned after epoch {result.epochs}")
+    tracking.finish()
     return result.best_valid_bound
 
 
@@ -608,10 +618,6 @@ def tune(
     out = Path(out)
     if (out / runs.CONFIG).is_file():
         raise UserError(f"{out}: is a run directory; a study needs a directory of its own")
-    if base.train.track != ("none",):  # refused rather than ignored: trials are not tracked yet
-        raise UserError(
-            "train.track: vaelab tune does not report trials to trackers; Optuna's storage holds them"
-        )
     storage = storage or default_storage(out, jobs)
     check_storage(storage, jobs)
     out.mkdir(parents=True, exist_ok=True)

@@ -127,8 +127,12 @@ class LatentSpace:
         self.dim_order = tuple(int(d) for d in np.argsort(-np.asarray(score), kind="stable"))
         self.dim_scores = tuple(float(v) for v in score)
         self.labels = None if run.labels is None else run.labels.numpy().astype(np.int64)
+        # every log p(x) shown is of the data as given (the input transform's Jacobian included)
+        self.log_det_nats = run.splits.log_det_nats()
         self.test_log_px: PerExampleLogPx | None = (
-            None if self.deterministic else read_per_example_log_px(run.dir, run.split, len(run.x))
+            None
+            if self.deterministic
+            else read_per_example_log_px(run.dir, run.split, len(run.x), log_det_nats=self.log_det_nats)
         )
 
     # ----------------------------------------------------------------------------- coordinates
@@ -315,7 +319,7 @@ class LatentSpace:
         if not self.deterministic:
             generator = torch.Generator().manual_seed(self.seed)
             estimate = log_px_importance(self.model, x, self.k, generator=generator)
-            log_px, stderr = float(estimate.value[0]), float(estimate.stderr[0])
+            log_px, stderr = float(estimate.value[0]) + self.log_det_nats, float(estimate.stderr[0])
             bpd = float(bits_per_dim(-log_px, self.num_dims))
             if self.test_log_px is not None:
                 percentile = float((self.test_log_px.value < log_px).double().mean())

@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 
 from vaelab.viz.tabular import ColumnMarginals, ColumnPairs, ColumnReconstructions
 
 DATA, MODEL = "C0", "C1"
 
 
-def _panels(fig: Figure, count: int, inches: float = 2.6):
+def _panels(fig: FigureBase, count: int, inches: float = 2.6):
     cols = min(4, count)
     rows = math.ceil(count / cols)
-    fig.set_size_inches(inches * cols + 0.4, inches * rows + 0.9)
+    if isinstance(fig, Figure):  # (a SubFigure's size is its parent's business)
+        fig.set_size_inches(*panel_size(count, inches))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[count:]:
         ax.axis("off")
@@ -26,14 +27,15 @@ def _short(name: str) -> str:
     return name if len(name) <= 24 else name[:23] + "…"
 
 
-def _suptitle(fig: Figure, title: str, total: int, shown: int) -> None:
+def _suptitle(fig: FigureBase, title: str, total: int, shown: int) -> None:
     more = f" (the first {shown} of {total} columns)" if total > shown else ""
     fig.suptitle(title + more, fontsize=10)
 
 
-def draw_column_marginals(fig: Figure, m: ColumnMarginals) -> None:
+def draw_column_marginals(fig: FigureBase, m: ColumnMarginals) -> None:
     """One histogram per column, data and model samples on shared bins, as densities."""
-    for j, ax in enumerate(_panels(fig, len(m.names))):
+    axes = _panels(fig, len(m.names))
+    for j, ax in enumerate(axes):
         both = np.concatenate([m.data[:, j], m.samples[:, j]])
         lo, hi = np.percentile(both, [0.5, 99.5])
         bins = np.linspace(lo, hi, 31) if hi > lo else 10
@@ -50,9 +52,9 @@ def draw_column_marginals(fig: Figure, m: ColumnMarginals) -> None:
         ax.set_title(_short(m.names[j]), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_yticks([])
-    fig.axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     _suptitle(fig, m.title, m.total, len(m.names))
-    fig.tight_layout()
+    _tight(fig)
 
 
 def draw_column_pairs(fig: Figure, p: ColumnPairs) -> None:
@@ -93,7 +95,7 @@ def draw_column_pairs(fig: Figure, p: ColumnPairs) -> None:
     fig.tight_layout()
 
 
-def draw_column_reconstructions(fig: Figure, r: ColumnReconstructions) -> None:
+def draw_column_reconstructions(fig: FigureBase, r: ColumnReconstructions) -> None:
     """Per column: each row's value (x axis) against its reconstruction (y axis), the line y = x."""
     for j, ax in enumerate(_panels(fig, len(r.names))):
         x, y = r.data[:, j], r.reconstructions[:, j]
@@ -105,4 +107,15 @@ def draw_column_reconstructions(fig: Figure, r: ColumnReconstructions) -> None:
         ax.set_ylabel("reconstruction", fontsize=7)
         ax.tick_params(labelsize=7)
     _suptitle(fig, r.title, r.total, len(r.names))
-    fig.tight_layout()
+    _tight(fig)
+
+
+def panel_size(count: int, inches: float = 2.6) -> tuple[float, float]:
+    """The size (width, height) in inches that `_panels` gives a figure of `count` panels."""
+    cols = min(4, count)
+    return inches * cols + 0.4, inches * math.ceil(count / cols) + 0.9
+
+
+def _tight(fig: FigureBase) -> None:
+    if isinstance(fig, Figure):  # a SubFigure is laid out by its parent's (constrained) layout
+        fig.tight_layout()
