@@ -590,12 +590,18 @@ def not_applicable(run_dir: str | Path, kind: str) -> str | None:
     return wrong_data(run_dir, kind) or FIGURE_KINDS[kind].applies(run_dir, runs.read_config(run_dir))
 
 
+FAMILY_KINDS = (*CONDITIONAL_KINDS, "layers")
+"""Figures of one model family (conditional, hierarchical): listed only for runs of it, where the
+others are listed for every run of their kind of data and say why where they do not apply."""
+
+
 def figures_for(run_dir: Path) -> tuple[FigureFile, ...]:
     """The entries of `ALL_FIGURES` for the run's kind of data (`data_kind`), and those of a
-    conditional model (`CONDITIONAL_KINDS`) only for a conditional run."""
-    conditional = conditional_config(runs.read_config(run_dir))
+    model family (`FAMILY_KINDS`) only for a run of that family."""
+    config = runs.read_config(run_dir)
     return tuple(
         entry
         for entry in ALL_FIGURES
-        if wrong_data(run_dir, entry.kind) is None and (conditional or entry.kind not in CONDITIONAL_KINDS)
+        if wrong_data(run_dir, entry.kind) is None
+        and (entry.kind not in FAMILY_KINDS or FIGURE_KINDS[entry.kind].applies(run_dir, config) is None)
     )
