@@ -514,9 +514,7 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
             finite &= torch.isfinite(loss)
             if (step + 1) % check_every == 0 and not finite:
                 _diverged(epoch, f"one of steps {step + 1 - check_every}..{step}")
-        if (
-            scaler is not None
-        ):  # fp16: the loss scaled up so small gradients survive, unscaled before the step
+        if scaler is not None:  # fp16: the loss scaled up so small gradients survive, then unscaled
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
