@@ -1,8 +1,9 @@
 """Labels end to end: which splits' labels a model that uses them gets, checked once.
 
-A model that uses labels (`uses_labels`: a conditional VAE, a semi-supervised one) scores each
-batch with its rows' labels y: (B,) int64 class codes, -1 for a row without a label (see
-`vaelab.models.given_labels`). The trainer gathers them with the same indices as x, on the
+A model that uses labels (`uses_labels`: a conditional VAE) scores each batch with its rows'
+labels y: (B,) int64 class codes (see `vaelab.models.given_labels`); one that learns from them
+without being conditioned on them (`learns_from_labels`: the semi-supervised M2) gets the train
+split's, -1 for a row without a label. The trainer gathers them with the same indices as x, on the
 device; validation and evaluation pass each batch's labels too. Data without labels are refused
 here, in one line, before anything is trained or written.
 """

@@ -124,7 +124,7 @@ class Likelihood(nn.Module):
 class VAE(nn.Module):
     """Variational autoencoder: q(z|x) diagonal Gaussian, p(z) = N(0, I), p(x|z) by config."""
 
-    uses_labels = False  # a model that is conditioned on (or predicts) labels says so
+    uses_labels = False  # a model conditioned on labels says so (`given_labels`)
     prior_loc: Tensor  # buffers, (Z,) each
     prior_scale: Tensor
 
