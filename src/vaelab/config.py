@@ -718,7 +718,8 @@ def config_error(err: ValidationError, where: str, kind: type[BaseModel]) -> Con
                 if isinstance(section, type) and issubclass(section, BaseModel):
                     kind = section
         problem = f"unknown key; known: {', '.join(kind.model_fields)}"
-    elif first["type"] != "missing":
+    elif first["type"] != "missing" and not isinstance(first.get("input"), dict):
+        # (a whole section's validator names the fields it checks: its input is not the culprit)
         problem += f", got {short_repr(first.get('input'))}"
     # (the other members of a union failing for the same value are not more problems)
     more = (
