@@ -70,13 +70,14 @@ def test_the_compiled_whole_step_follows_eager_steps_and_schedules_do_not_recomp
     generators = [devices.make_generator(torch.device("cpu"), 2) for _ in range(2)]
     torch._dynamo.reset()
     step.keep_state(optimizer)
-    step.train_step(compiled, objective, optimizer, x, torch.Generator(), 1.0, torch.tensor(1e-3), 1, "fp32")
+    with step.tracing():
+        step.train_step(compiled, objective, optimizer, x, torch.Generator(), 1.0, torch.tensor(1e-3), 1, "fp32")
     with torch.no_grad():  # back to the eager model's weights and a fresh Adam
         for p, q in zip(compiled.parameters(), eager.parameters(), strict=True):
             p.copy_(q)
         for value in step.state.values():
             value.zero_()
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch._dynamo.config.patch(error_on_recompile=True), step.tracing():
         for i, (lr, beta) in enumerate([(1e-3, 0.1), (5e-4, 0.2), (2e-3, 0.3), (1e-4, 0.9), (1e-3, 1.0)]):
             assert step.updates(len(x))
             loss, sums = step.train_step(

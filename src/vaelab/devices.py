@@ -373,8 +373,8 @@ class DeviceData:
         return self.x.shape
 
     def rows(self, index: Tensor) -> Tensor:
-        if self.resident:
-            return self.x[index.to(self.x.device)]
+        if self.resident:  # (index_select: several times faster than x[index] on a CPU)
+            return torch.index_select(self.x, 0, index.to(self.x.device))
         index = index.cpu()
         if not self._staging or len(index) > len(self._staging[0]):
             pin = self.device.type == "cuda"
