@@ -71,7 +71,8 @@ def test_the_compiled_whole_step_follows_eager_steps_and_schedules_do_not_recomp
     torch._dynamo.reset()
     step.keep_state(optimizer)
     with step.tracing():
-        step.train_step(compiled, objective, optimizer, x, torch.Generator(), 1.0, torch.tensor(1e-3), 1, "fp32")
+        lr = torch.tensor(1e-3)
+        step.train_step(compiled, objective, optimizer, x, torch.Generator(), 1.0, lr, 1, "fp32")
     with torch.no_grad():  # back to the eager model's weights and a fresh Adam
         for p, q in zip(compiled.parameters(), eager.parameters(), strict=True):
             p.copy_(q)

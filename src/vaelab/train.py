@@ -648,7 +648,11 @@ class StepLoss:
         cuda = device is not None and device.type == "cuda"
         # On a CPU the graph's wrapper is C++ (`cpp_wrapper`): the Python one spends ~0.15 ms a step
         # calling ~40 kernels, 5% of a step of the classic VAE; on CUDA the CUDA graph replays them.
-        options: dict[str, Any] = {"fallback_random": True, "triton.cudagraphs": cuda, "cpp_wrapper": not cuda}
+        options: dict[str, Any] = {
+            "fallback_random": True,
+            "triton.cudagraphs": cuda,
+            "cpp_wrapper": not cuda,
+        }
         whole = compiled and optimizer is not None
         self.compiled = (
             torch.compile(step_loss, dynamic=False, options=options) if compiled and not whole else None
