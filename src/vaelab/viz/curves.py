@@ -115,7 +115,7 @@ def elbo_chart(evaluation: dict, stats: LatentStatistics | None = None) -> ElboC
     terms = [
         (f"E_q[log p(x|z{y})]", evaluation["log_p_x_given_z"]),
         (f"-KL(q(z|x{y}) || p(z))", -evaluation["kl"]),
-        (f"ELBO of log p(x|y)" if y else "ELBO", elbo),
+        ("ELBO of log p(x|y)" if y else "ELBO", elbo),
     ]
     log_p_xz, entropy = _evaluation_value(evaluation, "log_p_xz"), _evaluation_value(evaluation, "entropy")
     if log_p_xz is not None and entropy is not None:

@@ -697,7 +697,9 @@ def figure_file_name(kind: str, options: FigureOptions = DEFAULT_OPTIONS) -> str
     if kind not in FIGURE_KINDS:
         raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
     relevant = _relevant(kind, options)
-    label = f"-label{options.label}" if options.label is not None and "label" in FIGURE_KINDS[kind].reads else ""
+    label = (
+        f"-label{options.label}" if options.label is not None and "label" in FIGURE_KINDS[kind].reads else ""
+    )
     for entry in ALL_FIGURES:
         if entry.kind == kind and _relevant(kind, entry.options) == relevant:
             return entry.file_name.removesuffix(".png") + label + ".png"

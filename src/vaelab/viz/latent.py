@@ -143,7 +143,11 @@ def latent_scatter(
     named = label_names is not None
     if projection == "1-d" and y is not None and named:
         axis = (axis[0], "class")
-    what = "posterior means E_q[z|x]" if not conditional else "posterior means E_q[z|x, y] at each own label y"
+    what = (
+        "posterior means E_q[z|x]"
+        if not conditional
+        else "posterior means E_q[z|x, y], each at its own label y"
+    )
     what += ", PCA to 2-D" if projection == "pca" else ""
     colour = f"coloured by {'class' if named else 'label'}" if classes else "(no labels)"
     title = f"{split}-set {what}, {colour}, N = {n}"
@@ -376,7 +380,9 @@ def interpolations(
     device = model_device(model)
     given = given_labels(model, None if labels is None else labels.to(device))
     # the protocol's sample dims lead: (T, P, Z), y (P,) broadcast over the T points of each path
-    x_mean = given.likelihood(z.transpose(0, 1).contiguous().to(device)).mean.transpose(0, 1).cpu()  # (P, T, *x_shape)
+    x_mean = (
+        given.likelihood(z.transpose(0, 1).contiguous().to(device)).mean.transpose(0, 1).cpu()
+    )  # (P, T, *x_shape)
     path = "the line z(t) = (1-t) z_A + t z_B" if method == "linear" else "the great-circle path (slerp)"
     means = "E[x|z(t), y] under the pair's own label y" if conditional else "E[x|z(t)]"
     rows = image_rows(
@@ -474,7 +480,8 @@ def latent_traversals(
     stats = stats or latent_statistics(model, x)
     score_all, score_name = dim_scores(stats)
     if score_name == "KL":
-        unit, sort = "nats", f"mean KL(q(z_u|x) || p(z_u)) over the {split} set"
+        given = "x, y" if is_conditional(model) else "x"
+        unit, sort = "nats", f"mean KL(q(z_u|{given}) || p(z_u)) over the {split} set"
     else:
         unit = LATENT_UNIT + "$^2$"
         why = "an AE has no KL" if getattr(model, "deterministic", False) else "no per-dim KL for this prior"

@@ -15,6 +15,7 @@ from torch import Tensor
 from vaelab import runs
 from vaelab.errors import UserError
 from vaelab.evaluate import eval_path
+from vaelab.viz.conditional import conditional_config
 from vaelab.viz.draw import render, save_figure
 from vaelab.viz.figures import (
     DEFAULT_OPTIONS,
@@ -28,7 +29,6 @@ from vaelab.viz.figures import (
     with_figure_label,
     wrong_data,
 )
-from vaelab.viz.conditional import conditional_config
 from vaelab.viz.images import reconstruction_rows, sample_grid
 from vaelab.viz.run import Run
 
@@ -100,7 +100,9 @@ def plot_all(
     written: dict[str, Path] = {}
     todo = []
     for entry in figures_for(run_dir):  # the figures of the run's kind of data (images, tabular)
-        entry_options = with_figure_label(config, entry.kind, dataclasses.replace(options, **entry.changes), labels)
+        entry_options = with_figure_label(
+            config, entry.kind, dataclasses.replace(options, **entry.changes), labels
+        )
         path = out_dir / figure_file_name(entry.kind, entry_options)
         if only_missing and path.is_file():
             written[entry.file_name] = path
