@@ -1,8 +1,8 @@
 """Fuzzing the labels: `vaelab sample --label` and `vaelab plot --label` with any text on a
-conditional run and on a plain one, a conditional run's config.json with mutated `model.classes` through `sample` and
-`evaluate`, and `vaelab train --condition` / `--classes` with any value or with data that have no
-labels. Each case either succeeds (a valid label must) or exits 2 with one line, and a failing
-command leaves no file behind (`fuzz.cli`'s checks).
+conditional run and on a plain one, a conditional run's config.json with mutated `model.classes`
+through `sample` and `evaluate`, and `vaelab train --condition` / `--classes` with any value or
+with data that have no labels. Each case either succeeds (a valid label must) or exits 2 with one
+line, and a failing command leaves no file behind (`fuzz.cli`'s checks).
 """
 
 from __future__ import annotations
