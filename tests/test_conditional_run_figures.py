@@ -244,6 +244,8 @@ def test_the_run_figures_compute_what_the_model_given_y_gives(run):
     traversals = FIGURE_KINDS["traversals"].make(run, FigureOptions(n=3, base=base))
     own = int(run.labels[base])  # no --label: the base image's own label
     torch.testing.assert_close(traversals.base, codes[base])
+    assert f"test image #{base} at its own label y = {config.model.classes[own]}" in traversals.rows.title
+    assert f"E[x|z, y = {config.model.classes[own]}]" in traversals.rows.title
     flat = traversals.z.reshape(-1, 2)
     torch.testing.assert_close(
         traversals.x_mean.reshape(len(flat), *run.model.x_shape), under(run.model, own, flat)

@@ -21,7 +21,7 @@ from vaelab.data import load_run_data
 from vaelab.devices import model_device, resolve_device
 from vaelab.diagnostics import LatentStatistics, latent_statistics
 from vaelab.errors import UserError
-from vaelab.viz.conditional import encode, is_conditional
+from vaelab.viz.conditional import class_names, encode, is_conditional
 
 SPLITS = ("train", "valid", "test")
 
@@ -96,8 +96,9 @@ class Run:
             raise UserError(f"base {index}: the {self.split} split has rows 0..{len(self.x) - 1}")
         rows = slice(index, index + 1)
         z = encode(self.model, self.x[rows], None if self.labels is None else self.labels[rows])[0]
-        if is_conditional(self.model):
-            return z, f"the posterior mean given its label of {self.split} image #{index}"
+        if is_conditional(self.model) and self.labels is not None:
+            name = class_names(self.model)[int(self.labels[index])]
+            return z, f"E_q[z|x, y] of {self.split} image #{index} at its own label y = {name}"
         return z, f"the posterior mean of {self.split} image #{index}"
 
     def random_rows(self, n: int, seed: int) -> Tensor:
