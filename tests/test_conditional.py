@@ -226,18 +226,25 @@ def test_evaluate_reports_log_p_x_given_the_true_label(trained, capsys):
         ),
         (["--label", "2"], r"argument --label: label '2' is not a class"),
         (
-            [],
-            r"is a conditional run: sample it given a class, --label LABEL \(its classes: 0 bright, 1 dark\)",
+            ["--out", "x.npy"],
+            r"is a conditional run: sample its rows given a class, --label LABEL \(its classes: 0 bright, "
+            r"1 dark\); its picture \(\.png\) without --label shows each class in turn",
         ),
         (["--label", "0", "--out", "x.csv"], None),
+        (["--out", "x.png"], None),
     ],
 )
 def test_sample_label_errors_are_one_line(trained, capsys, argv, error, tmp_path):
-    argv = [a if a != "x.csv" else str(tmp_path / "x.csv") for a in argv]
+    argv = [str(tmp_path / a) if a.startswith("x.") else a for a in argv]
     code = main(["sample", str(trained / "cvae"), "--n", "2", *argv])
     err = capsys.readouterr().err
     if error is None:
-        assert code == 0 and (tmp_path / "x.csv").read_text().startswith("x1,x2")
+        written = argv[-1]
+        assert code == 0
+        if written.endswith(".csv"):
+            assert (tmp_path / "x.csv").read_text().startswith("x1,x2")
+        else:  # the picture without a label: each class in turn
+            assert (tmp_path / "x.png").is_file()
         return
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("vaelab: error: ")
     assert __import__("re").search(error, err), err

@@ -1,8 +1,8 @@
-"""Fuzzing the labels: `vaelab sample --label` with any text on a conditional run and on a plain
-one, a conditional run's config.json with mutated `model.classes` through `sample` and
-`evaluate`, and `vaelab train --condition` / `--classes` with any value or with data that have no
-labels. Each case either succeeds (a valid label must) or exits 2 with one line, and a failing
-command leaves no file behind (`fuzz.cli`'s checks).
+"""Fuzzing the labels: `vaelab sample --label` and `vaelab plot --label` with any text on a
+conditional run and on a plain one, a conditional run's config.json with mutated `model.classes`
+through `sample` and `evaluate`, and `vaelab train --condition` / `--classes` with any value or
+with data that have no labels. Each case either succeeds (a valid label must) or exits 2 with one
+line, and a failing command leaves no file behind (`fuzz.cli`'s checks).
 """
 
 from __future__ import annotations
@@ -68,6 +68,34 @@ def test_fuzz_sample_label(fuzz, conditional_and_plain, label, out):
         fuzz.cli(
             "sample --label of a plain run",
             ["sample", str(vae), "--n", "2", f"--label={label}", *where],
+            must_refuse=True,
+            unchanged_on_failure=vae,
+        )
+
+
+PLOT_KINDS = ("samples", "grid", "interpolation", "traversals", "scatter", "reconstructions")
+LABEL_KINDS = ("samples", "grid", "interpolation", "traversals")  # the kinds that take --label
+
+
+@settings(FUZZ_RUN)
+@given(label=LABELS, kind=st.sampled_from(PLOT_KINDS))
+def test_fuzz_plot_label(fuzz, conditional_and_plain, label, kind):
+    """`vaelab plot --label` decodes a conditional run's figure under a class: valid for a class of
+    the run and a kind that decodes under a given label, refused otherwise and on a plain run."""
+    cvae, vae = conditional_and_plain
+    text = label.strip()
+    valid = label in CLASSES or (text.isascii() and text.isdigit() and int(text) < len(CLASSES))
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["--kind", kind, "--n", "2", f"--label={label}", "--out", str(Path(tmp) / "f.png")]
+        fuzz.cli(
+            "plot --label",
+            ["plot", str(cvae), *argv],
+            must_refuse=not (valid and kind in LABEL_KINDS),
+            unchanged_on_failure=cvae,
+        )
+        fuzz.cli(
+            "plot --label of a plain run",
+            ["plot", str(vae), *argv],
             must_refuse=True,
             unchanged_on_failure=vae,
         )

@@ -101,6 +101,18 @@ class PlotOptions(Options):
         Literal["mean", "sample"], Field(description="samples: the decoder mean E[x|z] or a draw x ~ p(x|z)")
     ] = "mean"
     method: Annotated[Literal["linear", "spherical"], Field(description="interpolation path")] = "linear"
+    label: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="a conditional run (trained with --condition label): decode the samples, grid and "
+            "traversals under this class and interpolate between images of it, by code or name (default: "
+            "samples under each class in turn, grid and traversals under the --base image's label or the "
+            "first class, each interpolation under its pair's own label)",
+        ),
+        Flag(metavar="LABEL"),
+    ] = None
     split: Split = "test"
     seed: Annotated[Seed, Field(description="seed of the random choices of images and samples")] = 0
     device: Device = "auto"
@@ -132,6 +144,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     options: PlotOptions = build(PlotOptions, args, args.own)
     run = check_run_dir(options.run)
+    label = plot_label(run, options.kind, options.label)
     figure_options = FigureOptions(
         split=options.split,
         seed=options.seed,
@@ -141,6 +154,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         base=options.base,
         mode=options.mode,
         method=options.method,
+        label=label,
     )
     if options.kind == "all":
         written = plot_all(run, options.out, figure_options, device=options.device)
@@ -150,6 +164,32 @@ def cmd_plot(args: argparse.Namespace) -> int:
     path = plot_run(run, options.kind, options.out, figure_options, device=options.device)
     print(f"written: {path}")
     return 0
+
+
+def plot_label(run: Path, kind: str, label: str | None) -> int | None:
+    """The class code `--label` names (a code or a class name), None without one; refused for a run
+    that is not conditional and for a figure kind that does not decode under a given label."""
+    from vaelab.labels import label_code
+    from vaelab.runs import read_config
+    from vaelab.viz.conditional import conditional_config
+    from vaelab.viz.figures import LABEL_KINDS
+
+    if label is None:
+        return None
+    config = read_config(run)
+    if not conditional_config(config):
+        raise UserError(
+            f"argument --label: {run} is not a conditional run (trained without --condition label)"
+        )
+    if kind != "all" and kind not in LABEL_KINDS:
+        raise UserError(
+            f"argument --label: figure kind {kind!r} takes no label (each image keeps its own); "
+            f"--label is for {', '.join(LABEL_KINDS)}"
+        )
+    try:
+        return label_code(config.model.classes or (), label)
+    except UserError as err:
+        raise UserError(f"argument --label: {err}") from None
 
 
 # ------------------------------------------------------------------------------------- compare

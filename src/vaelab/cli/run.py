@@ -326,8 +326,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     options: SampleOptions = build(SampleOptions, args, args.own)
     tabular = data_kind(check_run_dir(options.run)) == "tabular"
-    label = sample_label(options.run, options.label)
-    if rows_wanted(options.out, tabular):
+    rows = rows_wanted(options.out, tabular)
+    label = sample_label(options.run, options.label, rows=rows)
+    if rows:
         path = write_samples(
             options.run,
             options.out,
@@ -346,18 +347,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_label(run: Path, label: str | None) -> int | None:
+def sample_label(run: Path, label: str | None, *, rows: bool = True) -> int | None:
     """The class code `--label` names (a code or a class name), None without one; refused for a run
-    that is not conditional, and a conditional run needs one."""
+    that is not conditional, and a conditional run's rows (not its picture, which shows each class
+    in turn without one) need one."""
     from vaelab.labels import describe_classes, label_code
     from vaelab.runs import read_config
+    from vaelab.viz.conditional import conditional_config
 
-    classes = read_config(run).model.classes
+    config = read_config(run)
+    classes = config.model.classes if conditional_config(config) else None
     if label is None:
-        if classes is not None:
+        if classes is not None and rows:
             raise UserError(
-                f"{run} is a conditional run: sample it given a class, --label LABEL (its classes: "
-                f"{describe_classes(classes)})"
+                f"{run} is a conditional run: sample its rows given a class, --label LABEL (its classes: "
+                f"{describe_classes(classes)}); its picture (.png) without --label shows each class in turn"
             )
         return None
     if classes is None:

@@ -2,8 +2,9 @@
 
 A conditional VAE models p(x | y), not p(x): its evaluation (`vaelab evaluate`, on the test
 images with their true labels) bounds and estimates log p(x | y), and the report names every
-quantity so. Its section "Conditional on the label" holds the label-swap and class-sample
-figures (`vaelab.viz.conditional`).
+quantity so. Every figure of the run is drawn given the label (the registry's conditional
+captions say how); its section "Conditional on the label" holds the two figures only a conditional
+model has, the label swap and the class samples (`vaelab.viz.conditional`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ def conditional_rows(rows: list[list[str]]) -> list[list[str]]:
     return renamed
 
 
+CONDITIONAL_FIGURES_NOTE = (
+    "This model is conditional on the label y: every figure below encodes an image at its own label, "
+    "E_q[z | x, y], and decodes under a label, E[x | z, y]; each caption says which (the grid and the "
+    "traversals: one label, named in the title and the file name; the samples: each label in turn; an "
+    "interpolation: its pair's own label). The figures only a conditional model has follow in "
+    '"Conditional on the label".'
+)
+"""What the report's figure section of a conditional run says first."""
+
 CONDITIONAL_NOTE = (
     "This model is conditional on the label: every number above is of the test images given their "
     "true labels y. log p(x|y) is not log p(x): an unconditional model's log p(x) = log Σ_y p(y) "
@@ -58,15 +68,13 @@ def add_conditional(
     prefix: str,
     not_drawn: list[str],
 ) -> None:
-    """The section of a conditional run: what its log-likelihood is, its two figures, and why the
-    figures of `not_drawn` (kinds that encode or decode without a label) are not above."""
+    """The section of a conditional run: what its log-likelihood is, its two figures, and the
+    figures of `not_drawn` (kinds that apply but could not be drawn: the log says why)."""
     page.section(f"{prefix}conditional", "Conditional on the label", 3)
     if not_drawn:
         page.text(
-            f"Not drawn for this model: {', '.join(dict.fromkeys(not_drawn))}. Each encodes with q(z|x) or "
-            "decodes with p(x|z) without a label, and a conditional model's q(z|x, y) and p(x|z, y) need "
-            "one; the two figures below are those of a model given its labels (`vaelab sample RUN --label "
-            "L` draws one class's samples).",
+            f"Not drawn for this run: {', '.join(dict.fromkeys(not_drawn))} (vaelab plot RUN --kind KIND "
+            "says why).",
             "note",
         )
     log_px = evaluation.get("log_px")

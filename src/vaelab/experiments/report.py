@@ -38,7 +38,7 @@ from vaelab.experiments.compare import (
     format_comparison,
     resolve_run,
 )
-from vaelab.experiments.conditional_report import add_conditional, conditional_rows
+from vaelab.experiments.conditional_report import CONDITIONAL_FIGURES_NOTE, add_conditional, conditional_rows
 from vaelab.experiments.evaluation import current_evaluation
 from vaelab.experiments.sweep import load_sweep, plot_sweep, sweep_rows
 from vaelab.viz.conditional import conditional_config
@@ -307,6 +307,8 @@ def add_run(
         )
 
     page.section(f"{prefix}figures", "Figures", 3)
+    if conditional:
+        page.text(CONDITIONAL_FIGURES_NOTE, "note")
     deterministic = run_config.model.kind == "ae"
     skipped: set[str] = set()
     not_drawn: list[str] = []  # kinds that apply but could not be drawn (plot_all logged why)
@@ -314,7 +316,7 @@ def add_run(
         if entry.kind in CONDITIONAL_KINDS:  # their own section below, for a conditional run only
             continue
         if entry.file_name in figures:
-            page.figure(figures[entry.file_name], entry.caption_for(deterministic))
+            page.figure(figures[entry.file_name], entry.caption_for(deterministic, conditional))
             continue
         reason = FIGURE_KINDS[entry.kind].applies(run_dir, run_config)
         if reason is None:

@@ -10,9 +10,16 @@ depend on y, and `model.config.classes` names its labels 0..K-1 (resolved from t
   row the style (slant, stroke width) stays and the class changes.
 - Class-conditional samples: the same z_1..z_S ~ p(z) decoded under each label, one row per
   class: E[x | z_s, c] (or a draw x ~ p(x | z_s, c)). Columns share z, rows share the class.
+- Samples by class (`class_cycle`): z_i ~ p(z) independent, sample i decoded under label
+  i mod K, one column per class: the samples figure of a conditional model given no label.
 
-Both return `ImageRows` (drawn by `vaelab.viz.draw`); the numbers behind them come from
+These return `ImageRows` (drawn by `vaelab.viz.draw`); the numbers behind them come from
 `swap_decodes` and `class_decodes`, which tests and other pages can use directly.
+
+Every other figure of a run (`vaelab.viz.latent`: scatter, grid, interpolation, traversals) goes
+through the two functions here that every conditional figure uses: `encode` (E_q[z|x, y] at each
+row's own label y) and `decoder` (the protocol model that decodes under one label), with the
+figures' `label` option checked by `check_label`.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ from torch import Tensor
 
 from vaelab.config import RunConfig
 from vaelab.devices import make_generator, model_device
+from vaelab.diagnostics import posterior_means
 from vaelab.distributions import draw
 from vaelab.errors import UserError
 from vaelab.models import ConditionalVAE
-from vaelab.viz.images import ImageRows, image_rows
+from vaelab.viz.images import PRIOR_NAMES, ImageRows, image_rows
 
 MAX_CLASSES = 20
 """Columns (label swap) or rows (class samples) drawn at most: a picture of 100 classes is unreadable."""
@@ -119,6 +127,34 @@ def given_label(model, label: int | None, size: int):
     return model.given(_labels(label, size, model_device(model)))
 
 
+def encode(model, x: Tensor, y: Tensor | None = None, batch_size: int = 1000) -> Tensor:
+    """The codes a figure shows: x (N, *x_shape) -> (N, Z) on x's device. E_q[z | x] for a model
+    without labels (y ignored); E_q[z | x, y] at each row's own label y: (N,) for a conditional one,
+    which needs them."""
+    if not is_conditional(model):
+        return posterior_means(model, x, batch_size)
+    if y is None:
+        raise UserError("a conditional model encodes each image at its own label: these images have none")
+    return conditional_posterior_means(model, x, y, batch_size)
+
+
+def decoder(model, label: int | None):
+    """The protocol model whose `likelihood(z)` a figure decodes with: the model itself for a model
+    without labels (label None), model.given(y) with y = (label,) for a conditional one (`check_label`),
+    which broadcasts that one label over z of any shape (*S, Z), as p(x | z, y) broadcasts y."""
+    if label is None and not is_conditional(model):
+        return model
+    return given_label(model, check_label(model, label), 1)
+
+
+def label_text(model, label: int | None) -> str:
+    """How a title names the label a figure is decoded under: 'y = 7' (its class name), or '' for
+    a model without labels."""
+    if label is None or not is_conditional(model):
+        return ""
+    return f"y = {class_names(model)[label]}"
+
+
 # ------------------------------------------------------------------------------- label swap
 
 
@@ -202,4 +238,44 @@ def class_samples(model, n: int, *, mode: str = "mean", seed: int = 0) -> ImageR
         xlabel="prior sample s (the same z_s down each column)",
         cell_inches=0.55,
         margin_inches=(1.4, 1.3),
+    )
+
+
+# -------------------------------------------------------------------------- samples by class
+
+
+@torch.no_grad()
+def class_cycle_decodes(model, n: int, *, mode: str = "mean", seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """n independent z_i ~ p(z), sample i decoded under label y_i = classes[i mod K] (K shown classes).
+
+    Returns z (n, Z), y (n,) int64 and x (n, *x_shape): E[x | z_i, y_i] (mode "mean") or a draw
+    from p(x | z_i, y_i) ("sample"), on the CPU.
+    """
+    if n < 1:
+        raise UserError(f"n must be >= 1, got {n}")
+    classes = shown_classes(model)
+    generator = make_generator(model_device(model), seed)
+    z = draw(model.prior(), (n,), generator)  # (n, Z): p(z) does not depend on y
+    y = torch.tensor(classes, dtype=torch.int64)[torch.arange(n) % len(classes)]  # (n,)
+    return z.cpu(), y, decode_under(model, z, y, mode=mode, generator=generator)
+
+
+def class_cycle(model, n: int, *, mode: str = "mean", seed: int = 0) -> ImageRows:
+    """The samples figure of a conditional model given no label: n prior samples, sample i decoded
+    under the i-th label in turn, so that column c holds class c (`class_cycle_decodes`)."""
+    classes, names = shown_classes(model), class_names(model)
+    _, _, x = class_cycle_decodes(model, n, mode=mode, seed=seed)
+    per_row = min(n, len(classes))
+    rows = [x[start : start + per_row] for start in range(0, n, per_row)]
+    shown = "the decoder mean E[x | z, y]" if mode == "mean" else "one draw x ~ p(x | z, y)"
+    prior = PRIOR_NAMES.get(getattr(model.config, "prior", "normal"), "p(z)")
+    return image_rows(
+        rows,
+        model.x_shape,
+        f"{n} prior samples z ~ {prior}, each decoded under a label in turn{_shown_note(model)}:\n"
+        f"column y holds class y, shown as {shown}",
+        column_labels=[names[c] for c in classes[:per_row]],
+        xlabel="label y the sample is decoded under",
+        cell_inches=0.55,
+        margin_inches=(0.6, 1.3),
     )

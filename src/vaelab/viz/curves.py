@@ -88,6 +88,7 @@ class ElboChart:
     terms: (name, value) pairs; the identities they illustrate are
     ELBO = E_q[log p(x|z)] - KL(q || p(z)) = E_q[log p(x, z)] + H(q) and log p(x) = ELBO + gap.
     kl_per_dim: (Z,) mean KL per latent dim in nats, or None; kl_per_dim_source says where it came from.
+    conditional: whether the terms are of log p(x|y), each example given its label.
     """
 
     terms: tuple[tuple[str, float], ...]
@@ -97,26 +98,33 @@ class ElboChart:
     active_threshold: float | None
     split: str
     num_examples: int
+    conditional: bool = False
 
 
 def elbo_chart(evaluation: dict, stats: LatentStatistics | None = None) -> ElboChart | None:
     """Bars from an eval.json dict; None for an AE (no ELBO). Per-dim KL from the evaluation when it
-    has one (`kl_per_dim`), else from `stats` (the closed form over the same split), else absent."""
+    has one (`kl_per_dim`), else from `stats` (the closed form over the same split), else absent.
+
+    An evaluation given each example's label (eval.json's `given`: a model conditional on it) names
+    its terms as what they are: the ELBO of log p(x|y) = E_q(z|x,y)[log p(x|z, y)] - KL(q(z|x, y) ||
+    p(z)) and the gap log p(x|y) - ELBO."""
     elbo = evaluation.get("elbo")
     if elbo is None:
         return None
+    y = ", y" if evaluation.get("given") else ""
     terms = [
-        ("E_q[log p(x|z)]", evaluation["log_p_x_given_z"]),
-        ("-KL(q(z|x) || p(z))", -evaluation["kl"]),
-        ("ELBO", elbo),
+        (f"E_q[log p(x|z{y})]", evaluation["log_p_x_given_z"]),
+        (f"-KL(q(z|x{y}) || p(z))", -evaluation["kl"]),
+        ("ELBO of log p(x|y)" if y else "ELBO", elbo),
     ]
     log_p_xz, entropy = _evaluation_value(evaluation, "log_p_xz"), _evaluation_value(evaluation, "entropy")
     if log_p_xz is not None and entropy is not None:
-        terms += [("E_q[log p(x, z)]", log_p_xz), ("H(q(z|x))", entropy)]
+        terms += [(f"E_q[log p(x, z{' | y' if y else ''})]", log_p_xz), (f"H(q(z|x{y}))", entropy)]
     if evaluation.get("log_px") is not None:
+        log_px = "log p(x|y)" if y else "log p(x)"
         terms += [
-            (f"log p(x), IS k={evaluation.get('k')}", evaluation["log_px"]),
-            ("gap log p(x) - ELBO\n(≈ KL(q(z|x) || p(z|x)))", evaluation["log_px"] - elbo),
+            (f"{log_px}, IS k={evaluation.get('k')}", evaluation["log_px"]),
+            (f"gap {log_px} - ELBO\n(≈ KL(q(z|x{y}) || p(z|x{y})))", evaluation["log_px"] - elbo),
         ]
     kl_dims = _evaluation_value(evaluation, "kl_per_dim")
     active = _evaluation_value(evaluation, "active_units")
@@ -136,4 +144,5 @@ def elbo_chart(evaluation: dict, stats: LatentStatistics | None = None) -> ElboC
         threshold,
         evaluation.get("split", "test"),
         int(evaluation.get("num_examples", 0)),
+        bool(y),
     )

@@ -214,7 +214,8 @@ def draw_elbo_chart(fig: Figure, chart: ElboChart) -> None:
         )
     ax.set_xlim(min(0.0, values.min()) - 0.25 * span, max(0.0, values.max()) + 0.25 * span)
     ax.set_xlabel("nats per example (dataset mean)", fontsize=9)
-    ax.set_title(f"ELBO terms on the {chart.split} split (N = {chart.num_examples})", fontsize=10)
+    given = ", each example given its label y" if chart.conditional else ""
+    ax.set_title(f"ELBO terms on the {chart.split} split (N = {chart.num_examples}){given}", fontsize=10)
     ax.grid(axis="x", alpha=0.25, linewidth=0.5)
     if chart.kl_per_dim is not None:
         ax = axes[0, 1]
@@ -222,7 +223,7 @@ def draw_elbo_chart(fig: Figure, chart: ElboChart) -> None:
         dims = np.arange(1, len(kl) + 1)
         ax.bar(dims, kl, color="C1", width=0.8 if len(kl) > 4 else 0.5)
         ax.set_xlabel("latent dim", fontsize=9)
-        ax.set_ylabel("mean KL(q(z_u|x) || p(z_u)), nats", fontsize=9)
+        ax.set_ylabel(f"mean KL(q(z_u|x{', y' if chart.conditional else ''}) || p(z_u)), nats", fontsize=9)
         if len(kl) <= 16:
             ax.set_xticks(dims)
             ax.set_xticklabels([latent_name(d) for d in range(len(kl))])

@@ -10,6 +10,13 @@ lists the files `plot_all` writes into RUN/figures, each with its caption (the r
 (`grid-range_-3_3_-3_3.png`), so that a figure made with other options never replaces, nor is
 captioned as, the default one. This module imports no plotting library, so a command line can
 take its choices from it cheaply; `vaelab.viz.plot` draws.
+
+A run conditional on a label (model.condition label) gets every figure that makes sense for it,
+through `vaelab.viz.conditional` (codes E_q[z|x, y] at each image's own label, decodes under a
+label): the kinds that decode under one label read `label` (`LABEL_KINDS`), and `figure_label`
+picks it where none is given. A figure decoded under one label has `-labelC` in its file name
+(grid-label0.png), and every caption of a conditional run says what it is conditional on
+(`FigureFile.caption_for`).
 """
 
 from __future__ import annotations
@@ -20,14 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from vaelab import runs
 from vaelab.config import RunConfig
 from vaelab.diagnostics import latent_name
 from vaelab.errors import UserError
 from vaelab.viz.conditional import (
     NOT_CONDITIONAL,
+    check_label,
+    class_cycle,
     class_samples,
     conditional_config,
+    is_conditional,
     label_swap,
     pick_one_per_class,
 )
@@ -67,7 +79,8 @@ class FigureOptions:
     they are named (1 is z1, `latent_name`), None for the two most used; base: row of `split`
     whose posterior mean holds the dims a grid or traversal does not vary, None for the prior
     mean 0; mode: samples as decoder means or draws; method: interpolation path; label: the class
-    code a conditional model's samples are given (None for a model without labels).
+    code a conditional model's figures decode under (samples, grid, interpolation, traversals:
+    `LABEL_KINDS`), None for each kind's default (`figure_label`) and for a model without labels.
     """
 
     split: str = "test"
@@ -100,6 +113,41 @@ class FigureOptions:
 
 
 DEFAULT_OPTIONS = FigureOptions()
+
+LABEL_KINDS = ("samples", "grid", "interpolation", "traversals")
+"""The figure kinds a conditional model decodes under a label the options may name (`label`)."""
+
+ONE_LABEL_KINDS = ("grid", "traversals")
+"""Kinds that decode everything under one label, so a conditional run needs one (`figure_label`)."""
+
+DEFAULT_LABEL = 0
+"""The label a conditional run's grid and traversals decode under when neither `label` nor `base`
+names one: the first class. (One picture per class would repeat, at a tenth of the size, what the
+class-samples figure shows: the same z under every class; a style manifold is read within one.)"""
+
+
+def figure_label(
+    config: RunConfig, kind: str, options: FigureOptions, labels: Tensor | None = None
+) -> int | None:
+    """The label figure `kind` of a run decodes under: options.label where given; for a conditional
+    run's grid and traversals (`ONE_LABEL_KINDS`) without one, the own label of the `base` image
+    (labels: (N,) of the options' split; None: not known yet, so None) or else `DEFAULT_LABEL`;
+    otherwise None: samples then cycle through the classes, an interpolation decodes each pair
+    under its own label, and a model without labels decodes without one."""
+    if options.label is not None or kind not in ONE_LABEL_KINDS or not conditional_config(config):
+        return options.label
+    if options.base is None:
+        return DEFAULT_LABEL
+    if labels is None or not 0 <= options.base < len(labels):
+        return None
+    return int(labels[options.base])
+
+
+def with_figure_label(
+    config: RunConfig, kind: str, options: FigureOptions, labels: Tensor | None = None
+) -> FigureOptions:
+    """`options` with the label `figure_label` picks, so a file name says it (`figure_file_name`)."""
+    return dataclasses.replace(options, label=figure_label(config, kind, options, labels))
 
 
 def _always(run_dir: Path, config: RunConfig) -> str | None:
@@ -181,27 +229,43 @@ def _reconstructions(run: Run, options: FigureOptions):
     return reconstruction_rows(run.model, run.x[rows], min(8, len(rows)), labels)
 
 
+def _label(run: Run, kind: str, options: FigureOptions) -> int | None:
+    """The label figure `kind` decodes under (`figure_label`), checked against the model."""
+    label = figure_label(run.config, kind, options, run.labels)
+    return label if label is None else check_label(run.model, label, "figure option label")
+
+
 @figure_kind(
     "samples",
     reads=("seed", "n", "mode", "label"),
-    help="prior samples z ~ p(z) decoded (an AE: codes z ~ N(0, I) decoded)",
+    help="prior samples z ~ p(z) decoded (an AE: codes z ~ N(0, I) decoded; a conditional run: under "
+    "--label, else under each label in turn)",
     default_n=64,
     data="images",
 )
 def _samples(run: Run, options: FigureOptions):
     n = FIGURE_KINDS["samples"].n(options)
-    return sample_grid(run.model, n, mode=options.mode, seed=options.seed, label=options.label)
+    label = _label(run, "samples", options)
+    if label is None and is_conditional(run.model):
+        return class_cycle(run.model, n, mode=options.mode, seed=options.seed)
+    return sample_grid(run.model, n, mode=options.mode, seed=options.seed, label=label)
 
 
-@figure_kind("scatter", reads=("split",), help="posterior means E_q[z|x] of a split, coloured by label")
+@figure_kind(
+    "scatter",
+    reads=("split",),
+    help="posterior means E_q[z|x] of a split (a conditional run: E_q[z|x, y] at each own label), "
+    "coloured by label",
+)
 def _scatter(run: Run, options: FigureOptions):
     return latent_scatter(run.model, run.x, run.labels, split=run.split, label_names=run.label_names)
 
 
 @figure_kind(
     "grid",
-    reads=("split", "n", "z_range", "dims", "base"),
-    help="decoder means on a grid of latent points (Kingma & Welling 2014, Figure 4)",
+    reads=("split", "n", "z_range", "dims", "base", "label"),
+    help="decoder means on a grid of latent points (Kingma & Welling 2014, Figure 4); a conditional "
+    "run: under one label",
     default_n=21,
     data="images",
 )
@@ -213,20 +277,31 @@ def _grid(run: Run, options: FigureOptions):
         d1, d2 = (0, 1) if run.model.latent_dim <= 2 else top_dims(run.stats, 2)
         dims = (d1, d2)
     n = FIGURE_KINDS["grid"].n(options)
-    return latent_grid(run.model, n, z_range=options.z_range, dims=dims, base=base, base_description=where)
+    label = _label(run, "grid", options)
+    return latent_grid(
+        run.model, n, z_range=options.z_range, dims=dims, base=base, base_description=where, label=label
+    )
 
 
 @figure_kind(
     "interpolation",
-    reads=("split", "seed", "n", "method"),
-    help="decoded paths between the posterior means of pairs of images",
+    reads=("split", "seed", "n", "method", "label"),
+    help="decoded paths between the posterior means of pairs of images (a conditional run: pairs of "
+    "one label, decoded under it)",
     default_n=10,
     data="images",
 )
 def _interpolation(run: Run, options: FigureOptions):
-    pairs = pick_pairs(run.labels, len(run.x), 4, options.seed)
+    """Pairs of different labels, or for a conditional model pairs of the same label (of `label`
+    where given), each path decoded under its pair's label (`vaelab.viz.latent.interpolations`)."""
+    conditional = is_conditional(run.model)
+    label = _label(run, "interpolation", options)
+    pairs = pick_pairs(run.labels, len(run.x), 4, options.seed, same_label=conditional, label=label)
     if not pairs:
-        raise UserError(f"interpolation needs two {run.split} images of different labels")
+        which = "of one label" if conditional else "of different labels"
+        if label is not None:
+            which = f"of label {label}"
+        raise UserError(f"interpolation needs two {run.split} images {which}")
     a, b = zip(*pairs, strict=True)
     n = FIGURE_KINDS["interpolation"].n(options)
     return interpolations(
@@ -243,13 +318,14 @@ def _interpolation(run: Run, options: FigureOptions):
             (class_name(int(run.labels[i]), run.label_names), class_name(int(run.labels[j]), run.label_names))
             for i, j in pairs
         ],
+        labels=run.labels[list(a)] if conditional and run.labels is not None else None,
     )
 
 
 @figure_kind(
     "traversals",
-    reads=("split", "n", "base"),
-    help="one latent dim at a time swept over +-3 prior s.d., decoded",
+    reads=("split", "n", "base", "label"),
+    help="one latent dim at a time swept over +-3 prior s.d., decoded (a conditional run: under one label)",
     default_n=9,
     data="images",
 )
@@ -257,7 +333,14 @@ def _traversals(run: Run, options: FigureOptions):
     base, where = run.base_code(options.base)
     steps = FIGURE_KINDS["traversals"].n(options)
     return latent_traversals(
-        run.model, run.x, steps=steps, base=base, base_description=where, stats=run.stats, split=run.split
+        run.model,
+        run.x,
+        steps=steps,
+        base=base,
+        base_description=where,
+        stats=run.stats,
+        split=run.split,
+        label=_label(run, "traversals", options),
     )
 
 
@@ -404,7 +487,8 @@ class FigureFile:
     """One file of `plot_all`: figure `kind` drawn with the default options changed by `changes`.
 
     caption: what the report says under it; caption_ae: the caption for an autoencoder where it
-    must differ (an AE has no prior, KL or ELBO), else None.
+    must differ (an AE has no prior, KL or ELBO), else None; caption_conditional: the caption for a
+    model conditional on a label (what it encodes and decodes given), else None.
     """
 
     file_name: str
@@ -412,12 +496,15 @@ class FigureFile:
     caption: str
     changes: dict[str, Any] = field(default_factory=dict)
     caption_ae: str | None = None
+    caption_conditional: str | None = None
 
     @property
     def options(self) -> FigureOptions:
         return dataclasses.replace(DEFAULT_OPTIONS, **self.changes)
 
-    def caption_for(self, deterministic: bool) -> str:
+    def caption_for(self, deterministic: bool, conditional: bool = False) -> str:
+        if conditional and self.caption_conditional:
+            return self.caption_conditional
         return self.caption_ae if deterministic and self.caption_ae else self.caption
 
 
@@ -431,12 +518,19 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         caption_ae="Training curves: train (running mean over each epoch) and validation reconstruction "
         "term log p(x | z = f(x)) per epoch, nats per example (an AE has no KL and no ELBO). The run keeps "
         "the weights of the best validation epoch (dotted).",
+        caption_conditional="Training curves, each image given its label y: train (running mean over "
+        "each epoch) and validation ELBO of log p(x|y), reconstruction term E_q[log p(x|z, y)] and "
+        "KL(q(z|x, y) || p(z)) per epoch, nats per example. The run keeps the weights of the best "
+        "validation epoch (dotted).",
     ),
     FigureFile(
         "reconstructions.png",
         "reconstructions",
         "Reconstructions: random test images (odd rows) over the decoder mean E[x | z = E_q[z|x]] at "
         "their posterior mean (even rows). These are means, not samples.",
+        caption_conditional="Reconstructions given the label: random test images (odd rows) over the "
+        "decoder mean E[x | z = E_q[z|x, y], y] (even rows), each image encoded and decoded under its "
+        "own label y. These are means, not samples.",
     ),
     FigureFile(
         "samples.png",
@@ -446,6 +540,9 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         caption_ae="Decoded codes: z ~ N(0, I) through the AE's decoder, each shown as the decoder mean "
         "E[x|z]. An AE has no prior, so these are not samples of the model: they show what its decoder "
         "makes of the region a VAE's prior covers.",
+        caption_conditional="Prior samples by class: independent z ~ p(z), sample i decoded under the "
+        "i-th label in turn, so column y holds class y, each shown as the decoder mean E[x | z, y]. "
+        "One class alone: vaelab plot RUN --kind samples --label L (or vaelab sample RUN --label L).",
     ),
     FigureFile(
         "samples-draw.png",
@@ -455,18 +552,30 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         {"mode": "sample"},
         caption_ae="The same decoded codes z ~ N(0, I), each shown as one draw x ~ p(x|z) (an AE has no "
         "prior, so these are not samples of the model).",
+        caption_conditional="The same z ~ p(z) under the same labels (column y: class y), each shown as "
+        "one draw x ~ p(x | z, y) (for a Bernoulli decoder, independent pixel coin flips around the mean "
+        "above).",
     ),
     FigureFile(
         "scatter.png",
         "scatter",
         "Latent scatter: test-set posterior means E_q[z|x] coloured by label (PCA to 2-D when the latent "
         "has more than two dims; the axis labels say so).",
+        caption_conditional="Latent scatter given the label: test-set posterior means E_q[z | x, y], each "
+        "image encoded at its own label y, coloured by label (PCA to 2-D when the latent has more than two "
+        "dims; the axis labels say so). The decoder is told y, so z need not carry the class: classes "
+        "that mix here are what a conditional model is for (z holds the style, y the class), not a "
+        "failure to learn them.",
     ),
     FigureFile(
         "grid.png",
         "grid",
         "Latent manifold: decoder means on a grid of latent points (Kingma & Welling 2014, Figure 4), "
         "at Gaussian quantiles of the prior, so each cell stands for equal prior mass.",
+        caption_conditional="Latent manifold of one class: decoder means E[x | z, y] on a grid of latent "
+        "points at Gaussian quantiles of the prior, every cell decoded under the one label y the title "
+        f"names: one class's styles (Kingma et al. 2014, Figure 1a). By default the first class (label "
+        f"{DEFAULT_LABEL}); vaelab plot RUN --kind grid --label L draws another.",
     ),
     FigureFile(
         "grid-wide.png",
@@ -475,24 +584,37 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         "this project follows: a VAE's codes stay near the prior's bulk, so its outer cells repeat the "
         "edge digits; an AE's codes may spread this far.",
         {"z_range": WIDE_RANGE},
+        caption_conditional="The same label's decoder E[x | z, y] over the wider range z1 in [-10, 5], "
+        "z2 in [-5, 5] of the VAE lecture notes this project follows: codes stay near the prior's bulk, "
+        "so the outer cells repeat the edge styles.",
     ),
     FigureFile(
         "interpolation.png",
         "interpolation",
         "Linear interpolation between the posterior means of pairs of test images, decoded.",
         {"method": "linear"},
+        caption_conditional="Linear interpolation within one class: pairs of test images of the same "
+        "label y, both encoded at y, z = E_q[z | x, y], and the path between them decoded under y, "
+        "E[x | z(t), y]: the style moves, the class stays. (Between classes the decoder's label would "
+        "have to jump along the path.) --label L takes the pairs from class L.",
     ),
     FigureFile(
         "interpolation-spherical.png",
         "interpolation",
         "Spherical interpolation (slerp) between the same pairs, decoded.",
         {"method": "spherical"},
+        caption_conditional="Spherical interpolation (slerp) between the same pairs of one label, decoded "
+        "under that label.",
     ),
     FigureFile(
         "traversals.png",
         "traversals",
         "Latent traversals: one latent dim at a time swept over ±3 prior s.d., the others at the prior "
         "mean; rows sorted by the dim's mean KL (an AE: by the variance of its code).",
+        caption_conditional="Latent traversals under one label: one latent dim at a time swept over ±3 "
+        "prior s.d., the others at the prior mean, decoded as E[x | z, y] under the label y the title "
+        "names; rows sorted by the dim's mean KL(q(z_u | x, y) || p(z_u)). By default the first class "
+        f"(label {DEFAULT_LABEL}), or with --base I image I's own label; --label L for another.",
     ),
     FigureFile(
         "marginals.png",
@@ -540,12 +662,16 @@ ALL_FIGURES: tuple[FigureFile, ...] = (
         "decomposition",
         "ELBO decomposition on the test split, nats per example, and the KL of each latent dim. The gap "
         "log p(x) − ELBO estimates E_x KL(q(z|x) || p(z|x)).",
+        caption_conditional="ELBO decomposition of log p(x|y) on the test split, each image given its "
+        "true label y, nats per example, and the KL(q(z|x, y) || p(z)) of each latent dim. The gap "
+        "log p(x|y) − ELBO estimates E KL(q(z|x, y) || p(z|x, y)).",
     ),
 )
 
 
 def _relevant(kind: str, options: FigureOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in FIGURE_KINDS[kind].reads}
+    """The options figure `kind` reads, but the label (`figure_file_name` adds it at the end)."""
+    return {name: getattr(options, name) for name in FIGURE_KINDS[kind].reads if name != "label"}
 
 
 def _suffix(name: str, value: Any) -> str:
@@ -565,17 +691,21 @@ def figure_file_name(kind: str, options: FigureOptions = DEFAULT_OPTIONS) -> str
 
     The name `ALL_FIGURES` registers for these options (e.g. grid-wide.png for the wide range), else
     the kind followed by every option it reads that differs from the default (grid-n11.png,
-    scatter-valid.png), so a figure's file name always says how it was made.
+    scatter-valid.png), so a figure's file name always says how it was made; a figure decoded
+    under one label of a conditional model ends in its code (grid-label3.png, samples-label7.png).
     """
     if kind not in FIGURE_KINDS:
         raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
     relevant = _relevant(kind, options)
+    label = (
+        f"-label{options.label}" if options.label is not None and "label" in FIGURE_KINDS[kind].reads else ""
+    )
     for entry in ALL_FIGURES:
         if entry.kind == kind and _relevant(kind, entry.options) == relevant:
-            return entry.file_name
+            return entry.file_name.removesuffix(".png") + label + ".png"
     default = _relevant(kind, DEFAULT_OPTIONS)
     parts = [_suffix(name, value) for name, value in relevant.items() if value != default[name]]
-    return "-".join([kind, *parts]) + ".png"
+    return "-".join([kind, *parts]) + label + ".png"
 
 
 def figure_path(run_dir: str | Path, kind: str, options: FigureOptions = DEFAULT_OPTIONS) -> Path:

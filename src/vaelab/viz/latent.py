@@ -4,6 +4,10 @@ Each function returns a typed result (tensors, numpy arrays and the figure's tit
 imports no plotting library; `vaelab.viz.draw` draws them. Latent coordinates are in units of the
 prior's standard deviation (p(z) = N(0, I)); latent dimensions are named z1, z2, ... (1-based,
 `vaelab.diagnostics.latent_name`) in every title and label.
+
+A model conditional on a label (q(z|x, y), p(x|z, y)) goes through `vaelab.viz.conditional`:
+codes are E_q[z|x, y] at each image's own label (`encode`), decodes are under the label the
+caller names (`decoder`), and every title says which.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import torch
 from torch import Tensor
 
 from vaelab.devices import model_device
-from vaelab.diagnostics import LatentStatistics, latent_name, latent_statistics, posterior_means
+from vaelab.diagnostics import LatentStatistics, latent_name, latent_statistics
 from vaelab.errors import UserError
+from vaelab.models import given_labels
+from vaelab.viz.conditional import decoder, encode, is_conditional, label_text
 from vaelab.viz.images import ImageRows, as_images, image_rows, tile
 
 LATENT_UNIT = "prior s.d. units"
@@ -76,8 +82,8 @@ class LatentScatter:
     named: bool = False
 
 
-def _mean_axis(d: int) -> str:
-    return f"{latent_name(d)} = E_q[{latent_name(d)}|x] ({LATENT_UNIT})"
+def _mean_axis(d: int, given: str = "x") -> str:
+    return f"{latent_name(d)} = E_q[{latent_name(d)}|{given}] ({LATENT_UNIT})"
 
 
 def class_name(code: int, label_names: Sequence[str] | None) -> str:
@@ -96,22 +102,27 @@ def latent_scatter(
     label_names: Sequence[str] | None = None,
 ) -> LatentScatter:
     """Posterior means of x: (N, *x_shape), projected to 2-D by PCA when Z > 2, coloured by label;
-    label_names[c] names class code c in the legend (None: the codes)."""
+    label_names[c] names class code c in the legend (None: the codes). A conditional model's
+    means are E_q[z | x, y] at each row's own label y = labels (`encode`): the label is then carried
+    by y, not z, so classes that mix in this picture are what such a model is for."""
     from sklearn.decomposition import PCA
 
-    z = posterior_means(model, x).double().numpy()  # (N, Z)
-    n, latent_dim = z.shape
     y = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
-    if y is not None and len(y) != n:
-        raise UserError(f"latent scatter: {n} examples but {len(y)} labels")
+    if y is not None and len(y) != len(x):
+        raise UserError(f"latent scatter: {len(x)} examples but {len(y)} labels")
+    conditional = is_conditional(model)
+    given = "x, y" if conditional else "x"
+    codes_y = None if y is None else torch.as_tensor(y)
+    z = encode(model, x, codes_y).double().numpy()  # (N, Z)
+    n, latent_dim = z.shape
     ratio = None
     if latent_dim == 2:
         points, projection = z, "none"
-        axis = (_mean_axis(0), _mean_axis(1))
+        axis = (_mean_axis(0, given), _mean_axis(1, given))
     elif latent_dim == 1:
         second = y.astype(float) if y is not None else np.zeros(n)
         points, projection = np.stack([z[:, 0], second], 1), "1-d"
-        axis = (_mean_axis(0), "label" if y is not None else "(Z = 1: no second axis)")
+        axis = (_mean_axis(0, given), "label" if y is not None else "(Z = 1: no second axis)")
     else:
         pca = PCA(n_components=2, random_state=0).fit(z)
         points, projection = pca.transform(z), "pca"
@@ -132,9 +143,16 @@ def latent_scatter(
     named = label_names is not None
     if projection == "1-d" and y is not None and named:
         axis = (axis[0], "class")
-    what = "posterior means E_q[z|x]" + (", PCA to 2-D" if projection == "pca" else "")
+    what = (
+        "posterior means E_q[z|x]"
+        if not conditional
+        else "posterior means E_q[z|x, y], each at its own label y"
+    )
+    what += ", PCA to 2-D" if projection == "pca" else ""
     colour = f"coloured by {'class' if named else 'label'}" if classes else "(no labels)"
     title = f"{split}-set {what}, {colour}, N = {n}"
+    if conditional:
+        title += "\n(the decoder is told y, so z need not separate the classes)"
     names = tuple(class_name(c, label_names) for c in classes)
     return LatentScatter(
         points, y, colors, classes, class_colors, axis, projection, ratio, latent_dim, title, names, named
@@ -202,13 +220,16 @@ def latent_grid(
     base: Tensor | None = None,
     base_description: str = "0",
     pad: int = 0,
+    label: int | None = None,
 ) -> LatentGrid:
     """Decode an n x n grid of latent points (Kingma & Welling 2014, Figure 4).
 
     z_range None: both axes at the Gaussian quantiles of `quantile_coordinates(n)`; else
     (z1min, z1max, z2min, z2max) with n evenly spaced values per axis, ends included. dims: the
     0-based indices of the two latent dims varied; for Z > 2 the others are held at `base` (Z,),
-    zeros by default (the prior mean).
+    zeros by default (the prior mean). label: the class a conditional model decodes every point
+    under, E[x | z, y = label] (Kingma et al. 2014, Figure 1a: one class's styles); None for a model
+    without labels.
     """
     latent_dim = model.latent_dim
     if latent_dim < 2:
@@ -236,9 +257,9 @@ def latent_grid(
     z = base.repeat(n, n, 1)  # (n, n, Z)
     z[:, :, d1] = torch.as_tensor(z1_values, dtype=torch.float32)[None, :]
     z[:, :, d2] = torch.as_tensor(z2_values[::-1].copy(), dtype=torch.float32)[:, None]  # top row: largest z2
-    x_mean = model.likelihood(
-        z.reshape(n * n, latent_dim).to(model_device(model))
-    ).mean.cpu()  # (n*n, *x_shape)
+    x_mean = (
+        decoder(model, label).likelihood(z.reshape(n * n, latent_dim).to(model_device(model))).mean.cpu()
+    )  # (n*n, *x_shape)
     images = as_images(x_mean, model.x_shape)
     height, width = images.shape[-2:]
     if probabilities is not None:  # the quantile grid
@@ -250,7 +271,9 @@ def latent_grid(
             f"{latent_name(d1)} in [{z1_values[0]:g}, {z1_values[-1]:g}], "
             f"{latent_name(d2)} in [{z2_values[0]:g}, {z2_values[-1]:g}]"
         )
-    title = f"decoder means E[x|z] on a {n}x{n} latent grid {where}"
+    given = label_text(model, label)
+    means = f"E[x|z, {given}]" if given else "E[x|z]"
+    title = f"decoder means {means} on a {n}x{n} latent grid {where}"
     if latent_dim > 2:
         title += f"\nother {latent_dim - 2} latent dims held at {base_description}"
     return LatentGrid(
@@ -339,43 +362,71 @@ def interpolations(
     indices: tuple[tuple[int, int], ...] = (),
     split: str = "test",
     classes: Sequence[tuple[str, str]] = (),
+    labels: Tensor | None = None,
 ) -> Interpolations:
     """Decode the path between the posterior means of x_a[i] and x_b[i]: (P, *x_shape) each.
-    classes: the class names of each pair's images, shown beside their row numbers (or ())."""
+    classes: the class names of each pair's images, shown beside their row numbers (or ()).
+
+    A conditional model takes labels: (P,), the one label both images of pair i have: both are
+    encoded under it, z = E_q[z | x, y], and the whole path decoded under it, E[x | z(t), y], so the
+    path moves through one class's styles (between classes, the decoder's label would have to jump
+    somewhere along the path, and z does not hold the class to move it smoothly)."""
     if n < 2:
         raise UserError(f"an interpolation needs n >= 2 points, got {n}")
+    conditional = is_conditional(model)
     t = torch.linspace(0.0, 1.0, n)
-    z_a, z_b = posterior_means(model, x_a), posterior_means(model, x_b)  # (P, Z)
+    z_a, z_b = encode(model, x_a, labels), encode(model, x_b, labels)  # (P, Z)
     z = torch.stack([interpolate(a, b, t, method) for a, b in zip(z_a, z_b, strict=True)])  # (P, T, Z)
-    x_mean = model.likelihood(z.to(model_device(model))).mean.cpu()  # (P, T, *x_shape)
+    device = model_device(model)
+    given = given_labels(model, None if labels is None else labels.to(device))
+    # the protocol's sample dims lead: (T, P, Z), y (P,) broadcast over the T points of each path
+    x_mean = (
+        given.likelihood(z.transpose(0, 1).contiguous().to(device)).mean.transpose(0, 1).cpu()
+    )  # (P, T, *x_shape)
     path = "the line z(t) = (1-t) z_A + t z_B" if method == "linear" else "the great-circle path (slerp)"
+    means = "E[x|z(t), y] under the pair's own label y" if conditional else "E[x|z(t)]"
     rows = image_rows(
         [torch.cat([x_a[i : i + 1], x_mean[i], x_b[i : i + 1]]) for i in range(len(x_a))],
         model.x_shape,
-        f"{method} interpolation between {split} images\ndecoder means E[x|z(t)] along {path}",
+        f"{method} interpolation between {split} images{' of one class' if conditional else ''}\n"
+        f"decoder means {means} along {path}",
         row_labels=[
             f"#{a} ({classes[i][0]}) to #{b} ({classes[i][1]})" if classes else f"#{a} to #{b}"
             for i, (a, b) in enumerate(indices)
         ],
         column_labels=["image A"] + [f"{v:.2f}" for v in t.tolist()] + ["image B"],
-        xlabel="path parameter t (z_A, z_B: posterior means of images A, B)",
+        xlabel="path parameter t (z_A, z_B: posterior means of images A, B"
+        + (", each given y)" if conditional else ")"),
         label_fontsize=7,
         max_width_inches=12.0,
     )
     return Interpolations(t.numpy(), z, x_a, x_b, x_mean, method, indices, rows)
 
 
-def pick_pairs(labels: Tensor | None, num_examples: int, num_pairs: int, seed: int) -> list[tuple[int, int]]:
-    """`num_pairs` seeded random pairs of row indices, of different labels where labels exist."""
+def pick_pairs(
+    labels: Tensor | None,
+    num_examples: int,
+    num_pairs: int,
+    seed: int,
+    *,
+    same_label: bool = False,
+    label: int | None = None,
+) -> list[tuple[int, int]]:
+    """`num_pairs` seeded random pairs of row indices: of different labels where labels exist, or
+    with `same_label` of one label (a conditional model's paths), only of `label` where given."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(num_examples, generator=generator).tolist()
+    if label is not None and labels is not None:
+        order = [i for i in order if int(labels[i]) == label]
     pairs: list[tuple[int, int]] = []
     used: set[int] = set()
     for i in order:
         if len(pairs) == num_pairs or i in used:
             continue
         for j in order:
-            if j != i and j not in used and (labels is None or int(labels[i]) != int(labels[j])):
+            if j == i or j in used:
+                continue
+            if labels is None or (int(labels[i]) == int(labels[j])) == same_label:
                 pairs.append((i, j))
                 used |= {i, j}
                 break
@@ -419,14 +470,18 @@ def latent_traversals(
     max_rows: int = 10,
     stats: LatentStatistics | None = None,
     split: str = "test",
+    label: int | None = None,
 ) -> Traversals:
-    """Rows z_u in linspace(-span, span, steps) for the `max_rows` dims of largest mean KL over x."""
+    """Rows z_u in linspace(-span, span, steps) for the `max_rows` dims of largest mean KL over x;
+    a conditional model decodes every point under `label`, E[x | z, y = label] (its `stats` are
+    those of q(z|x, y), `vaelab.viz.run.Run.stats`)."""
     if steps < 1:
         raise UserError(f"n must be >= 1 traversal steps, got {steps}")
     stats = stats or latent_statistics(model, x)
     score_all, score_name = dim_scores(stats)
     if score_name == "KL":
-        unit, sort = "nats", f"mean KL(q(z_u|x) || p(z_u)) over the {split} set"
+        given = "x, y" if is_conditional(model) else "x"
+        unit, sort = "nats", f"mean KL(q(z_u|{given}) || p(z_u)) over the {split} set"
     else:
         unit = LATENT_UNIT + "$^2$"
         why = "an AE has no KL" if getattr(model, "deterministic", False) else "no per-dim KL for this prior"
@@ -437,13 +492,15 @@ def latent_traversals(
     z = base.repeat(len(order), steps, 1)  # (R, S, Z)
     for row, d in enumerate(order):
         z[row, :, d] = values
-    x_mean = model.likelihood(z.to(model_device(model))).mean.cpu()  # (R, S, *x_shape)
+    x_mean = decoder(model, label).likelihood(z.to(model_device(model))).mean.cpu()  # (R, S, *x_shape)
+    given = label_text(model, label)
+    means = f"E[x|z, {given}]" if given else "E[x|z]"
     rows = len(order)
     shown = f"top {rows} of {model.latent_dim} dims" if rows < model.latent_dim else f"all {rows} dims"
     picture = image_rows(
         list(x_mean),
         model.x_shape,
-        f"latent traversals, decoder means E[x|z]: one row per latent dim ({shown}),\nsorted by {sort};"
+        f"latent traversals, decoder means {means}: one row per latent dim ({shown}),\nsorted by {sort};"
         f" other dims at {base_description}",
         row_labels=[f"{latent_name(d)}  {score_name} {score_all[d]:.2f} {unit}" for d in order],
         column_labels=[f"{v:g}" for v in values.tolist()],

@@ -15,6 +15,7 @@ from torch import Tensor
 from vaelab import runs
 from vaelab.errors import UserError
 from vaelab.evaluate import eval_path
+from vaelab.viz.conditional import conditional_config
 from vaelab.viz.draw import render, save_figure
 from vaelab.viz.figures import (
     DEFAULT_OPTIONS,
@@ -25,6 +26,7 @@ from vaelab.viz.figures import (
     figure_path,
     figures_for,
     not_applicable,
+    with_figure_label,
     wrong_data,
 )
 from vaelab.viz.images import reconstruction_rows, sample_grid
@@ -52,15 +54,18 @@ def plot_run(
     *,
     device: str = "cpu",
 ) -> Path:
-    """Draw one figure kind of a run into the PNG `path` (default `figure_path(run_dir, kind, options)`),
-    its model on `device`."""
+    """Draw one figure kind of a run into the PNG `path` (default `figure_path(run_dir, kind, options)`,
+    with the label a conditional run's figure is decoded under, `with_figure_label`), its model on
+    `device`."""
     if kind not in FIGURE_KINDS:
         raise UserError(f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}")
     reason = not_applicable(run_dir, kind)
     if reason is not None:  # before the model and its data are loaded
         raise UserError(reason)
+    run = Run(run_dir, split=options.split, device=device)
+    options = with_figure_label(run.config, kind, options, run.labels)
     path = Path(path) if path is not None else figure_path(run_dir, kind, options)
-    return draw_figure(Run(run_dir, split=options.split, device=device), kind, path, options)
+    return draw_figure(run, kind, path, options)
 
 
 def plot_all(
@@ -76,7 +81,8 @@ def plot_all(
 
     Each figure is drawn with `options` changed by its entry (e.g. the wide grid's range); with
     other than the default options a file is named after them (`figure_file_name`), never after the
-    default figure. A figure that does not apply (the ELBO decomposition of an AE, or before
+    default figure, and a figure a conditional run decodes under one label is named after it
+    (`with_figure_label`). A figure that does not apply (the ELBO decomposition of an AE, or before
     evaluation) is skipped with a log message. only_missing: keep PNGs that already exist.
     The run's metrics.jsonl and eval.json are validated first: a damaged one is an error before
     any file is written, not a figure skipped.
@@ -86,10 +92,17 @@ def plot_all(
     if eval_path(run_dir).is_file():
         runs.read_evaluation(eval_path(run_dir))
     out_dir = Path(out_dir) if out_dir is not None else run_dir / FIGURES_DIR
+    config = runs.read_config(run_dir)
+    run = None
+    if options.base is not None and conditional_config(config):  # the base image's label names files
+        run = Run(run_dir, split=options.split, device=device)
+    labels = None if run is None else run.labels
     written: dict[str, Path] = {}
     todo = []
     for entry in figures_for(run_dir):  # the figures of the run's kind of data (images, tabular)
-        entry_options = dataclasses.replace(options, **entry.changes)
+        entry_options = with_figure_label(
+            config, entry.kind, dataclasses.replace(options, **entry.changes), labels
+        )
         path = out_dir / figure_file_name(entry.kind, entry_options)
         if only_missing and path.is_file():
             written[entry.file_name] = path
@@ -97,7 +110,7 @@ def plot_all(
             todo.append((entry, entry_options, path))
     if not todo:
         return written
-    run = Run(run_dir, split=options.split, device=device)
+    run = run or Run(run_dir, split=options.split, device=device)
     for entry, entry_options, path in todo:
         try:
             written[entry.file_name] = draw_figure(run, entry.kind, path, entry_options)

@@ -19,9 +19,9 @@ from torch import Tensor
 from vaelab import runs
 from vaelab.data import load_run_data
 from vaelab.devices import model_device, resolve_device
-from vaelab.diagnostics import LatentStatistics, latent_statistics, posterior_means
+from vaelab.diagnostics import LatentStatistics, latent_statistics
 from vaelab.errors import UserError
-from vaelab.viz.conditional import is_conditional
+from vaelab.viz.conditional import class_names, encode, is_conditional
 
 SPLITS = ("train", "valid", "test")
 
@@ -88,12 +88,17 @@ class Run:
 
     def base_code(self, index: int | None) -> tuple[Tensor | None, str]:
         """The latent point at which figures hold the dims they do not vary, and its description:
-        None (the prior mean 0) for index None, else E_q[z|x] of row `index` of the split: (Z,)."""
+        None (the prior mean 0) for index None, else E_q[z|x] of row `index` of the split (for a
+        model conditional on a label, E_q[z|x, y] at the row's own label): (Z,)."""
         if index is None:
             return None, "0 (the prior mean)"
         if not 0 <= index < len(self.x):
             raise UserError(f"base {index}: the {self.split} split has rows 0..{len(self.x) - 1}")
-        z = posterior_means(self.model, self.x[index : index + 1])[0]
+        rows = slice(index, index + 1)
+        z = encode(self.model, self.x[rows], None if self.labels is None else self.labels[rows])[0]
+        if is_conditional(self.model) and self.labels is not None:
+            name = class_names(self.model)[int(self.labels[index])]
+            return z, f"E_q[z|x, y] of {self.split} image #{index} at its own label y = {name}"
         return z, f"the posterior mean of {self.split} image #{index}"
 
     def random_rows(self, n: int, seed: int) -> Tensor:
