@@ -176,6 +176,7 @@ def test_info_says_which_layer_is_shown_and_how_the_lower_ones_are_set(space):
 
 
 # ----------------------------------------------------------------- the real server, over HTTP
+# (the endpoints in process, fuzzed: tests/fuzz/test_fuzz_explore_hierarchical.py)
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +259,7 @@ def png_pixels(response) -> np.ndarray:
         return 1 - np.asarray(image, dtype=np.float64) / 255  # ink on paper, as the page draws it
 
 
+@pytest.mark.slow  # (the real command starts in its own process: seconds)
 def test_runs_and_maps_describe_the_top_layer_beside_a_one_layer_run(http):
     hierarchical, plain = http.get("/api/runs").json()["runs"]
     assert hierarchical["layers"] == 2 and hierarchical["latent_dim"] == 2
@@ -271,6 +273,7 @@ def test_runs_and_maps_describe_the_top_layer_beside_a_one_layer_run(http):
     assert bad.status_code == 422 and "latent dims of 1..2" in bad.json()["error"]
 
 
+@pytest.mark.slow  # (the real command starts in its own process: seconds)
 def test_the_same_pointer_position_is_decoded_by_both_runs_in_their_own_coordinates(http, space):
     # the page sends each run u = o + V w for one (w1, w2): on each default plane, (1.5, -0.5) is
     # u = (1.5, -0.5) for the hierarchical run's z2 and that on its two most used dims for the other
@@ -287,6 +290,7 @@ def test_the_same_pointer_position_is_decoded_by_both_runs_in_their_own_coordina
     assert wrong.status_code == 422 and "this run's latent has 2" in wrong.json()["error"]
 
 
+@pytest.mark.slow  # (the real command starts in its own process: seconds)
 def test_encoding_interpolation_and_samples_of_the_hierarchical_run(http):
     encoding = http.post("/api/run/a/encode", content=stroke()).json()
     assert len(encoding["u"]) == 2 and len(encoding["ellipses"]) == 2
