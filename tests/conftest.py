@@ -154,6 +154,26 @@ def conditional_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def hierarchical_run(tmp_path_factory) -> Path:
+    """A Ladder VAE (model.layers 2 of 2 units each, the VampPrior of 4 pseudo-inputs at the top) on
+    scikit-learn's 8x8 digits, one epoch (seconds), evaluated (k = 20): the explorer's tests of a
+    hierarchical run."""
+    from vaelab.config import RunConfig
+    from vaelab.evaluate import evaluate_run
+    from vaelab.train import train
+
+    out = tmp_path_factory.mktemp("hierarchical-run") / "lvae"
+    config = RunConfig().replace(
+        data={"source": "digits"},
+        model={"latent_dim": 2, "hidden": (32,), "layers": 2, "prior": "vamp", "prior_components": 4},
+        train={"epochs": 1, "batch_size": 64, "seed": 0},
+    )
+    train(config, out, progress=False)
+    evaluate_run(out, k=20, progress=False)
+    return out
+
+
 # ------------------------------------------------------------------ a real headless browser
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -307,13 +307,15 @@ def test_a_hierarchical_run_logs_evaluates_and_draws_each_layer(tmp_path):
     assert runs.read_evaluation(tmp_path / "run" / "eval.json")["kl_layers"] == list(result.kl_layers)
     figure = plot_run(tmp_path / "run", "layers")
     assert figure.name == "layers.png" and figure.stat().st_size > 10_000
-    # export and the explorer refuse it in one line (neither has a hierarchical prior's density)
+    # export refuses it in one line; the explorer maps its top layer (test_explore_hierarchical)
     from vaelab.explore.space import LatentSpace
     from vaelab.export import exportable
     from vaelab.viz.run import Run
 
-    with pytest.raises(UserError, match="the explorer draws the prior's density on a plane"):
-        LatentSpace(Run(tmp_path / "run"))
+    space = LatentSpace(Run(tmp_path / "run"), k=10)
+    assert (
+        space.latent_dim == config.model.latent_dim and "the map shows the top layer z2" in space.layer_note
+    )
     with pytest.raises(UserError, match="model.layers 2: a hierarchical model's q"):
         exportable(config.model, tmp_path / "run")
     # a record with a stray or an unpaired per-layer KL is refused, naming the line

@@ -136,13 +136,42 @@ def _linear_chain(sizes: list[int]) -> int:
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
+def _vector_net(gated: bool, size_in: int, size_out: int, hidden: list[int]) -> tuple[int, int]:
+    """(parameters, widths per example) of an mlp (or gated mlp) from vectors (size_in,) to
+    (size_out,) through `hidden`: Linear layers along [size_in, *hidden, size_out], a GatedLinear(a, b)
+    being one Linear(a, 2b); widths count the input, each hidden layer before and after its
+    activation (four maps for a gated one: value, gate, its sigmoid, product) and the output."""
+    if gated:
+        params = 2 * _linear_chain([size_in, *hidden]) + _linear_chain([hidden[-1], size_out])
+        return params, size_in + 4 * sum(hidden) + size_out
+    return _linear_chain([size_in, *hidden, size_out]), size_in + 2 * sum(hidden) + size_out
+
+
+def _ladder(model_config: ModelConfig, features: int) -> tuple[int, int, int]:
+    """(parameters, widths per example, widths per example and sample) that a Ladder VAE of L =
+    `layers` stochastic layers of Z' units (`vaelab.hierarchical`) adds to its encoder and decoder:
+    L - 1 bottom-up steps H -> H and L heads H -> 2Z' once per example; per sample, L - 1 top-down
+    nets Z' -> 2Z' and the precision-weighted merge of each layer (about eight Z'-wide tensors:
+    log-variances, the weight, mean, noise, sample and its log-density terms)."""
+    layers, z = model_config.layers, model_config.latent_dim
+    hidden = list(model_config.hidden)
+    gated = model_config.net == "gated" and bool(hidden)  # (without hidden layers: linear maps)
+    up_params, up_widths = _vector_net(gated, features, features, [features] if hidden else [])
+    down_params, down_widths = _vector_net(gated, z, 2 * z, hidden[::-1])
+    heads = layers * _linear_chain([features, 2 * z])
+    params = (layers - 1) * (up_params + down_params) + heads
+    return params, (layers - 1) * up_widths + layers * 2 * z, (layers - 1) * down_widths + 8 * layers * z
+
+
 def estimate_training_bytes(
     model_config: ModelConfig, x_shape: tuple[int, ...], batch_size: int, k: int = 1
 ) -> TrainingMemory:
     """Estimate a training step's memory from the config alone, without building the model.
 
-    Parameters are counted exactly for the networks of `vaelab.nets` (mlp, gated, conv, resnet) and the
-    priors and likelihoods of `vaelab.models`. Activations are counted per example as the widths
+    Parameters are counted exactly for the networks of `vaelab.nets` (mlp, gated, conv, resnet), the
+    priors and likelihoods of `vaelab.models` and a hierarchical model's ladder (`vaelab.hierarchical`:
+    its encoder ends in H features, its decoder takes all L layers' L Z' units, and `_ladder` adds the
+    nets between layers). Activations are counted per example as the widths
     the forward pass stores: the encoder's layers once per example, the decoder's layers and the
     likelihood's per-pixel terms once per example and sample (k of them for the IWAE bound), and a
     (k B, K, Z) table of component log-densities for a mixture prior of K components. This is an
@@ -150,34 +179,43 @@ def estimate_training_bytes(
     x_shape: one example's shape, e.g. (1, 28, 28); batch_size: B; k: samples per example.
     """
     d = math.prod(x_shape)
-    z = model_config.latent_dim
+    z = model_config.latent_dim  # one stochastic layer's units (the prior is on the top one's)
     hidden = list(model_config.hidden)
-    out = z if model_config.kind == "ae" else 2 * z
+    layers = model_config.layers
+    features = hidden[-1] if hidden else d  # a ladder's encoder output, H
+    z_in = layers * z  # the decoder's input: every layer
+    if layers > 1:
+        out = features
+    else:
+        out = z if model_config.kind == "ae" else 2 * z
     # `auto` and `mixed` (resolved from the data; one output per dimension, a learned sigma or not)
     # count as the gaussian does
     kind = model_config.likelihood
     likelihood = family("gaussian" if kind in ("auto", "mixed") else kind)
     p = likelihood.params(model_config.mixtures)  # decoder outputs per subpixel
-    if model_config.net == "gated":  # a GatedLinear(a, b) is one Linear(a, 2b)
-        gated = 2 * _linear_chain([d, *hidden]) + 2 * _linear_chain([z, *reversed(hidden)])
-        params = gated + (hidden[-1] * out + out) + (hidden[0] * p * d + p * d)
-        encoder_widths, decoder_widths = d + 4 * sum(hidden) + out, z + 4 * sum(hidden) + p * d
-    elif model_config.net == "conv":
+    if model_config.net == "conv":
         c = x_shape[0] if len(x_shape) == 3 else 1
         h, w = (x_shape[-2], x_shape[-1]) if len(x_shape) >= 2 else (d, 1)
         flat = 64 * (h // 4) * (w // 4)
         convs = (c * 32 * 16 + 32) + (32 * 64 * 16 + 64) + (64 * 32 * 16 + 32) + (32 * p * c * 16 + p * c)
-        params = convs + _linear_chain([flat, *hidden, out]) + _linear_chain([z, *reversed(hidden), flat])
+        params = convs + _linear_chain([flat, *hidden, out]) + _linear_chain([z_in, *reversed(hidden), flat])
         maps = 2 * (32 * (h // 2) * (w // 2) + 64 * (h // 4) * (w // 4))  # before and after each activation
         encoder_widths = d + maps + 2 * sum(hidden) + out
-        decoder_widths = z + 2 * sum(hidden) + 2 * flat + maps + p * d
+        decoder_widths = z_in + 2 * sum(hidden) + 2 * flat + maps + p * d
     elif model_config.net == "resnet":
         params, encoder_widths, decoder_widths = resnet_size(
-            x_shape, z, out, tuple(hidden), model_config.width, p
+            x_shape, z_in, out, tuple(hidden), model_config.width, p
         )
-    else:
-        params = _linear_chain([d, *hidden, out]) + _linear_chain([z, *reversed(hidden), p * d])
-        encoder_widths, decoder_widths = d + 2 * sum(hidden) + out, z + 2 * sum(hidden) + p * d
+    else:  # mlp or gated
+        gated = model_config.net == "gated"
+        encoder_params, encoder_widths = _vector_net(gated, d, out, hidden)
+        decoder_params, decoder_widths = _vector_net(gated, z_in, p * d, hidden[::-1])
+        params = encoder_params + decoder_params
+    per_sample = 0
+    if layers > 1:
+        ladder_params, ladder_widths, per_sample = _ladder(model_config, features)
+        params += ladder_params
+        encoder_widths += ladder_widths
     if likelihood.has_sigma and model_config.sigma is None:
         params += d  # a learned log-scale per dimension
     components = model_config.prior_components
@@ -190,7 +228,9 @@ def estimate_training_bytes(
         mixture = components * z
     # the likelihood's per-subpixel terms: three per decoder output (a categorical's log-softmax
     # over 256 logits, a mixture's K components, ...)
-    per_batch = batch_size * encoder_widths + k * batch_size * (decoder_widths + 3 * p * d + 3 * mixture)
+    per_batch = batch_size * encoder_widths + k * batch_size * (
+        decoder_widths + per_sample + 3 * p * d + 3 * mixture
+    )
     if model_config.prior == "vamp":
         per_batch += components * encoder_widths  # the pseudo-inputs pass through the encoder
     return TrainingMemory(

@@ -3,6 +3,8 @@
     space.py     what the page shows, as arrays: prior-standardized coordinates, the map's plane
                  (two latent dims, or PCA), the prior's contours, encodings with their ellipses,
                  log p(x) against the test set's, interpolation strips and prior samples
+    layers.py    which latent the map shows: the whole z, or a hierarchical model's top layer z_L
+                 (its closed-form prior; lower layers decoded at their conditional prior means)
     images.py    images in and out: an uploaded or drawn PNG checked and framed as a model input,
                  decoder means as PNG bytes
     batching.py  micro-batching: concurrent decode requests gathered into one forward pass

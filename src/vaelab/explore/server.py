@@ -20,6 +20,10 @@ bodies and as `label=` in encode's query, and needs it there; encode-example tak
 (default: the example's own). Its map's codes are E_q[z|x, y] at the true labels. A label sent
 to a run that takes none, or outside 0..K-1, is a 422.
 
+A hierarchical run (a Ladder VAE) is mapped on its top layer z_L: its z, u and dims are z_L's,
+decoding follows the generative path down with each lower layer at its conditional prior mean, and
+`info()["layer_note"]` says so (`vaelab.explore.layers`).
+
 Coordinates are prior-standardized (`vaelab.explore.space`). Model work runs on two worker
 threads, one for decoding (batched, `MicroBatcher`) and one for the rest, so a slow
 importance-sampling estimate never holds up the live decoding.
@@ -252,6 +256,7 @@ class Explorer:
             "ellipses": encoding.ellipses,
             "input": data_url(encoding.input_image),
             "reconstruction": data_url(encoding.reconstruction),
+            "decoded_code": None if encoding.decoded_code is None else data_url(encoding.decoded_code),
             "log_px": encoding.log_px,
             "log_px_stderr": encoding.log_px_stderr,
             "nll_bpd": encoding.nll_bpd,

@@ -6,6 +6,11 @@ dimension (N(0, I): u = z; a mixture prior: its moments; an AE keeps N(0, I), so
 side by side decode the same u, each through its own m and s: "the same pointer position" means
 the same point in each run's own standardized space.
 
+The latent mapped. The map shows the model's whole z, except for a hierarchical model (a Ladder
+VAE of L stochastic layers), whose joint prior has no closed-form density below the top: there it
+shows the top layer z_L, whose prior does, and decodes a point of z_L with each lower layer at its
+conditional prior mean (`vaelab.explore.layers.TopLayer`). Z below is the mapped latent's size.
+
 The map's plane. An orthonormal basis V (Z, Z) of u-space and an origin o (Z,) give each point
 plane coordinates w = V^T (u - o): (w_1, w_2) are the map's axes and w_3..w_Z the page's sliders,
 so u = o + V w. Two choices of V:
@@ -32,11 +37,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.diagnostics import latent_name, posterior_means
+from vaelab.diagnostics import latent_statistics, posterior_means
 from vaelab.distributions import PointMass, is_diagonal_normal
 from vaelab.errors import UserError
 from vaelab.estimators import bits_per_dim, log_px_importance
 from vaelab.evaluate import AE_NOTE, PerExampleLogPx, read_per_example_log_px
+from vaelab.explore.layers import dim_names, layer_note, map_latent
 from vaelab.viz.conditional import (
     check_label,
     class_names,
@@ -83,9 +89,12 @@ class PlaneBasis:
 class Encoding:
     """What the page shows of one input x (1, *x_shape).
 
-    u: (Z,) E_q[z|x] standardized; w: (Z,) in plane coordinates; ellipses: the 1- and 2-sigma
-    ellipses of q(z|x) projected on the plane (lists of (w1, w2) points), empty for an AE;
-    input_png / reconstruction_png: x and E[x | z = E_q[z|x]]; log_px, stderr: the importance-
+    u: (Z,) E_q[z|x] of the mapped latent (z_L for a hierarchical model) standardized; w: (Z,) in
+    plane coordinates; ellipses: the 1- and 2-sigma ellipses of q(z|x) projected on the plane
+    (lists of (w1, w2) points), empty for an AE; input_image / reconstruction: x and E[x | z] at the
+    posterior's code of every layer (`q_z_given_x.mean`); decoded_code: for a hierarchical model,
+    what the map decodes at u (E[x | z_L = E_q[z_L|x]], lower layers at their conditional prior
+    means), None where the map's latent is the whole z; log_px, stderr: the importance-
     sampled log p(x) in nats (None for an AE, `note` says why), bpd its bits per dimension;
     percentile: the share of test examples whose stored log p(x) is lower (None without them).
     """
@@ -95,6 +104,7 @@ class Encoding:
     ellipses: list[list[list[float]]]
     input_image: np.ndarray
     reconstruction: np.ndarray
+    decoded_code: np.ndarray | None
     log_px: float | None
     log_px_stderr: float | None
     nll_bpd: float | None
@@ -111,33 +121,34 @@ class LatentSpace:
     """
 
     def __init__(self, run: Run, *, k: int = 1000, seed: int = 0) -> None:
-        if run.config.model.layers > 1:
-            raise UserError(
-                f"{run.dir}: model.layers {run.config.model.layers}: the explorer draws the prior's density "
-                "on a plane of z, which a hierarchical prior has in no closed form (explore a run of one "
-                "stochastic layer)"
-            )
         self.run = run
-        self.model = run.model
+        self.model = run.model  # the whole model: log p(x), prior samples, reconstructions
+        # the model over the mapped latent: the run's model, or a hierarchical model's top layer
+        self.latent_model = map_latent(run.model)
+        self.layer_note = layer_note(run.model)
         self.k, self.seed = k, seed
-        self.latent_dim: int = run.model.latent_dim
+        self.latent_dim: int = self.latent_model.latent_dim
+        self.dim_names = dim_names(self.latent_model)
         self.x_shape: tuple[int, ...] = tuple(run.model.x_shape)
         self.num_dims = math.prod(self.x_shape)
         self.deterministic = run.deterministic
         self.conditional = is_conditional(self.model)
         if self.conditional and run.labels is None:
             raise UserError(f"{run.dir}: a model conditional on a label needs the {run.split} split's labels")
-        loc, scale = prior_moments(self.model.prior())
+        loc, scale = prior_moments(self.latent_model.prior())
         self.prior_loc, self.prior_scale = loc, scale  # (Z,) each, float32
         with torch.no_grad():
             if self.conditional:  # q(z|x, y) at each example's true label
                 assert run.labels is not None
                 codes = conditional_posterior_means(self.model, run.x, run.labels).double()  # (N, Z)
             else:
-                codes = posterior_means(self.model, run.x).double()  # (N, Z)
+                codes = posterior_means(self.latent_model, run.x).double()  # (N, Z)
         self.u_codes = ((codes - loc.double()) / scale.double()).numpy()  # (N, Z)
         self.coordinate_bound = COORDINATE_HEADROOM * max(3.0, float(np.abs(self.u_codes).max(initial=0.0)))
-        score, self.score_name = dim_scores(run.stats)
+        # how much each mapped dim is used (KL per dim, or the codes' variance): over the top layer's
+        # own q(z_L|x) and p(z_L) for a hierarchical model, whose whole-z statistics span every layer
+        stats = run.stats if self.latent_model is self.model else latent_statistics(self.latent_model, run.x)
+        score, self.score_name = dim_scores(stats)
         self.dim_order = tuple(int(d) for d in np.argsort(-np.asarray(score), kind="stable"))
         self.dim_scores = tuple(float(v) for v in score)
         self.labels = None if run.labels is None else run.labels.numpy().astype(np.int64)
@@ -163,6 +174,12 @@ class LatentSpace:
         """The protocol model for `size` rows of `label` (a checked one): q(z|x, y), p(x|z, y) for a
         conditional run, the run's own model otherwise."""
         return given_label(self.model, label, size)
+
+    def mapped(self, label: int | None, size: int = 1):
+        """`given`'s model over the mapped latent (`vaelab.explore.layers.map_latent`): for a
+        hierarchical run its top layer, q(z_L|x), p(z_L) and p(x | z_L, lower layers at their
+        conditional prior means)."""
+        return map_latent(self.given(label, size))
 
     def check_u(self, values: list[float], what: str = "z") -> Tensor:
         """A point the client sent, as a (Z,) tensor: Z finite numbers within the coordinate bound."""
@@ -191,10 +208,12 @@ class LatentSpace:
             return PlaneBasis("pca", vt.T.copy(), origin, names, tuple(float(s) for s in share))
         first = dims if dims is not None else tuple(sorted(self.dim_order[:2]))  # z_i across, z_j up, i < j
         if len(set(first)) != len(first) or not all(0 <= d < z_dim for d in first):
-            raise UserError(f"dims: need two different latent dims of z1..z{z_dim}")
+            raise UserError(
+                f"dims: need two different latent dims of {self.dim_names[0]}..{self.dim_names[-1]}"
+            )
         order = list(first) + [d for d in self.dim_order if d not in first]
         basis = np.eye(z_dim)[:, order]
-        return PlaneBasis("dims", basis, np.zeros(z_dim), tuple(latent_name(d) for d in order), None)
+        return PlaneBasis("dims", basis, np.zeros(z_dim), tuple(self.dim_names[d] for d in order), None)
 
     def plane_coordinates(self, plane: PlaneBasis, u: np.ndarray) -> np.ndarray:
         """w = V^T (u - o): (..., Z) -> (..., Z)."""
@@ -238,7 +257,7 @@ class LatentSpace:
 
     def prior_components(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The prior in u-space as mixture weights (K,), means (K, Z) and s.d.s (K, Z)."""
-        p_z = self.model.prior()
+        p_z = self.latent_model.prior()
         loc, scale = self.prior_loc.double().numpy(), self.prior_scale.double().numpy()
         if is_diagonal_normal(p_z):
             means = p_z.base_dist.loc.detach().double().numpy()[None]
@@ -306,8 +325,9 @@ class LatentSpace:
     @torch.no_grad()
     def decode(self, u: Tensor, labels: Tensor | None = None) -> np.ndarray:
         """Decoder means E[x|z] (E[x|z, y] for a conditional run, y: (B,) checked labels) at
-        z = m + s u for u: (B, Z) -> (B, H, W) or (B, H, W, 3) in [0, 1]."""
-        model = self.model if labels is None else self.model.given(labels)
+        z = m + s u for u: (B, Z) -> (B, H, W) or (B, H, W, 3) in [0, 1]; for a hierarchical run z
+        is z_L, decoded with the lower layers at their conditional prior means."""
+        model = self.latent_model if labels is None else self.model.given(labels)
         x_mean = model.likelihood(self.to_z(u)).mean
         return display_images(x_mean, self.x_shape)
 
@@ -318,7 +338,7 @@ class LatentSpace:
         """Decoder means along the path from u_a to u_b (`vaelab.viz.latent.interpolate` in
         standardized coordinates), tiled as one strip: n cells; a conditional run's under `label`."""
         path = interpolate(u_a, u_b, torch.linspace(0.0, 1.0, n), method)  # (n, Z)
-        images = as_images(self.given(label, n).likelihood(self.to_z(path)).mean, self.x_shape)
+        images = as_images(self.mapped(label, n).likelihood(self.to_z(path)).mean, self.x_shape)
         return tile(images.clamp(0, 1), n, pad=1)
 
     def prior_samples(self, n: int, seed: int, label: int | None = None) -> tuple[np.ndarray, str]:
@@ -335,17 +355,25 @@ class LatentSpace:
     @torch.no_grad()
     def encode(self, x: Tensor, plane: PlaneBasis, label: int | None = None) -> Encoding:
         """The encoding panel for one input x: (1, *x_shape) as the model takes it; a conditional
-        run's q(z|x, y), p(x|z, y) and log p(x|y) at y = `label` (checked)."""
-        model = self.given(label)
+        run's q(z|x, y), p(x|z, y) and log p(x|y) at y = `label` (checked). A hierarchical run's is
+        placed at E_q[z_L|x] with q(z_L|x)'s ellipses; its log p(x) and reconstruction are the whole
+        model's."""
+        model, mapped = self.given(label), self.mapped(label)
         q_z_given_x = model.posterior(x)
-        u = ((q_z_given_x.mean[0].double() - self.prior_loc.double()) / self.prior_scale.double()).numpy()
+        q_mapped = q_z_given_x if mapped is model else mapped.posterior(x)
+        u = ((q_mapped.mean[0].double() - self.prior_loc.double()) / self.prior_scale.double()).numpy()
         w = self.plane_coordinates(plane, u)
         ellipses: list[list[list[float]]] = []
-        if not isinstance(q_z_given_x, PointMass) and is_diagonal_normal(q_z_given_x):
-            variance = (q_z_given_x.base_dist.scale[0].double() / self.prior_scale.double()).square().numpy()
+        if not isinstance(q_mapped, PointMass) and is_diagonal_normal(q_mapped):
+            variance = (q_mapped.base_dist.scale[0].double() / self.prior_scale.double()).square().numpy()
             ellipses = posterior_ellipses(w[:2], plane.basis[:, :2], variance)
         reconstruction = model.likelihood(q_z_given_x.mean).mean
         images = display_images(torch.cat([x, reconstruction]), self.x_shape)
+        decoded_code = (
+            None
+            if mapped is model
+            else display_images(mapped.likelihood(q_mapped.mean).mean, self.x_shape)[0]
+        )
         log_px = stderr = bpd = percentile = None
         if not self.deterministic:
             generator = torch.Generator().manual_seed(self.seed)
@@ -360,6 +388,7 @@ class LatentSpace:
             ellipses=ellipses,
             input_image=images[0],
             reconstruction=images[1],
+            decoded_code=decoded_code,
             log_px=log_px,
             log_px_stderr=stderr,
             nll_bpd=bpd,
@@ -395,6 +424,10 @@ class LatentSpace:
             "model": config.model.kind,
             "prior": None if self.deterministic else config.model.prior,
             "latent_dim": self.latent_dim,
+            "dim_names": list(self.dim_names),
+            "layers": config.model.layers,
+            "layer_shown": config.model.layers if self.layer_note is not None else None,
+            "layer_note": self.layer_note,
             "x_shape": list(self.x_shape),
             "images": is_image_shape(self.x_shape),
             "num_dims": self.num_dims,

@@ -183,6 +183,10 @@ def sample_title(model, n: int, mode: str, label: str | int | None = None) -> st
         name = classes[label_code(classes, label)]
         shown = shown.replace("x ~ p(x|z)", "x ~ p(x|z, y)").replace("E[x|z]", "E[x|z, y]")
         return f"{n} prior samples z ~ {prior} decoded given the class y = {name},\neach shown as {shown}"
+    layers = getattr(model.config, "layers", 1)
+    if layers > 1:  # a ladder's p(z) is the top prior and the conditionals below it
+        below = "then z_i ~ p(z_i | z_i+1) through every layer"
+        return f"{n} prior samples z{layers} ~ {prior}, {below},\neach shown as {shown}"
     return f"{n} prior samples z ~ {prior}, each shown as {shown}"
 
 

@@ -6,6 +6,8 @@
 // (w1, w2), so the same position is decoded by both, each in its own coordinates.
 // A run conditional on a label (q(z|x, y), p(x|z, y)) has a label picker: the label it names goes
 // with every decode, encode, interpolation and sample request of that run.
+// A hierarchical run (a Ladder VAE) is mapped on its top layer z_L: its u, dims and codes are z_L's,
+// the server decodes a point down the layers' conditional prior means, and info.layer_note says so.
 "use strict";
 
 const state = {
@@ -288,7 +290,9 @@ function buildPlaneControls(run) {
   const box = run.el.planeControls, info = run.info;
   box.replaceChildren();
   if (info.latent_dim <= 2) {
-    box.textContent = info.latent_dim === 2 ? "plane: z1, z2 (the whole latent)" : "one latent dim: z1 across, nothing up";
+    const whole = info.layer_note ? "the whole top layer" : "the whole latent";
+    box.textContent = info.latent_dim === 2 ? "plane: " + info.dim_names.join(", ") + " (" + whole + ")"
+      : "one latent dim: " + info.dim_names[0] + " across, nothing up";
     return;
   }
   const planeSelect = document.createElement("select");
@@ -298,7 +302,7 @@ function buildPlaneControls(run) {
   const dimSelects = [0, 1].map((k) => {
     const select = document.createElement("select");
     info.dim_order.forEach((d) => select.append(new Option(
-      "z" + (d + 1) + " (" + info.score_name + " " + fmt(info.dim_scores[d], 2) + ")", String(d), false, run.dims[k] === d)));
+      info.dim_names[d] + " (" + info.score_name + " " + fmt(info.dim_scores[d], 2) + ")", String(d), false, run.dims[k] === d)));
     select.disabled = run.plane !== "dims";
     return select;
   });
@@ -376,8 +380,14 @@ function showEncoding(run) {
   body.replaceChildren();
   const images = document.createElement("div");
   images.className = "pair";
-  const reconstruction = info.classes ? "E[x | z = E_q[z|x, y], y]" : "E[x | z = E_q[z|x]]";
-  for (const [src, caption] of [[e.input, "as the model sees it"], [e.reconstruction, reconstruction]]) {
+  const reconstruction = info.classes ? "E[x | z = E_q[z|x, y], y]"
+    : info.layer_note ? "E[x | z], every layer at q(z|x)'s top-down mean" : "E[x | z = E_q[z|x]]";
+  const shown = [[e.input, "as the model sees it"], [e.reconstruction, reconstruction]];
+  if (e.decoded_code) {  // a hierarchical run: what the map decodes where it placed the input
+    const top = "z" + info.layer_shown;
+    shown.push([e.decoded_code, "E[x | " + top + " = E_q[" + top + "|x]], lower layers at their prior means (the map's point)"]);
+  }
+  for (const [src, caption] of shown) {
     const figure = document.createElement("figure");
     const cap = document.createElement("figcaption");
     cap.textContent = caption;
@@ -580,10 +590,16 @@ function runCard(info) {
   node.dataset.run = info.id;
   node.querySelector(".run-title").textContent = info.id.toUpperCase() + ": " + info.name;
   const prior = info.deterministic ? "an autoencoder (no prior)" : "prior " + info.prior;
-  node.querySelector(".run-facts").textContent = info.model.toUpperCase() + ", " + info.latent_dim +
-    "-D latent, " + prior + ", " + info.num_test + " test codes " + (info.classes
+  const top = "z" + info.layer_shown;
+  const latent = info.layer_note
+    ? info.layers + " stochastic layers, mapped on the top layer " + top + " (" + info.latent_dim + "-D)"
+    : info.latent_dim + "-D latent";
+  node.querySelector(".run-facts").textContent = info.model.toUpperCase() + ", " + latent + ", " + prior +
+    (info.layer_note ? " on " + top : "") + ", " + info.num_test + " test codes " + (info.classes
       ? "(posterior means E_q[z|x, y] at their true labels; conditional on " + info.classes.length + " labels)"
-      : "(posterior means)");
+      : info.layer_note ? "(posterior means E_q[" + top + "|x])" : "(posterior means)");
+  const note = node.querySelector(".layer-note");
+  if (info.layer_note) { note.textContent = "Shown: " + info.layer_note + "."; note.hidden = false; }
   const el = {
     card: node,
     map: node.querySelector(".map"), overlay: node.querySelector(".overlay"),
