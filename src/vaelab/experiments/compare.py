@@ -15,6 +15,13 @@ training image was coded to; a VAE's KL term pulls its codes to the prior, so ev
 decodes to something digit-like. An AE has no ELBO or log p(x) (a point-mass code has an infinite
 KL to any density); the table says so instead of printing a number. The downstream probe
 (x -> z -> y) is a logistic regression on the posterior means E_q[z|x] (the code itself for an AE).
+
+A run conditional on a label (model.condition label) is measured and drawn through
+`vaelab.viz.conditional`, as its own figures are: codes E_q[z|x, y] at each test image's own label
+(`encode`), reconstructions given it, the grid decoded under the first class, its samples under
+each class in turn; its ELBO and log p(x) are log p(x|y), and compare.md says so. Two runs whose
+data differ only in which train labels they kept (data.labels_per_class, an M2) are compared on
+the data with every label, so both probes fit the same rows.
 """
 
 from __future__ import annotations
@@ -34,12 +41,21 @@ from torch import Tensor
 from vaelab import runs
 from vaelab.data import Splits, load_run_data
 from vaelab.devices import resolve_device
-from vaelab.diagnostics import active_units_rule, latent_name, latent_statistics, posterior_means
+from vaelab.diagnostics import active_units_rule, latent_name
 from vaelab.errors import UserError
 from vaelab.experiments.evaluation import current_evaluation
+from vaelab.viz.conditional import (
+    class_cycle_decodes,
+    class_names,
+    code_statistics,
+    encode,
+    is_conditional,
+    shown_classes,
+)
 from vaelab.viz.draw import draw_image_grid, draw_latent_grid, draw_latent_scatter, render, save_figure
 from vaelab.viz.draw_tabular import draw_column_marginals, draw_column_reconstructions, panel_size
-from vaelab.viz.images import image_rows, reconstructions, sample_grid
+from vaelab.viz.figures import DEFAULT_LABEL
+from vaelab.viz.images import ImageGrid, as_images, image_rows, reconstructions, sample_grid, tile
 from vaelab.viz.latent import grid_box, latent_grid, latent_scatter
 from vaelab.viz.tabular import column_marginals, column_reconstructions, pick_rows
 
@@ -95,12 +111,13 @@ def probe_codes(model, splits: Splits, *, binarize: str = "none", seed: int = 0)
     y_test = splits.test_labels
     if y_test is None:
         return None
-    z_test = posterior_means(model, splits.inputs("test")).double().numpy()
+    z_test = encode(model, splits.inputs("test"), y_test).double().numpy()
     if splits.train_labels is not None:
         x_train = splits.inputs("train")
         if binarize == "dynamic":
             x_train = torch.bernoulli(x_train, generator=torch.Generator().manual_seed(seed))
-        z_fit, y_fit = posterior_means(model, x_train).double().numpy(), splits.train_labels.numpy()
+        y_train = splits.train_labels
+        z_fit, y_fit = encode(model, x_train, y_train).double().numpy(), y_train.numpy()
         z_score, y_score = z_test, y_test.numpy()
         protocol = (
             f"fitted on the {len(y_fit)} train-split codes, scored on the {len(y_score)} test-split codes"
@@ -131,6 +148,8 @@ class ModelSummary:
     elbo / kl / log_px (importance sampled, k samples, Monte Carlo standard error): None for an AE,
     with `no_elbo_reason`. code_mean / code_std: (Z,) mean and s.d. of E_q[z|x] over the test split,
     in prior s.d. units (a code matched to N(0, I) has means near 0 and s.d. near or below 1).
+    given: for a model conditional on a label, what elbo and log_px are conditional on (log p(x|y)
+    given each test image's true label; eval.json's `given`), else None.
     """
 
     run: str
@@ -153,6 +172,7 @@ class ModelSummary:
     code_std: tuple[float, ...]
     probe: Probe | None
     no_probe_reason: str | None
+    given: str | None = None  # a conditional model: what elbo and log_px are conditional on (eval.json)
 
     @property
     def label(self) -> str:
@@ -214,11 +234,13 @@ def config_differences(config_a: dict[str, Any], config_b: dict[str, Any]) -> tu
 
 
 @torch.no_grad()
-def squared_error_per_pixel(model, x: Tensor, batch_size: int = 1000) -> float:
-    """Mean of (x - E[x | z = E_q[z|x]])^2 over examples and pixels: x (N, *x_shape) -> float."""
+def squared_error_per_pixel(model, x: Tensor, labels: Tensor | None = None, batch_size: int = 1000) -> float:
+    """Mean of (x - E[x | z = E_q[z|x]])^2 over examples and pixels: x (N, *x_shape) -> float; a
+    conditional model reconstructs given the rows' labels (N,): E[x | z = E_q[z|x, y], y]."""
     total = 0.0
-    for chunk in x.split(batch_size):
-        total += float((reconstructions(model, chunk) - chunk).square().sum(dtype=torch.float64))
+    y_chunks = [None] * len(x.split(batch_size)) if labels is None else labels.split(batch_size)
+    for chunk, y in zip(x.split(batch_size), y_chunks, strict=True):
+        total += float((reconstructions(model, chunk, y) - chunk).square().sum(dtype=torch.float64))
     return total / x.numel()
 
 
@@ -232,8 +254,11 @@ def summarize_run(
     info = runs.run_info(run_dir)
     metrics = runs.read_metrics(run_dir)
     evaluation = current_evaluation(run_dir, k, seed, device=device)
-    stats = latent_statistics(model, splits.inputs("test"))
-    codes = posterior_means(model, splits.inputs("test")).double()
+    x_test, y_test = splits.inputs("test"), splits.test_labels
+    if is_conditional(model) and y_test is None:
+        raise UserError(f"{run_dir}: a model conditional on a label needs the test split's labels")
+    stats = code_statistics(model, x_test, y_test)
+    codes = encode(model, x_test, y_test).double()
     probe = probe_codes(model, splits, binarize=config.data.binarize, seed=seed)
     best = runs.best_record(metrics)["epoch"] if metrics else 0
     return ModelSummary(
@@ -245,7 +270,9 @@ def summarize_run(
         best_epoch=int(best),
         train_seconds=float(sum(r.get("seconds", 0.0) for r in metrics)),
         log_p_x_given_z=float(evaluation["log_p_x_given_z"]),
-        squared_error_per_pixel=squared_error_per_pixel(model, splits.inputs("test")),
+        squared_error_per_pixel=squared_error_per_pixel(
+            model, x_test, y_test if is_conditional(model) else None
+        ),
         elbo=evaluation.get("elbo"),
         kl=evaluation.get("kl"),
         log_px=evaluation.get("log_px"),
@@ -257,6 +284,7 @@ def summarize_run(
         code_std=tuple(float(v) for v in codes.std(0)),
         probe=probe,
         no_probe_reason=None if probe is not None else NO_PROBE_LABELS,
+        given=evaluation.get("given"),
     )
 
 
@@ -275,21 +303,30 @@ def compare_runs(
     figures; the models run on `device`."""
     run_a, run_b = runs.check_run_dir(run_a), runs.check_run_dir(run_b)
     config_a, config_b = runs.read_config(run_a), runs.read_config(run_b)
-    if config_a.data != config_b.data:
+    # which train labels a run kept (an M2's labels_per_class) changes no example: both runs are
+    # measured on the data with every label
+    every_label = {"labels_per_class": None, "labels_seed": 0}
+    data_a, data_b = (c.data.model_copy(update=every_label) for c in (config_a, config_b))
+    if data_a != data_b:
+        fields_a, fields_b = data_a.model_dump(), data_b.model_dump()
+        differ = "; ".join(
+            f"data.{name}: {fields_a[name]!r} vs {fields_b[name]!r}"
+            for name in fields_a
+            if fields_a[name] != fields_b[name]
+        )
         raise UserError(
-            f"{run_a} and {run_b} were trained on different data ({config_a.data.source}, "
-            f"binarize {config_a.data.binarize} vs {config_b.data.source}, binarize "
-            f"{config_b.data.binarize}); a comparison needs the same data"
+            f"{run_a} and {run_b} were trained on different data ({differ}); a comparison needs the same data"
         )
     out_dir = Path(out_dir)
-    splits = load_run_data(config_a)
+    measured_a, measured_b = (c.replace(data=every_label) for c in (config_a, config_b))
+    splits = load_run_data(measured_a)
     models = [runs.load_model(run, device=resolve_device(device)) for run in (run_a, run_b)]
     if models[0].x_shape != models[1].x_shape:
         raise UserError(f"{run_a} and {run_b} model examples of different shapes")
     runs.check_example_shape(run_a, models[0].x_shape, splits.test, config_a.data.source)
     # each run scored on its own inputs (the likelihood chooses the transform: a gaussian run's
     # 8-bit data are dequantized, a bernoulli run's are not)
-    splits_b = splits if config_b.model.likelihood == config_a.model.likelihood else load_run_data(config_b)
+    splits_b = splits if config_b.model.likelihood == config_a.model.likelihood else load_run_data(measured_b)
     summaries = [
         summarize_run(run, s, k=k, seed=seed, device=device)
         for run, s in ((run_a, splits), (run_b, splits_b))
@@ -398,8 +435,9 @@ def draw_comparison(
     # reconstructions: the same test images, one row per model
     pick = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(seed))[:12]
     x = splits.inputs("test")[pick]
+    y = None if splits.test_labels is None else splits.test_labels[pick]
     rows = image_rows(
-        [x] + [reconstructions(m, x) for m in models],
+        [x] + [reconstructions(m, x, y if is_conditional(m) else None) for m in models],
         x_shape,
         "the same test images reconstructed: decoder mean E[x | z = E_q[z|x]]; row labels give the "
         "test-set squared error per pixel",
@@ -417,7 +455,8 @@ def draw_comparison(
     if all(m.latent_dim >= 2 for m in models):
         fig = Figure(figsize=(14.0, 7.6))
         for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
-            grid = latent_grid(model, n_grid, z_range=z_range)
+            label = DEFAULT_LABEL if is_conditional(model) else None  # (as its own grid figure)
+            grid = latent_grid(model, n_grid, z_range=z_range, label=label)
             draw_latent_grid(ax, grid, f"{name}\n{grid.title}", fontsize=8)
         fig.tight_layout()
         figures["grid"] = _save(fig, out_dir, "grid")
@@ -425,11 +464,25 @@ def draw_comparison(
     # both decoders on the same prior samples (same seed, so the same z when Z agrees)
     fig = Figure(figsize=(12.0, 6.4))
     for ax, model, name in zip(fig.subplots(1, 2), models, names, strict=True):
-        samples = sample_grid(model, 64, mode="mean", seed=seed)
+        samples = _prior_samples(model, 64, seed)
         draw_image_grid(ax, replace(samples, title=f"{name}: {samples.title}"), fontsize=8)
     fig.tight_layout(w_pad=4.0)
     figures["samples"] = _save(fig, out_dir, "samples")
     return figures
+
+
+def _prior_samples(model, n: int, seed: int) -> ImageGrid:
+    """The picture of n prior samples (decoder means): for a conditional model sample i decoded
+    under label i mod C, a column per class (`class_cycle_decodes`, as its samples figure)."""
+    if not is_conditional(model):
+        return sample_grid(model, n, mode="mean", seed=seed)
+    _, _, x = class_cycle_decodes(model, n, seed=seed)
+    classes = shown_classes(model)
+    names = ", ".join(class_names(model)[c] for c in classes)
+    return ImageGrid(
+        tile(as_images(x, model.x_shape), ncols=len(classes)),
+        f"{n} z ~ p(z), sample i decoded as E[x | z, y] under label i mod {len(classes)}: columns {names}",
+    )
 
 
 def _draw_scatter(models, names: list[str], splits: Splits, out_dir: Path, box) -> str:
@@ -582,6 +635,11 @@ def format_comparison(c: Comparison) -> str:
     for s in (c.a, c.b):
         if s.no_elbo_reason:
             lines.append(f"- {s.label}: {s.no_elbo_reason}.")
+        if s.given:
+            lines.append(
+                f"- {s.label}: conditional on {s.given}; not comparable with an unconditional "
+                "model's log p(x)."
+            )
     probe = c.a.probe or c.b.probe
     lines.append(
         f"- Probe: {probe.protocol}; codes standardized, multinomial logistic regression (scikit-learn)."

@@ -19,7 +19,8 @@ These return `ImageRows` (drawn by `vaelab.viz.draw`); the numbers behind them c
 Every other figure of a run (`vaelab.viz.latent`: scatter, grid, interpolation, traversals) goes
 through the two functions here that every conditional figure uses: `encode` (E_q[z|x, y] at each
 row's own label y) and `decoder` (the protocol model that decodes under one label), with the
-figures' `label` option checked by `check_label`.
+figures' `label` option checked by `check_label`; `code_statistics` measures the codes `encode`
+gives (KL per dim, active units). `vaelab compare` goes through the same functions.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from vaelab.config import RunConfig
 from vaelab.devices import make_generator, model_device
-from vaelab.diagnostics import posterior_means
+from vaelab.diagnostics import LatentStatistics, latent_statistics, posterior_means
 from vaelab.distributions import draw
 from vaelab.errors import UserError
 from vaelab.models import ConditionalVAE
@@ -136,6 +137,18 @@ def encode(model, x: Tensor, y: Tensor | None = None, batch_size: int = 1000) ->
     if y is None:
         raise UserError("a conditional model encodes each image at its own label: these images have none")
     return conditional_posterior_means(model, x, y, batch_size)
+
+
+def code_statistics(model, x: Tensor, y: Tensor | None = None) -> LatentStatistics:
+    """KL per latent dim and the active units over x: (N, *x_shape) (`latent_statistics`): of q(z|x)
+    for a model without labels (y ignored), of q(z|x, y) at each row's own label y: (N,) for a
+    conditional one, which needs them."""
+    if not is_conditional(model):
+        return latent_statistics(model, x)
+    if y is None:
+        raise UserError("a conditional model encodes each image at its own label: these images have none")
+    given = model.given(_labels(y, len(y), model_device(model)))
+    return latent_statistics(given, x, batch_size=len(x))  # one batch: given's labels are all rows'
 
 
 def decoder(model, label: int | None):

@@ -18,10 +18,10 @@ from torch import Tensor
 
 from vaelab import runs
 from vaelab.data import load_run_data
-from vaelab.devices import model_device, resolve_device
-from vaelab.diagnostics import LatentStatistics, latent_statistics
+from vaelab.devices import resolve_device
+from vaelab.diagnostics import LatentStatistics
 from vaelab.errors import UserError
-from vaelab.viz.conditional import class_names, encode, is_conditional
+from vaelab.viz.conditional import class_names, code_statistics, encode, is_conditional
 
 SPLITS = ("train", "valid", "test")
 
@@ -65,16 +65,11 @@ class Run:
     def stats(self) -> LatentStatistics:
         """KL per latent dim, A_u = Cov_x(E_q[z_u]) and the active units over `x` (for a model
         conditional on a label, of q(z|x, y) at each row's own label y)."""
-        if is_conditional(self.model):
-            if self.labels is None:
-                raise UserError(
-                    f"{self.dir}: a model conditional on a label needs the {self.split} split's labels"
-                )
-            given = self.model.given(self.labels.to(model_device(self.model)))
-            return latent_statistics(
-                given, self.x, batch_size=len(self.x)
-            )  # one batch: given's labels are all rows'
-        return latent_statistics(self.model, self.x)
+        if is_conditional(self.model) and self.labels is None:
+            raise UserError(
+                f"{self.dir}: a model conditional on a label needs the {self.split} split's labels"
+            )
+        return code_statistics(self.model, self.x, self.labels)
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
