@@ -232,3 +232,73 @@ def watched_page(chromium):
     page.on("request", lambda request: watched.requests.append(request.url))
     yield watched
     page.close()
+
+
+# ------------------------------------------------------------- one tiny run of every model family
+
+FAMILY_FLAGS: dict[str, tuple[str, ...]] = {
+    "vae": (),
+    "ae": ("--model", "ae"),
+    "full": ("--posterior", "full"),
+    "iaf": ("--posterior", "iaf", "--flow-hidden", "8"),
+    "mog": ("--prior", "mog", "--prior-components", "3"),
+    "vamp": ("--prior", "vamp", "--prior-components", "3"),
+    "hvae": ("--layers", "2"),
+    "cvae": ("--condition", "label"),
+    "m2": ("--model", "m2", "--labels-per-class", "10"),
+    "m1m2": ("--data", "codes:{vae}", "--model", "m2", "--labels-per-class", "10"),
+    "tabular": ("--data", "csv:{csv}"),
+    "colour": ("--data", "folder:{folder}"),
+    "colour-cvae": ("--data", "folder:{folder}", "--condition", "label"),
+}
+"""`vaelab train` flags of each family of the matrix (tests/test_family_matrix.py), on top of
+`--data digits` and a tiny net; {vae}, {csv}, {folder} name the M1 run and the generated data."""
+
+
+def write_family_data(root: Path) -> tuple[Path, Path]:
+    """A small csv (3 continuous columns and a 0/1 one, 200 rows) and a folder of 8x8 colour PNGs in
+    two classes (red and blue squares, 30 each) under `root`."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    csv = root / "table.csv"
+    a = rng.normal(size=200)
+    rows = zip(a, 2 * a + rng.normal(size=200), rng.exponential(size=200), rng.random(200) < 0.3, strict=True)
+    csv.write_text("a,b,c,d\n" + "".join(f"{x:.5g},{y:.5g},{z:.5g},{int(d)}\n" for x, y, z, d in rows))
+    folder = root / "colour"
+    for name, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        (folder / name).mkdir(parents=True)
+        for i in range(30):
+            image = np.full((8, 8, 3), 255, np.uint8)
+            r, c = rng.integers(0, 5, 2)
+            image[r : r + 3, c : c + 3] = colour
+            Image.fromarray(image).save(folder / name / f"{i}.png")
+    return csv, folder
+
+
+@pytest.fixture(scope="session")
+def family_runs(tmp_path_factory) -> dict[str, Path]:
+    """One run of each family of `FAMILY_FLAGS`, trained by `vaelab train` (in process) for one epoch
+    on scikit-learn's 8x8 digits (or the generated csv and PNG folder) and evaluated (k = 10): the
+    family x command matrix's runs (seconds in all)."""
+    import torch
+
+    from vaelab.cli import main
+    from vaelab.evaluate import evaluate_run
+
+    base = tmp_path_factory.mktemp("family-runs")
+    (base / "data").mkdir()
+    csv, folder = write_family_data(base / "data")
+    runs = {name: base / name for name in FAMILY_FLAGS}
+    common = ("--data", "digits", "--epochs", "1", "--hidden", "16", "--latent-dim", "2")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, flags in FAMILY_FLAGS.items():
+            given = [f.format(vae=runs["vae"], csv=csv, folder=folder) for f in flags]
+            argv = ["train", *common, "--batch-size", "64", "--compile", "off", "--quiet", *given]
+            assert main([*argv, "--out", str(runs[name])]) == 0, name
+            evaluate_run(runs[name], k=10, gap_rows=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return runs

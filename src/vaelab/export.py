@@ -137,6 +137,11 @@ def exportable(config: ModelConfig, where: Path | str) -> None:
         raise UserError(
             f"{where}: model.kind {kind} cannot be exported to ONNX (exportable: {', '.join(POSTERIORS)})"
         )
+    if config.posterior != "diagonal":
+        raise UserError(
+            f"{where}: model.posterior {config.posterior} cannot be exported to ONNX (its q(z|x) is not "
+            "a diagonal Gaussian's loc and scale; exportable: model.posterior diagonal)"
+        )
     if config.layers > 1:
         raise UserError(
             f"{where}: model.layers {config.layers}: a hierarchical model's q(z|x) and p(z) are drawn "

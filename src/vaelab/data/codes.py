@@ -32,6 +32,11 @@ def read_codes(arg: str, limits: Limits) -> Splits:
         raise UserError(
             f"codes:{arg}: model.kind m2: its latent is a label and a code; stack on a vae or ae run"
         )
+    if config.model.condition == "label":
+        raise UserError(
+            f"codes:{arg}: model.condition label: its codes E_q[z|x, y] need each image's label and leave "
+            "the class out of z; stack on a vae or ae run without model.condition"
+        )
     if config.data.source.startswith("codes:"):
         raise UserError(
             f"codes:{arg}: the run was itself trained on codes ({config.data.source}); stack one level"

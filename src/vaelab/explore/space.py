@@ -121,6 +121,11 @@ class LatentSpace:
     """
 
     def __init__(self, run: Run, *, k: int = 1000, seed: int = 0) -> None:
+        if run.config.model.kind == "m2":
+            raise UserError(
+                f"{run.dir}: model.kind m2: its latent is a label and a code (onehot y, z), with no "
+                "continuous space to map; look at it with vaelab plot, sample and evaluate"
+            )
         self.run = run
         self.model = run.model  # the whole model: log p(x), prior samples, reconstructions
         # the model over the mapped latent: the run's model, or a hierarchical model's top layer
