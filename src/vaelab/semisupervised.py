@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
-from vaelab.config import ModelConfig
+from vaelab.config import ModelConfig, RunConfig
 from vaelab.distributions import LOG_VAR_CLAMP, GeneratorSampled, SampleShape, draw, kl_standard_normal
 from vaelab.errors import UserError
 from vaelab.nets import ACTIVATIONS, forward_flat, mlp
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = [
     "M2",
     "M2Terms",
+    "balanced_order",
+    "check_labelled_per_batch",
     "ClassificationError",
     "GivenLabels",
     "JointPosterior",
@@ -312,6 +314,59 @@ def m2_terms(
     kl_all = torch.where(labelled, kl_l, kl_u)
     log_q_label = torch.where(labelled, log_q_y.gather(1, y.T)[:, 0], torch.zeros_like(recon_u))
     return M2Terms(recon_all - kl_all, recon_all, kl_all, log_q_label, labelled)
+
+
+# ------------------------------------------------------------------- labelled batches
+
+
+def check_labelled_per_batch(config: RunConfig) -> None:
+    """Refuse (UserError, one line) an m2 config whose `model.labelled_per_batch` leaves no
+    unlabelled row in a batch of `train.batch_size`; anything else passes."""
+    per_batch, batch_size = config.model.labelled_per_batch, config.train.batch_size
+    if config.model.kind == "m2" and per_batch >= batch_size:
+        raise UserError(
+            f"model.labelled_per_batch {per_batch}: leaves no unlabelled row in a batch of "
+            f"train.batch_size {batch_size} (use fewer)"
+        )
+
+
+def balanced_order(
+    labels: Tensor, batch_size: int, labelled_per_batch: int, generator: torch.Generator
+) -> Tensor:
+    """An epoch's row order in which every batch carries `labelled_per_batch` labelled rows.
+
+    labels: (N,) int64, -1 unlabelled. The N_u unlabelled rows are shuffled and cut into
+    S = ceil(N_u / b_u) batches of b_u = batch_size - labelled_per_batch rows (the last may be
+    shorter); each batch gets the next `labelled_per_batch` rows of the labelled rows cycled,
+    reshuffled at each pass, and is shuffled within itself (a data-parallel shard gets its share).
+    Returns (N_u + S * labelled_per_batch,) int64 row indices on `generator`'s device, to be cut
+    into consecutive batches of `batch_size`: each unlabelled row appears once, each labelled row
+    about S * labelled_per_batch / N_l times. With labelled_per_batch 0, or without labelled or
+    without unlabelled rows, it is a plain permutation of the N rows.
+    """
+    device = generator.device
+    labels = labels.to(device)
+    unlabelled = torch.nonzero(labels < 0).flatten()
+    labelled = torch.nonzero(labels >= 0).flatten()
+    if labelled_per_batch == 0 or len(labelled) == 0 or len(unlabelled) == 0:
+        return torch.randperm(len(labels), generator=generator, device=device)
+    per_batch_u = batch_size - labelled_per_batch
+    steps = math.ceil(len(unlabelled) / per_batch_u)
+    unlabelled = unlabelled[torch.randperm(len(unlabelled), generator=generator, device=device)]
+    passes = math.ceil(steps * labelled_per_batch / len(labelled))
+    cycled = torch.cat(
+        [labelled[torch.randperm(len(labelled), generator=generator, device=device)] for _ in range(passes)]
+    )
+    batches = []
+    for step in range(steps):
+        rows = torch.cat(
+            [
+                cycled[step * labelled_per_batch : (step + 1) * labelled_per_batch],
+                unlabelled[step * per_batch_u : (step + 1) * per_batch_u],
+            ]
+        )
+        batches.append(rows[torch.randperm(len(rows), generator=generator, device=device)])
+    return torch.cat(batches)
 
 
 # ----------------------------------------------------------------------- classification
