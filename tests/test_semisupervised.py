@@ -14,6 +14,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig
@@ -239,6 +241,29 @@ def test_every_balanced_batch_carries_its_labelled_rows():
     again = balanced_order(labels, 10, 3, torch.Generator().manual_seed(0))
     assert torch.equal(order, again)
     assert not torch.equal(order, balanced_order(labels, 10, 3, torch.Generator().manual_seed(1)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    labelled=st.lists(st.booleans(), min_size=2, max_size=80),
+    batch_size=st.integers(2, 17),
+    per_batch=st.integers(1, 16),
+    seed=st.integers(0, 2**31),
+)
+def test_balanced_batches_for_any_labels(labelled, batch_size, per_batch, seed):
+    labels = torch.tensor([0 if row else UNLABELLED for row in labelled])
+    per_batch = min(per_batch, batch_size - 1)
+    order = balanced_order(labels, batch_size, per_batch, torch.Generator().manual_seed(seed))
+    n_labelled = int((labels >= 0).sum())
+    if n_labelled in (0, len(labels)):
+        assert sorted(order.tolist()) == list(range(len(labels)))
+        return
+    batches = order.split(batch_size)
+    assert len(batches) == math.ceil((len(labels) - n_labelled) / (batch_size - per_batch))
+    assert all(int((labels[rows] >= 0).sum()) == per_batch for rows in batches)
+    assert sorted(order[labels[order] < 0].tolist()) == torch.nonzero(labels < 0).flatten().tolist()
+    counts = torch.bincount(order, minlength=len(labels))[labels >= 0]
+    assert int(counts.max() - counts.min()) <= 1  # the labelled rows cycle evenly
 
 
 def test_balanced_order_is_a_plain_permutation_without_two_kinds_of_rows():

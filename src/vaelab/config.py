@@ -389,11 +389,12 @@ class ModelConfig(Options):
         float,
         Field(
             ge=0.0,
-            description="m2: weight alpha/N of the classifier's log q(y|x) on labelled rows (Kingma et al. "
-            "2014 eq. 9: alpha = 0.1 N)",
+            description="m2: weight of the classifier's mean log q(y|x) over a batch's labelled rows "
+            "beside the batch's mean bound (Kingma et al. 2014 eq. 9's alpha / N; their 0.1 N is 0.1 "
+            "in these units, see vaelab.semisupervised)",
         ),
         Flag(metavar="A"),
-    ] = 0.1
+    ] = 5.0
     labelled_per_batch: Annotated[
         int,
         Field(
@@ -403,7 +404,7 @@ class ModelConfig(Options):
             "ones (the labelled rows cycle, reshuffled each pass); 0 shuffles all train rows together",
         ),
         Flag(metavar="N"),
-    ] = 0
+    ] = 10
     layers: Annotated[
         int,
         Field(

@@ -17,9 +17,19 @@ The training bound (their eqs. 6, 7 and 9), per example in nats, `m2_terms`:
     labelled (x, y):  L(x, y) = E_q(z|x,y)[log p(x|y,z)] + log p(y) - KL(q(z|x,y) || p(z))
     unlabelled x:     U(x) = sum_y q(y|x) L(x, y) + H(q(y|x))   (exact enumeration over y)
 
-and the classifier's term alpha log q(y|x) on labelled rows, alpha = `model.alpha` * N, so that
-the batch mean of the surrogate is J / N + `model.alpha` * E_labelled[log q(y|x)] (eq. 9;
-their alpha = 0.1 N). U(x) <= log p(x) and L(x, y) <= log p(x, y).
+and the classifier's term log q(y|x) on labelled rows (their eq. 9). U(x) <= log p(x) and
+L(x, y) <= log p(x, y). A batch of B rows, B_l of them labelled, trains on the surrogate whose
+batch mean is (`vaelab.objectives.semi_supervised`)
+
+    (B_u / B) E_u[U(x)] + (B_l / B) E_l[L(x, y)] + alpha E_l[log q(y|x)],   alpha = `model.alpha`
+
+With `model.labelled_per_batch` b > 0 every batch carries b labelled rows (`balanced_order`):
+B_l / B = b / B, the labelled rows cycling beside one pass over the unlabelled ones. Their eq. 9
+is J + alpha' E_l[log q(y|x)] with J summed over the N rows and alpha' = 0.1 N: per row,
+J / N + 0.1 E_l[log q(y|x)], so alpha = 0.1 on batches that hold labelled rows in their share
+N_l / N of the data; their per-labelled-row ratio of log q(y|x) to L(x, y), 0.1 N / N_l, is
+alpha = 0.1 (N / N_l)(b / B) with balanced batches (0.4 on mnist5k with 10 labels per class,
+b = 10, B = 100). The default alpha is larger (README: what it buys on mnist5k).
 
 `M2` builds its own networks (MLPs: q(z|x,y) and p(x|y,z) take a one-hot label beside their
 input), so `model.net` must be mlp; the likelihood head is `vaelab.models.Likelihood`, passed in
@@ -151,8 +161,8 @@ class M2(nn.Module):
     """M2: classifier q(y|x), q(z|x,y), p(x|y,z), p(y) = Cat(1/K), p(z) = N(0, I); see the module.
 
     latent_dim is K + Z (the joint latent (onehot(y), z)); `z_dim` is Z. `likelihood_head` turns
-    decoder outputs into p(x|y,z) (`vaelab.models.Likelihood`). alpha: the weight per example
-    (times N) of log q(y|x) on labelled rows (`model.alpha`).
+    decoder outputs into p(x|y,z) (`vaelab.models.Likelihood`). alpha: the weight of a batch's
+    mean log q(y|x) over its labelled rows beside its mean bound (`model.alpha`, see the module).
     """
 
     # learns from labels (the trainer passes each batch's, -1 unlabelled) but is not conditioned
