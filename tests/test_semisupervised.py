@@ -307,6 +307,34 @@ def test_the_trainer_gives_every_batch_its_labelled_rows(tmp_path, monkeypatch):
     assert sum(int((y < 0).sum()) for y in seen) == int((load_data(config.data).train_labels < 0).sum())
 
 
+def test_an_m2_run_with_labelled_batches_resumes_exactly(tmp_path):
+    import json
+
+    from vaelab import runs
+    from vaelab.train import Trainer, train
+
+    config = RunConfig().replace(
+        data={"source": "digits", "labels_per_class": 3},
+        model={"kind": "m2", "hidden": (8,), "latent_dim": 2, "labelled_per_batch": 5, "dropout": 0.2},
+        train={"epochs": 2, "threads": 1, "compile": "off", "batch_size": 64},
+    )
+    train(config, tmp_path / "straight", progress=False)
+    stopped = Trainer(config, tmp_path / "resumed", progress=False)
+    stopped.run_epoch()
+    stopped.close()  # the process "dies": the next Trainer starts from the epoch-1 checkpoint
+    train(config, tmp_path / "resumed", resume=True, progress=False)
+
+    def metrics(run):
+        drop = ("seconds", "images_per_second")
+        lines = (run / runs.METRICS).read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
+
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "straight")
+    assert (tmp_path / "resumed" / runs.WEIGHTS).read_bytes() == (
+        tmp_path / "straight" / runs.WEIGHTS
+    ).read_bytes()
+
+
 def test_m2_refuses_what_it_does_not_have():
     with pytest.raises(UserError, match=r"model.net conv: the m2 model has a mlp net only"):
         build_model(ModelConfig(kind="m2", net="conv", classes=("a", "b", "c")), (1, 8, 8))
