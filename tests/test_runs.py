@@ -570,3 +570,16 @@ def test_the_progress_postfix_keeps_updating_and_ends_on_the_epochs_means(tmp_pa
         f"ELBO {record['train_elbo_nats']:.2f} | recon {record['train_log_p_x_given_z_nats']:.2f} "
         f"| KL {record['train_kl_nats']:.2f} nats"
     )
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ({"kind": "m2"}, 0),  # written before the field: its batches were shuffled, so 0 keeps them
+        ({"kind": "m2", "labelled_per_batch": 7}, 7),
+        ({"kind": "vae"}, None),
+    ],
+)
+def test_an_older_m2_config_resumes_with_its_own_batching(model, expected):
+    migrated = runs.migrate_config({"data": {"source": "mnist5k"}, "model": model})
+    assert migrated["model"].get("labelled_per_batch") == expected

@@ -14,6 +14,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig
@@ -24,7 +26,7 @@ from vaelab.errors import UserError
 from vaelab.estimators import log_px_importance
 from vaelab.models import build_model
 from vaelab.objectives import objective_for
-from vaelab.semisupervised import M2, classification_error, m2_terms
+from vaelab.semisupervised import M2, balanced_order, check_labelled_per_batch, classification_error, m2_terms
 
 K, Z, D = 3, 2, 4
 
@@ -85,6 +87,24 @@ def test_the_objective_adds_alpha_log_q_on_labelled_rows_only():
     torch.testing.assert_close(out.surrogate, expected, rtol=0, atol=1e-12)
     assert out.bound is not None
     torch.testing.assert_close(out.bound, terms.elbo, rtol=0, atol=0)
+
+
+def test_a_balanced_batch_mean_weights_each_term_as_documented():
+    # B = 5 rows, B_l = 2 labelled: the batch mean of the surrogate is
+    # (B_u / B) E_u[U(x)] + (B_l / B) E_l[L(x, y)] + alpha E_l[log q(y|x)], exactly
+    model = tiny_m2()
+    model.alpha = 2.5
+    x = torch.bernoulli(
+        torch.full((5, D), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(4)
+    )
+    labels = torch.tensor([UNLABELLED, 2, UNLABELLED, 0, UNLABELLED])
+    out = objective_for(model, "elbo")(model, x, torch.Generator().manual_seed(5), labels=labels)
+    terms = m2_terms(model, x, labels, torch.Generator().manual_seed(5))
+    rows = labels >= 0
+    expected = (
+        3 / 5 * terms.elbo[~rows].mean() + 2 / 5 * terms.elbo[rows].mean() + 2.5 * terms.log_q_y[rows].mean()
+    )
+    torch.testing.assert_close(out.surrogate.mean(), expected, rtol=0, atol=1e-12)
 
 
 def linear_gaussian_log_px(model: M2, x: torch.Tensor) -> torch.Tensor:
@@ -202,6 +222,119 @@ def test_labels_per_class_refuses_in_one_line(tmp_path):
         load_data(DataConfig(source=f"npy:{path}", labels_per_class=1))
 
 
+# --------------------------------------------------------------------- labelled batches
+
+
+def test_every_balanced_batch_carries_its_labelled_rows():
+    labels = torch.full((53,), UNLABELLED)
+    labels[[3, 9, 20, 41]] = torch.tensor([0, 1, 1, 2])
+    order = balanced_order(labels, 10, 3, torch.Generator().manual_seed(0))
+    # 49 unlabelled rows in batches of 7 beside 3 labelled ones: 7 batches of 10 rows
+    assert len(order) == 49 + 7 * 3
+    batches = order.split(10)
+    assert [int((labels[rows] >= 0).sum()) for rows in batches] == [3] * 7
+    unlabelled = order[labels[order] < 0]
+    assert sorted(unlabelled.tolist()) == torch.nonzero(labels < 0).flatten().tolist()  # each once
+    # 21 labelled draws cycle through the 4 labelled rows: each drawn 5 or 6 times
+    counts = torch.bincount(order[labels[order] >= 0], minlength=53)[[3, 9, 20, 41]]
+    assert counts.sum() == 21 and set(counts.tolist()) <= {5, 6}
+    again = balanced_order(labels, 10, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(order, again)
+    assert not torch.equal(order, balanced_order(labels, 10, 3, torch.Generator().manual_seed(1)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    labelled=st.lists(st.booleans(), min_size=2, max_size=80),
+    batch_size=st.integers(2, 17),
+    per_batch=st.integers(1, 16),
+    seed=st.integers(0, 2**31),
+)
+def test_balanced_batches_for_any_labels(labelled, batch_size, per_batch, seed):
+    labels = torch.tensor([0 if row else UNLABELLED for row in labelled])
+    per_batch = min(per_batch, batch_size - 1)
+    order = balanced_order(labels, batch_size, per_batch, torch.Generator().manual_seed(seed))
+    n_labelled = int((labels >= 0).sum())
+    if n_labelled in (0, len(labels)):
+        assert sorted(order.tolist()) == list(range(len(labels)))
+        return
+    batches = order.split(batch_size)
+    assert len(batches) == math.ceil((len(labels) - n_labelled) / (batch_size - per_batch))
+    assert all(int((labels[rows] >= 0).sum()) == per_batch for rows in batches)
+    assert sorted(order[labels[order] < 0].tolist()) == torch.nonzero(labels < 0).flatten().tolist()
+    counts = torch.bincount(order, minlength=len(labels))[labels >= 0]
+    assert int(counts.max() - counts.min()) <= 1  # the labelled rows cycle evenly
+
+
+def test_balanced_order_is_a_plain_permutation_without_two_kinds_of_rows():
+    mixed = torch.tensor([UNLABELLED, 1, UNLABELLED, 0, UNLABELLED, UNLABELLED])
+    for labels, per_batch in ((mixed, 0), (torch.tensor([0, 1, 2, 1, 0, 2]), 2), (torch.full((6,), -1), 2)):
+        order = balanced_order(labels, 4, per_batch, torch.Generator().manual_seed(3))
+        assert torch.equal(order, torch.randperm(6, generator=torch.Generator().manual_seed(3)))
+
+
+def test_labelled_per_batch_must_leave_unlabelled_rows():
+    config = RunConfig().replace(model={"kind": "m2", "labelled_per_batch": 64}, train={"batch_size": 64})
+    with pytest.raises(
+        UserError,
+        match=r"model.labelled_per_batch 64: leaves no unlabelled row in a batch of train.batch_size 64",
+    ):
+        check_labelled_per_batch(config)
+    check_labelled_per_batch(config.replace(model={"labelled_per_batch": 63}))
+    check_labelled_per_batch(config.replace(model={"kind": "vae", "labelled_per_batch": 0}))
+
+
+def test_the_trainer_gives_every_batch_its_labelled_rows(tmp_path, monkeypatch):
+    import vaelab.objectives
+    from vaelab.train import train
+
+    seen: list[torch.Tensor] = []
+    objective = vaelab.objectives.semi_supervised
+
+    def spy(model, x, generator=None, **options):
+        if options["labels"] is not None:  # (validation scores log p(x): no labels)
+            seen.append(options["labels"].clone())
+        return objective(model, x, generator, **options)
+
+    monkeypatch.setattr(vaelab.objectives, "semi_supervised", spy)
+    config = RunConfig().replace(
+        data={"source": "digits", "labels_per_class": 2},
+        model={"kind": "m2", "hidden": (8,), "latent_dim": 2, "labelled_per_batch": 4},
+        train={"epochs": 1, "threads": 1, "compile": "off", "batch_size": 64},
+    )
+    train(config, tmp_path / "run", progress=False)
+    assert len(seen) > 1 and [int((y >= 0).sum()) for y in seen] == [4] * len(seen)
+    assert sum(int((y < 0).sum()) for y in seen) == int((load_data(config.data).train_labels < 0).sum())
+
+
+def test_an_m2_run_with_labelled_batches_resumes_exactly(tmp_path):
+    import json
+
+    from vaelab import runs
+    from vaelab.train import Trainer, train
+
+    config = RunConfig().replace(
+        data={"source": "digits", "labels_per_class": 3},
+        model={"kind": "m2", "hidden": (8,), "latent_dim": 2, "labelled_per_batch": 5, "dropout": 0.2},
+        train={"epochs": 2, "threads": 1, "compile": "off", "batch_size": 64},
+    )
+    train(config, tmp_path / "straight", progress=False)
+    stopped = Trainer(config, tmp_path / "resumed", progress=False)
+    stopped.run_epoch()
+    stopped.close()  # the process "dies": the next Trainer starts from the epoch-1 checkpoint
+    train(config, tmp_path / "resumed", resume=True, progress=False)
+
+    def metrics(run):
+        drop = ("seconds", "images_per_second")
+        lines = (run / runs.METRICS).read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
+
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "straight")
+    assert (tmp_path / "resumed" / runs.WEIGHTS).read_bytes() == (
+        tmp_path / "straight" / runs.WEIGHTS
+    ).read_bytes()
+
+
 def test_m2_refuses_what_it_does_not_have():
     with pytest.raises(UserError, match=r"model.net conv: the m2 model has a mlp net only"):
         build_model(ModelConfig(kind="m2", net="conv", classes=("a", "b", "c")), (1, 8, 8))
@@ -271,6 +404,11 @@ def test_m2_and_m1_m2_train_evaluate_and_classify(tmp_path):
         (["--labels-seed", "3"], "--labels-seed: ignored (it applies with labels_per_class)"),
         (["--model", "m2", "--objective", "iwae"], "--objective: ignored (the m2 model trains on its own"),
         (["--alpha", "0.5"], "--alpha: ignored (it applies to the m2 model)"),
+        (["--labelled-per-batch", "5"], "--labelled-per-batch: ignored (it applies to the m2 model)"),
+        (
+            ["--model", "m2", "--labels-per-class", "2", "--labelled-per-batch", "128"],
+            "model.labelled_per_batch 128: leaves no unlabelled row in a batch of train.batch_size 128",
+        ),
     ],
 )
 def test_the_cli_refuses_in_one_line(tmp_path, capsys, argv, message):

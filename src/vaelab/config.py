@@ -389,11 +389,22 @@ class ModelConfig(Options):
         float,
         Field(
             ge=0.0,
-            description="m2: weight alpha/N of the classifier's log q(y|x) on labelled rows (Kingma et al. "
-            "2014 eq. 9: alpha = 0.1 N)",
+            description="m2: weight of the classifier's mean log q(y|x) over a batch's labelled rows "
+            "beside the batch's mean bound (Kingma et al. 2014 eq. 9's alpha / N; their 0.1 N is 0.1 "
+            "in these units, see vaelab.semisupervised)",
         ),
         Flag(metavar="A"),
-    ] = 0.1
+    ] = 5.0
+    labelled_per_batch: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=10**6,
+            description="m2: labelled rows drawn into every training batch beside batch_size - N unlabelled "
+            "ones (the labelled rows cycle, reshuffled each pass); 0 shuffles all train rows together",
+        ),
+        Flag(metavar="N"),
+    ] = 10
     layers: Annotated[
         int,
         Field(
@@ -639,6 +650,7 @@ class RunConfig(Options):
             "train.mlflow_uri": "mlflow" not in self.train.track and "it applies to track mlflow",
             "data.labels_seed": self.data.labels_per_class is None and "it applies with labels_per_class",
             "model.alpha": self.model.kind != "m2" and "it applies to the m2 model",
+            "model.labelled_per_batch": self.model.kind != "m2" and "it applies to the m2 model",
             "model.classes": self.model.condition == "none"
             and self.model.kind != "m2"
             and "it applies to model.condition label and the m2 model",

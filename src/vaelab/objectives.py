@@ -200,9 +200,10 @@ def semi_supervised(
     """The M2 objective (Kingma et al. 2014, eq. 9), per example: the bound L(x, y) on labelled
     rows and U(x) on unlabelled ones (labels -1; None: all), by exact enumeration over classes
     (`vaelab.semisupervised.m2_terms`), plus alpha_row log q(y|x) on the labelled rows, with
-    alpha_row = model.alpha * B / B_labelled so that the batch mean is J/N + model.alpha *
-    E_labelled[log q(y|x)] (their alpha = 0.1 N). beta < 1 (KL warm-up) weights the joint KL.
-    The logged terms are the bound's (`ELBOTerms`)."""
+    alpha_row = model.alpha * B / B_labelled, so that the batch mean of B rows, B_l labelled, is
+    (B_u / B) E_u[U(x)] + (B_l / B) E_l[L(x, y)] + model.alpha * E_l[log q(y|x)] (their eq. 9;
+    `vaelab.semisupervised` relates model.alpha to their alpha = 0.1 N). beta < 1 (KL warm-up)
+    weights the joint KL. The logged terms are the bound's (`ELBOTerms`)."""
     terms = m2_terms(model, x, labels, generator)
     weight = model.alpha * len(x) / terms.labelled.sum().clamp(min=1).to(terms.elbo.dtype)
     surrogate = terms.log_p_x_given_z - beta * terms.kl + weight * terms.log_q_y

@@ -439,14 +439,20 @@ def migrate_config(raw: Any) -> Any:
     to refuse): before `data.channels` existed, a folder's images were read as grey, so such a
     run's folder is read with channels "grey" (auto would now keep its colour); before
     `data.standardize` existed a run trained on its data as stored, so it reads as standardize off
-    (not `auto`, which would now standardize a table)."""
+    (not `auto`, which would now standardize a table); before `model.labelled_per_batch` existed
+    an M2 run shuffled its labelled rows in with the rest, so such a run resumes with 0 (the same
+    batches), not today's default."""
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
         return raw
     data = dict(raw["data"])
     if "channels" not in data and str(data.get("source", "")).startswith("folder:"):
         data["channels"] = "grey"
     data.setdefault("standardize", "off")
-    return {**raw, "data": data}
+    migrated = {**raw, "data": data}
+    model = raw.get("model")
+    if isinstance(model, dict) and model.get("kind") == "m2" and "labelled_per_batch" not in model:
+        migrated["model"] = {**model, "labelled_per_batch": 0}
+    return migrated
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

@@ -17,9 +17,19 @@ The training bound (their eqs. 6, 7 and 9), per example in nats, `m2_terms`:
     labelled (x, y):  L(x, y) = E_q(z|x,y)[log p(x|y,z)] + log p(y) - KL(q(z|x,y) || p(z))
     unlabelled x:     U(x) = sum_y q(y|x) L(x, y) + H(q(y|x))   (exact enumeration over y)
 
-and the classifier's term alpha log q(y|x) on labelled rows, alpha = `model.alpha` * N, so that
-the batch mean of the surrogate is J / N + `model.alpha` * E_labelled[log q(y|x)] (eq. 9;
-their alpha = 0.1 N). U(x) <= log p(x) and L(x, y) <= log p(x, y).
+and the classifier's term log q(y|x) on labelled rows (their eq. 9). U(x) <= log p(x) and
+L(x, y) <= log p(x, y). A batch of B rows, B_l of them labelled, trains on the surrogate whose
+batch mean is (`vaelab.objectives.semi_supervised`)
+
+    (B_u / B) E_u[U(x)] + (B_l / B) E_l[L(x, y)] + alpha E_l[log q(y|x)],   alpha = `model.alpha`
+
+With `model.labelled_per_batch` b > 0 every batch carries b labelled rows (`balanced_order`):
+B_l / B = b / B, the labelled rows cycling beside one pass over the unlabelled ones. Their eq. 9
+is J + alpha' E_l[log q(y|x)] with J summed over the N rows and alpha' = 0.1 N: per row,
+J / N + 0.1 E_l[log q(y|x)], so alpha = 0.1 on batches that hold labelled rows in their share
+N_l / N of the data; their per-labelled-row ratio of log q(y|x) to L(x, y), 0.1 N / N_l, is
+alpha = 0.1 (N / N_l)(b / B) with balanced batches (0.4 on mnist5k with 10 labels per class,
+b = 10, B = 100). The default alpha is larger (README: what it buys on mnist5k).
 
 `M2` builds its own networks (MLPs: q(z|x,y) and p(x|y,z) take a one-hot label beside their
 input), so `model.net` must be mlp; the likelihood head is `vaelab.models.Likelihood`, passed in
@@ -37,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, constraints
 
-from vaelab.config import ModelConfig
+from vaelab.config import ModelConfig, RunConfig
 from vaelab.distributions import LOG_VAR_CLAMP, GeneratorSampled, SampleShape, draw, kl_standard_normal
 from vaelab.errors import UserError
 from vaelab.nets import ACTIVATIONS, forward_flat, mlp
@@ -48,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = [
     "M2",
     "M2Terms",
+    "balanced_order",
+    "check_labelled_per_batch",
     "ClassificationError",
     "GivenLabels",
     "JointPosterior",
@@ -149,8 +161,8 @@ class M2(nn.Module):
     """M2: classifier q(y|x), q(z|x,y), p(x|y,z), p(y) = Cat(1/K), p(z) = N(0, I); see the module.
 
     latent_dim is K + Z (the joint latent (onehot(y), z)); `z_dim` is Z. `likelihood_head` turns
-    decoder outputs into p(x|y,z) (`vaelab.models.Likelihood`). alpha: the weight per example
-    (times N) of log q(y|x) on labelled rows (`model.alpha`).
+    decoder outputs into p(x|y,z) (`vaelab.models.Likelihood`). alpha: the weight of a batch's
+    mean log q(y|x) over its labelled rows beside its mean bound (`model.alpha`, see the module).
     """
 
     # learns from labels (the trainer passes each batch's, -1 unlabelled) but is not conditioned
@@ -312,6 +324,59 @@ def m2_terms(
     kl_all = torch.where(labelled, kl_l, kl_u)
     log_q_label = torch.where(labelled, log_q_y.gather(1, y.T)[:, 0], torch.zeros_like(recon_u))
     return M2Terms(recon_all - kl_all, recon_all, kl_all, log_q_label, labelled)
+
+
+# ------------------------------------------------------------------- labelled batches
+
+
+def check_labelled_per_batch(config: RunConfig) -> None:
+    """Refuse (UserError, one line) an m2 config whose `model.labelled_per_batch` leaves no
+    unlabelled row in a batch of `train.batch_size`; anything else passes."""
+    per_batch, batch_size = config.model.labelled_per_batch, config.train.batch_size
+    if config.model.kind == "m2" and per_batch >= batch_size:
+        raise UserError(
+            f"model.labelled_per_batch {per_batch}: leaves no unlabelled row in a batch of "
+            f"train.batch_size {batch_size} (use fewer)"
+        )
+
+
+def balanced_order(
+    labels: Tensor, batch_size: int, labelled_per_batch: int, generator: torch.Generator
+) -> Tensor:
+    """An epoch's row order in which every batch carries `labelled_per_batch` labelled rows.
+
+    labels: (N,) int64, -1 unlabelled. The N_u unlabelled rows are shuffled and cut into
+    S = ceil(N_u / b_u) batches of b_u = batch_size - labelled_per_batch rows (the last may be
+    shorter); each batch gets the next `labelled_per_batch` rows of the labelled rows cycled,
+    reshuffled at each pass, and is shuffled within itself (a data-parallel shard gets its share).
+    Returns (N_u + S * labelled_per_batch,) int64 row indices on `generator`'s device, to be cut
+    into consecutive batches of `batch_size`: each unlabelled row appears once, each labelled row
+    about S * labelled_per_batch / N_l times. With labelled_per_batch 0, or without labelled or
+    without unlabelled rows, it is a plain permutation of the N rows.
+    """
+    device = generator.device
+    labels = labels.to(device)
+    unlabelled = torch.nonzero(labels < 0).flatten()
+    labelled = torch.nonzero(labels >= 0).flatten()
+    if labelled_per_batch == 0 or len(labelled) == 0 or len(unlabelled) == 0:
+        return torch.randperm(len(labels), generator=generator, device=device)
+    per_batch_u = batch_size - labelled_per_batch
+    steps = math.ceil(len(unlabelled) / per_batch_u)
+    unlabelled = unlabelled[torch.randperm(len(unlabelled), generator=generator, device=device)]
+    passes = math.ceil(steps * labelled_per_batch / len(labelled))
+    cycled = torch.cat(
+        [labelled[torch.randperm(len(labelled), generator=generator, device=device)] for _ in range(passes)]
+    )
+    batches = []
+    for step in range(steps):
+        rows = torch.cat(
+            [
+                cycled[step * labelled_per_batch : (step + 1) * labelled_per_batch],
+                unlabelled[step * per_batch_u : (step + 1) * per_batch_u],
+            ]
+        )
+        batches.append(rows[torch.randperm(len(rows), generator=generator, device=device)])
+    return torch.cat(batches)
 
 
 # ----------------------------------------------------------------------- classification

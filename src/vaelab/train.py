@@ -38,7 +38,7 @@ from vaelab.labels import resolve_classes, split_labels
 from vaelab.limits import check_training_memory
 from vaelab.models import Model, build_model
 from vaelab.objectives import DENSITY_TERMS, dataset_terms, logged_term_names, objective_for, term_sums
-from vaelab.semisupervised import M2, classification_record
+from vaelab.semisupervised import M2, balanced_order, check_labelled_per_batch, classification_record
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ class Trainer:
         self.x_valid = valid.x if valid.resident else splits.inputs("valid")
         # a model that uses labels gets each batch's, gathered with x's indices on the device
         labels = split_labels(model, splits, "train", config.data.source)
+        check_labelled_per_batch(config)
         self.train_labels = None if labels is None else devices.DeviceData(labels, device)
         self.valid_labels = split_labels(model, splits, "valid", config.data.source)
         steps = config.train.epochs * math.ceil(len(splits.train) / config.train.batch_size)
@@ -465,8 +466,12 @@ def _train_epoch(trainer: Trainer, epoch: int, lr: float) -> dict[str, Any]:
     optimizer, scaler, averaged = trainer.optimizer, trainer.scaler, trainer.averaged
     model.train()
     data, labelled, device = trainer.train_data, trainer.train_labels, trainer.device
-    n, batch_size = len(data), config.train.batch_size
-    order = torch.randperm(n, generator=generator, device=generator.device)
+    batch_size = config.train.batch_size
+    if labelled is None:
+        order = torch.randperm(len(data), generator=generator, device=generator.device)
+    else:  # (m2: labelled rows in every batch, `model.labelled_per_batch`; n counts them as visited)
+        order = balanced_order(labelled.x, batch_size, config.model.labelled_per_batch, generator)
+    n = len(order)
     if not data.resident:  # streamed rows are gathered in host memory: one copy of the order
         order = order.cpu()
     steps = math.ceil(n / batch_size)
