@@ -3,6 +3,10 @@ trained VAE/AE pair."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,3 +306,26 @@ def family_runs(tmp_path_factory) -> dict[str, Path]:
     finally:
         torch.set_num_threads(threads)
     return runs
+
+
+def serve_explorer(runs: list[Path], k: int, log: Path) -> Iterator[str]:
+    """The real `vaelab explore RUN...` on a free port of 127.0.0.1 (its stderr in `log`): yields its
+    URL once every run is loaded, then stops it. For module-scoped fixtures of the explorer tests."""
+    command = [sys.executable, "-m", "vaelab", "explore", *map(str, runs), "--port", "0", "--k", str(k)]
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert process.stdout is not None
+    with process.stdout:
+        line = process.stdout.readline()  # the URL, once the runs are loaded
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        if match is None:
+            process.kill()
+            process.wait()
+            pytest.fail(f"explore did not start: {line!r} {log.read_text()}")
+        yield match.group(1)
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import serve_explorer
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +29,9 @@ PIXELS = """selector => {
 @pytest.fixture(scope="module")
 def explorer_url(pair, tmp_path_factory):
     """The real command on a free port (its stderr in a file); stopped after the module."""
-    runs = [str(pair.vae), str(pair.ae)]
-    command = [sys.executable, "-m", "vaelab", "explore", *runs, "--port", "0", "--k", "100"]
-    log = tmp_path_factory.mktemp("explore-server") / "stderr.txt"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    assert process.stdout is not None
-    with process.stdout:
-        line = process.stdout.readline()  # the URL, once both runs are loaded
-        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-        if match is None:
-            process.kill()
-            process.wait()
-            pytest.fail(f"explore did not start: {line!r} {log.read_text()}")
-        yield match.group(1)
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    yield from serve_explorer(
+        [pair.vae, pair.ae], 100, tmp_path_factory.mktemp("explore-server") / "stderr.txt"
+    )
 
 
 def open_page(watched_page, url: str):

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import io
 import json
-import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import serve_explorer
 from vaelab.explore.space import LatentSpace
 from vaelab.viz.conditional import conditional_posterior_means
 from vaelab.viz.run import Run
@@ -144,20 +142,8 @@ def test_bad_labels_get_a_422_json_message(client, path, kwargs, message):
 @pytest.fixture(scope="module")
 def explorer_url(conditional_run, tmp_path_factory):
     """`vaelab explore` of the conditional run on a free port; stopped after the module."""
-    command = [sys.executable, "-m", "vaelab", "explore", str(conditional_run), "--port", "0", "--k", "20"]
     log = tmp_path_factory.mktemp("explore-conditional") / "stderr.txt"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    assert process.stdout is not None
-    with process.stdout:
-        match = re.search(r"(http://127\.0\.0\.1:\d+/)", process.stdout.readline())
-        if match is None:
-            process.kill()
-            process.wait()
-            pytest.fail(f"explore did not start: {log.read_text()}")
-        yield match.group(1)
-        process.terminate()
-        process.wait(timeout=20)
+    yield from serve_explorer([conditional_run], 20, log)
 
 
 DECODED = """() => { const c = document.querySelector('[data-run=a] .decoded');

@@ -17,8 +17,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import serve_explorer
 from vaelab.config import ModelConfig
 from vaelab.estimators import log_px_importance
 from vaelab.explore.layers import TopLayer, map_latent
@@ -183,25 +182,8 @@ def test_info_says_which_layer_is_shown_and_how_the_lower_ones_are_set(space):
 def explorer_url(hierarchical_run, explore_runs, tmp_path_factory):
     """`vaelab explore` of the hierarchical run ("a") beside a plain 3-D VAE ("b") on a free port of
     127.0.0.1; stopped after the module."""
-    runs = [str(hierarchical_run), str(explore_runs["vae"])]
-    command = [sys.executable, "-m", "vaelab", "explore", *runs, "--port", "0", "--k", "20"]
-    log = tmp_path_factory.mktemp("explore-hierarchical") / "stderr.txt"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    assert process.stdout is not None
-    with process.stdout:
-        match = re.search(r"(http://127\.0\.0\.1:\d+/)", process.stdout.readline())
-        if match is None:
-            process.kill()
-            process.wait()
-            pytest.fail(f"explore did not start: {log.read_text()}")
-        yield match.group(1)
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    runs = [hierarchical_run, explore_runs["vae"]]
+    yield from serve_explorer(runs, 20, tmp_path_factory.mktemp("explore-hierarchical") / "stderr.txt")
 
 
 @dataclass(frozen=True)
