@@ -308,9 +308,16 @@ def family_runs(tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
-def serve_explorer(runs: list[Path], k: int, log: Path) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def serve_explorer():
+    """`serve_explorer(runs, k, log)`, for the explorer tests' module-scoped server fixtures
+    (`yield from serve_explorer(...)`)."""
+    return _serve_explorer
+
+
+def _serve_explorer(runs: list[Path], k: int, log: Path) -> Iterator[str]:
     """The real `vaelab explore RUN...` on a free port of 127.0.0.1 (its stderr in `log`): yields its
-    URL once every run is loaded, then stops it. For module-scoped fixtures of the explorer tests."""
+    URL once every run is loaded, then stops it."""
     command = [sys.executable, "-m", "vaelab", "explore", *map(str, runs), "--port", "0", "--k", str(k)]
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import serve_explorer
-
 pytestmark = pytest.mark.slow
 
 PIXELS = """selector => {
@@ -27,7 +25,7 @@ PIXELS = """selector => {
 
 
 @pytest.fixture(scope="module")
-def explorer_url(pair, tmp_path_factory):
+def explorer_url(pair, tmp_path_factory, serve_explorer):
     """The real command on a free port (its stderr in a file); stopped after the module."""
     yield from serve_explorer(
         [pair.vae, pair.ae], 100, tmp_path_factory.mktemp("explore-server") / "stderr.txt"

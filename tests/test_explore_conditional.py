@@ -17,7 +17,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import serve_explorer
 from vaelab.explore.space import LatentSpace
 from vaelab.viz.conditional import conditional_posterior_means
 from vaelab.viz.run import Run
@@ -140,7 +139,7 @@ def test_bad_labels_get_a_422_json_message(client, path, kwargs, message):
 
 
 @pytest.fixture(scope="module")
-def explorer_url(conditional_run, tmp_path_factory):
+def explorer_url(conditional_run, tmp_path_factory, serve_explorer):
     """`vaelab explore` of the conditional run on a free port; stopped after the module."""
     log = tmp_path_factory.mktemp("explore-conditional") / "stderr.txt"
     yield from serve_explorer([conditional_run], 20, log)

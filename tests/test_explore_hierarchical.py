@@ -27,7 +27,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import serve_explorer
 from vaelab.config import ModelConfig
 from vaelab.estimators import log_px_importance
 from vaelab.explore.layers import TopLayer, map_latent
@@ -179,7 +178,7 @@ def test_info_says_which_layer_is_shown_and_how_the_lower_ones_are_set(space):
 
 
 @pytest.fixture(scope="module")
-def explorer_url(hierarchical_run, explore_runs, tmp_path_factory):
+def explorer_url(hierarchical_run, explore_runs, tmp_path_factory, serve_explorer):
     """`vaelab explore` of the hierarchical run ("a") beside a plain 3-D VAE ("b") on a free port of
     127.0.0.1; stopped after the module."""
     runs = [hierarchical_run, explore_runs["vae"]]
