@@ -28,6 +28,7 @@ from vaelab.viz.conditional import (
     class_cycle,
     class_cycle_decodes,
     conditional_posterior_means,
+    cycle_columns,
     decoder,
     encode,
 )
@@ -309,3 +310,12 @@ def test_the_report_of_a_conditional_run_shows_every_figure_given_the_label(cond
 def test_options_with_a_label_are_checked():
     with pytest.raises(UserError, match="label must be a class code >= 0"):
         dataclasses.replace(FigureOptions(), label=-1)
+
+
+@pytest.mark.parametrize(
+    "n, classes, columns",
+    [(64, 10, 10), (7, 3, 3), (64, 2, 8), (64, 3, 9), (3, 10, 3), (100, 4, 12)],
+)
+def test_a_class_cycle_picture_keeps_one_class_per_column_and_stays_about_square(n, classes, columns):
+    assert cycle_columns(n, classes) == columns
+    assert columns % classes == 0 or columns == n  # column j holds class j mod C

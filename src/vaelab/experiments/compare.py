@@ -48,6 +48,7 @@ from vaelab.viz.conditional import (
     class_cycle_decodes,
     class_names,
     code_statistics,
+    cycle_columns,
     encode,
     is_conditional,
     shown_classes,
@@ -473,14 +474,15 @@ def draw_comparison(
 
 def _prior_samples(model, n: int, seed: int) -> ImageGrid:
     """The picture of n prior samples (decoder means): for a conditional model sample i decoded
-    under label i mod C, a column per class (`class_cycle_decodes`, as its samples figure)."""
+    under label i mod C, each column one class (`class_cycle_decodes`, `cycle_columns`, as its samples
+    figure)."""
     if not is_conditional(model):
         return sample_grid(model, n, mode="mean", seed=seed)
     _, _, x = class_cycle_decodes(model, n, seed=seed)
     classes = shown_classes(model)
     names = ", ".join(class_names(model)[c] for c in classes)
     return ImageGrid(
-        tile(as_images(x, model.x_shape), ncols=len(classes)),
+        tile(as_images(x, model.x_shape), ncols=cycle_columns(n, len(classes))),
         f"{n} z ~ p(z), sample i decoded as E[x | z, y] under label i mod {len(classes)}: columns {names}",
     )
 

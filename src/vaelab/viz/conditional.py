@@ -25,6 +25,8 @@ gives (KL per dim, active units). `vaelab compare` goes through the same functio
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -273,21 +275,29 @@ def class_cycle_decodes(model, n: int, *, mode: str = "mean", seed: int = 0) -> 
     return z.cpu(), y, decode_under(model, z, y, mode=mode, generator=generator)
 
 
+def cycle_columns(n: int, num_classes: int) -> int:
+    """Columns of a picture of n samples whose sample i is of class i mod C: the smallest multiple
+    of C that is at least sqrt(n) (at most n), so each column holds one class and the picture stays
+    about square (64 samples of 2 classes: 8 columns, not 2 columns of 32)."""
+    return min(n, num_classes * math.ceil(math.sqrt(n) / num_classes))
+
+
 def class_cycle(model, n: int, *, mode: str = "mean", seed: int = 0) -> ImageRows:
     """The samples figure of a conditional model given no label: n prior samples, sample i decoded
     under the i-th label in turn, so that column c holds class c (`class_cycle_decodes`)."""
     classes, names = shown_classes(model), class_names(model)
     _, _, x = class_cycle_decodes(model, n, mode=mode, seed=seed)
-    per_row = min(n, len(classes))
+    per_row = cycle_columns(n, len(classes))
     rows = [x[start : start + per_row] for start in range(0, n, per_row)]
     shown = "the decoder mean E[x | z, y]" if mode == "mean" else "one draw x ~ p(x | z, y)"
     prior = PRIOR_NAMES.get(getattr(model.config, "prior", "normal"), "p(z)")
+    columns = "column y holds class y" if per_row <= len(classes) else "the columns cycle through the classes"
     return image_rows(
         rows,
         model.x_shape,
         f"{n} prior samples z ~ {prior}, each decoded under a label in turn{_shown_note(model)}:\n"
-        f"column y holds class y, shown as {shown}",
-        column_labels=[names[c] for c in classes[:per_row]],
+        f"{columns}, shown as {shown}",
+        column_labels=[names[classes[j % len(classes)]] for j in range(per_row)],
         xlabel="label y the sample is decoded under",
         cell_inches=0.55,
         margin_inches=(0.6, 1.3),
